@@ -1,0 +1,51 @@
+"""`python -m model <command>`: one entry point; each command lives in its own module.
+
+A command module exposes `add_arguments(parser)` and `run(args) -> int | None`. Modules are imported only when
+their command is used, so `--help` stays fast and a missing optional dependency breaks only its own command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import model  # noqa: F401  (sets the offline environment first)
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "phantom": ("model.phantom.cli", "write a synthetic phantom chest X-ray dataset (R2Gen layout)"),
+    "segment": ("model.segmentation.cli", "segment a radiograph into CXAS regions"),
+    "train": ("model.s2d.train_cli", "train S2D-ALIGN (stages 0-3, ablations, fine-tune from corrections)"),
+    "generate": ("model.s2d.generate_cli", "generate reports (optionally grounded) for images"),
+    "label": ("model.report.label_cli", "CheXpert-style labels, anatomy and key phrases for report text"),
+    "metrics": ("model.report.metrics_cli", "NLG and clinical-efficacy metrics for reference/hypothesis files"),
+    "evaluate": ("model.report.evaluate_cli", "evaluate a model on a dataset split"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = argv[0] if argv and not argv[0].startswith("-") else None
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != wanted:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                parser.error(f"command '{name}' is not available in this build ({module_name} is missing)")
+            raise
+        module.add_arguments(p)
+        modules[name] = module
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(modules[args.command].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

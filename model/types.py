@@ -1,0 +1,81 @@
+"""Plain typed objects that cross the walls: model → grounding → viewer / db.
+
+No torch here: `db/` and `viewer/` import this module. Arrays are numpy; everything else is JSON-serialisable
+through `to_dict()` / `from_dict()`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+VERDICTS = ("grounded", "weak", "ungrounded")
+
+
+@dataclass
+class RegionScore:
+    name: str  # a CXAS class or superclass name (model.taxonomy)
+    score: float  # in [0, 1]; see docs/grounding.md for how it is normalised
+
+
+@dataclass
+class Sentence:
+    index: int
+    text: str
+    token_span: tuple[int, int] = (0, 0)  # [start, end) in the generated token ids
+    regions: list[RegionScore] = field(default_factory=list)  # ranked, best first
+    verdict: str | None = None  # one of VERDICTS, or None before grounding
+    reasons: list[str] = field(default_factory=list)
+    labels: dict[str, int | None] = field(default_factory=dict)  # CheXpert observation → 1 / 0 / -1 / None
+    anatomy: list[str] = field(default_factory=list)  # CXAS names the sentence mentions
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["token_span"] = list(self.token_span)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Sentence":
+        d = dict(d)
+        d["token_span"] = tuple(d.get("token_span", (0, 0)))
+        d["regions"] = [RegionScore(**r) for r in d.get("regions", [])]
+        return cls(**d)
+
+
+@dataclass
+class ReportOutput:
+    """One generated report. `heatmaps` (sentence index → H×W float32 in [0, 1] at image resolution) is not
+    serialised by `to_dict`; callers that keep heatmaps store them as images."""
+
+    report: str
+    sentences: list[Sentence]
+    model_version: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    grounding_method: str | None = None
+    heatmaps: dict[int, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": self.report, "sentences": [s.to_dict() for s in self.sentences],
+                "model_version": self.model_version, "timings": dict(self.timings),
+                "grounding_method": self.grounding_method}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ReportOutput":
+        return cls(report=d["report"], sentences=[Sentence.from_dict(s) for s in d.get("sentences", [])],
+                   model_version=d.get("model_version", ""), timings=dict(d.get("timings", {})),
+                   grounding_method=d.get("grounding_method"))
+
+
+@dataclass
+class Segmentation:
+    """Named multi-label masks at the image's own resolution (masks may overlap)."""
+
+    masks: dict[str, np.ndarray]  # CXAS name → bool H×W
+    backend: str
+    measurements: dict[str, Any] = field(default_factory=dict)  # e.g. cardiothoracic_ratio, area fractions
+    features: Any = field(default=None, repr=False)  # the specialist's intermediate features (ASaRG), if any
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return next(iter(self.masks.values())).shape if self.masks else (0, 0)

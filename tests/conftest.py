@@ -1,0 +1,29 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import model  # noqa: E402,F401  (offline environment variables before anything else loads)
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    # Debian's chromium, never a downloaded browser.
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS, "headless": True}
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data when present (CI has it, a fresh clone does not): tests that need it skip without it."""
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED_DATA
