@@ -282,5 +282,7 @@ def label_report(text: str) -> ReportLabels:
               for obs in OBSERVATIONS}
     blocking = [obs for obs in OBSERVATIONS if obs not in ("No Finding", "Support Devices")
                 and report[obs] in (POSITIVE, UNCERTAIN)]
-    report["No Finding"] = None if blocking or any(s.other_abnormal for s in sentences) else POSITIVE
+    # An empty report says nothing, so it cannot say "no finding" either.
+    report["No Finding"] = None if not sentences or blocking or any(s.other_abnormal for s in sentences) \
+        else POSITIVE
     return ReportLabels(report, sentences)
