@@ -155,10 +155,12 @@ def _figures(result: dict[str, Any], out: str) -> list[str]:
             continue
         c = per[obs]
         m = [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]  # rows: reference neg/pos; columns: generated neg/pos
-        ax.imshow(m, cmap="Blues")
+        ax.imshow(m, cmap="Blues", vmin=0)
+        top = max(max(row) for row in m)
         for r in range(2):
             for k in range(2):
-                ax.text(k, r, str(m[r][k]), ha="center", va="center", fontsize=9)
+                ax.text(k, r, str(m[r][k]), ha="center", va="center", fontsize=9,
+                        color="white" if top and m[r][k] > top / 2 else "black")
         ax.set_xticks([0, 1], ["gen -", "gen +"], fontsize=7)
         ax.set_yticks([0, 1], ["ref -", "ref +"], fontsize=7)
         ax.set_title(obs, fontsize=8)

@@ -113,6 +113,7 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|probable|"
      r"questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b", "bwd"),
     (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b", "bwd"),
+    (r"\b(?:suspected|questioned|not excluded|a consideration)(?=\s*(?:[.;,]|$))", "bwd"),
     (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
      r"concern for|suggestive of|suggests?|suggesting|suggestion of|differential(?: diagnosis)?(?: includes?)?|"
      r"indeterminate|equivocal|possible|possibly|probable|probably|presumed|presumably|likely|may|might|could|"
@@ -123,7 +124,7 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
 # Where a forward scope ends; backward scopes end at the mirror of these (and at commas).
 _FWD_STOP = re.compile(
     r"[.;:]|\b(?:but|however|although|though|whereas|while|except|aside from|apart from|other than|which|who|"
-    r"because|since|due to|secondary to|consistent with|compatible with|there (?:is|are|has|have|was|were)|"
+    r"because|since|consistent with|compatible with|there (?:is|are|has|have|was|were)|"
     r"with interval)\b|(?:seen|noted|present|identified|demonstrated|visualized)\s*,|"
     r"(?:,|\band)\s+(?:the|there|a|an)\b")
 _BWD_STOP = re.compile(r"[.;:,]|\b(?:but|however|although|though|whereas|while|which|with|without|and there)\b")
