@@ -37,18 +37,17 @@ _MEDIASTINUM = (r"(?:mediastinum|mediastinal (?:silhouette|contours?|width|shado
                 r"cardiomediastinal(?: silhouette| contours?| structures| shadow)?|"
                 r"(?:cardiac and |heart and )mediastinal (?:silhouettes?|contours?)|heart and mediastinum)")
 _CLAUSE_GAP = r"(?:[^.;:]{0,60}?)"  # same clause, a few words at most
-_ENLARGED = r"(?:enlarged|enlargement|large|increased in size|widened|widening|wide)"
 
 _MENTIONS: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
         r"\b(?:widened mediastinum|mediastinal (?:widening|enlargement|prominence|mass)|enlarged cardiomediastinum|"
         r"(?:widened|enlarged|prominent) (?:cardio)?mediastinal (?:silhouette|contours?))\b|"
-        r"(?<=\b" + "mediastinum" + r" )(?:is |appears |remains )?(?:widened|enlarged|prominent)\b"),
+        r"(?<=\bmediastinum )(?:is |appears |remains )?(?:widened|enlarged|prominent)\b"),
     "Cardiomegaly": (
         r"\b(?:cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow|contour))|"
         r"enlargement of the (?:heart|cardiac silhouette|cardiomediastinal silhouette)|"
         r"(?:heart|cardiac silhouette) (?:is |appears |remains )?(?:mildly |moderately |severely |markedly |"
-        r"slightly |borderline )?(?:enlarged|large)|cardiomegaly|heart size (?:is |appears |remains )?"
+        r"slightly |borderline )?(?:enlarged|large)|heart size (?:is |appears |remains )?"
         r"(?:mildly |moderately |severely |markedly |slightly )?(?:enlarged|increased))\b"),
     "Lung Opacity": (
         r"\b(?:opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)|air[- ]?space (?:disease|opacit\w+)|"
@@ -105,20 +104,24 @@ _NEGATION_CUES: list[tuple[str, str]] = [
     (r"\b(?:within (?:the )?(?:normal limits|limits of normal)|(?:is|are|appears?|remains?) (?:normal|unremarkable))"
      r"\b", "bwd"),
     (r"\b(?:no(?! longer)(?! (?:significant |interval |appreciable |definite )?change)|"
-     r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|negative for|free of|clear of|absence of|absent|resolution of|resolved|"
-     r"removal of|removed|interval removal of|rather than|never|nor|neither)\b", "fwd"),
+     r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|"
+     r"negative for|free of|clear of|absence of|absent|resolution of|resolved|removal of|removed|"
+     r"interval removal of|rather than|never|nor|neither)\b", "fwd"),
 ]
 _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:cannot|can ?not|could not|may not|not) (?:be )?(?:entirely |completely |totally |definitely )?"
      r"(?:excluded|ruled out)\b", "bwd"),
     (r"\b(?:cannot|can ?not|can't|could not|not) (?:entirely |completely |totally |definitely )?"
      r"(?:exclude|rule out)\b", "fwd"),
-    (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|probable|"
-     r"questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b", "bwd"),
-    (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b", "bwd"),
+    (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|"
+     r"probable|questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b",
+     "bwd"),
+    (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b",
+     "bwd"),
     (r"\b(?:suspected|questioned|not excluded|a consideration)(?=\s*(?:[.;,]|$))", "bwd"),
-    (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
-     r"concern for|suggestive of|suggests?|suggesting|suggestion of|differential(?: diagnosis)?(?: includes?)?|"
+    (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|"
+     r"suspected|suspect|suspicion of|concerning for|concern for|suggestive of|suggests?|suggesting|"
+     r"suggestion of|differential(?: diagnosis)?(?: includes?)?|"
      r"indeterminate|equivocal|possible|possibly|probable|probably|presumed|presumably|likely|may|might|could|"
      r"represents?|representing|reflects?|reflecting|either|uncertain|unclear|question)\b", "fwd"),
     (r"\b(?:versus|vs\.?)(?=\s)", "both"),
@@ -133,7 +136,8 @@ _FWD_STOP = re.compile(
 _BWD_STOP = re.compile(r"[.;:,]|\b(?:but|however|although|though|whereas|while|which|with|without|and there)\b")
 
 # "heart size is normal": a heart / mediastinum term with a normal state in the same clause, either order.
-_NORMAL = r"(?:not enlarged|normal|within normal limits|unremarkable|upper limits? of normal|top[- ]normal|high[- ]normal)"
+_NORMAL = (r"(?:not enlarged|normal|within normal limits|unremarkable|upper limits? of normal|top[- ]normal|"
+           r"high[- ]normal)")
 _NORMAL_STATE = {
     "Cardiomegaly": re.compile(r"\b" + _HEART + r"\b" + _CLAUSE_GAP + r"\b" + _NORMAL + r"\b|\b"
                                + r"(?:normal|unremarkable)(?:[- ]sized?)?(?: in size)? " + r"(?:\w+ ){0,2}"
