@@ -537,24 +537,27 @@ class Store:
         return items[:limit] if limit else items
 
     def signed_versions(self) -> dict[str, tuple[int, int]]:
-        """study pseudo id → (review id, sign correction id) of its newest signed review."""
+        """study pseudo id → (review id, sign correction id) of its newest sign event. A review amended since keeps
+        its last signed version here until it is signed again."""
         latest_sign = (select(Correction.review_id, func.max(Correction.id).label("sign_id"))
                        .where(Correction.kind == "sign").group_by(Correction.review_id).subquery())
         q = (select(Study.pseudo_id, Review.id, latest_sign.c.sign_id)
              .join(Review, Review.study_id == Study.id).join(latest_sign, latest_sign.c.review_id == Review.id)
-             .where(Review.status == "signed").order_by(latest_sign.c.sign_id))
+             .order_by(latest_sign.c.sign_id))
         with self._read() as s:
             return {pid: (rid, sid) for pid, rid, sid in s.execute(q)}  # newest sign wins per study
 
     def signed_report(self, review_id: int) -> SignedReport:
-        """The review as it was at its last sign event (corrections after it are ignored)."""
+        """The review as it was at its last sign event (an amendment in progress after it is not included)."""
         with self._read() as s:
             r = s.get(Review, review_id)
-            if r is None or r.status != "signed":
-                raise StoreError(f"review {review_id} is not signed")
+            if r is None:
+                raise NotFoundError(f"no review with id {review_id}")
             g = s.get(Generation, r.generation_id)
             trail = [_record(c) for c in s.scalars(select(Correction).where(Correction.review_id == r.id)
                                                    .order_by(Correction.id))]
+            if not any(c.kind == "sign" for c in trail):
+                raise StoreError(f"review {review_id} has never been signed")
             sign = max((c for c in trail if c.kind == "sign"), key=lambda c: c.id)
             sentences = replay(g.output["sentences"], [c for c in trail if c.id < sign.id])
             st = s.get(Study, r.study_id)
