@@ -11,7 +11,7 @@ import shlex
 import sys
 
 import model  # noqa: F401  (offline environment first)
-from db.engine import default_url
+from db import default_url
 
 
 def _init(args: argparse.Namespace, store) -> int:

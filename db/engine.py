@@ -17,13 +17,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-DEFAULT_URL = "sqlite:///groundcxr.db"
+from db import default_url
+
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
-
-
-def default_url() -> str:
-    return os.environ.get("GROUNDCXR_DB") or DEFAULT_URL
 
 
 def is_sqlite(engine: Engine) -> bool:
