@@ -147,8 +147,9 @@ def _check_name(value: str | None, what: str) -> str:
 
 
 def _check_regions(regions: list[str] | None) -> list[str]:
-    if not regions or isinstance(regions, str):
-        raise StoreError("regions must be a non-empty list of CXAS names")
+    """An empty list is allowed: "this sentence is about no region" (e.g. "No acute disease.")."""
+    if not isinstance(regions, (list, tuple)):
+        raise StoreError(f"regions must be a list of CXAS names, got {type(regions).__name__}")
     if len(regions) > MAX_REGIONS:
         raise StoreError(f"{len(regions)} regions given; the limit is {MAX_REGIONS}")
     bad = [r for r in regions if not isinstance(r, str) or not is_valid_name(r)]
@@ -433,7 +434,7 @@ class Store:
             fields["reason_code"] = reason_code
             if text is not None:
                 fields["text"] = _check_text(text, "note")
-        if kind == "relink" or (kind == "add" and regions):
+        if kind == "relink" or (kind == "add" and regions is not None):
             fields["regions"] = _check_regions(regions)
         with self._write() as s:
             r = self._locked_review(s, review_id)
