@@ -25,11 +25,12 @@ METHODS = ("rollout", "ablation", "ig")
 
 
 def understand(text: str) -> tuple[dict[str, int | None], list[str]]:
-    """The labeler's observations and the CXAS anatomy a sentence names (model.report, torch-free)."""
+    """The labeler's observations (only those the sentence mentions: 1 / 0 / -1) and the CXAS anatomy it names."""
     from model.report.anatomy import sentence_anatomy
-    from model.report.labeler import label_report
+    from model.report.labeler import label_sentence
 
-    return dict(label_report(text).labels), list(sentence_anatomy(text))
+    labels = {k: v for k, v in label_sentence(text)[0].items() if v is not None}
+    return labels, list(sentence_anatomy(text))
 
 
 def _candidate_masks(segmentation: Segmentation, shape: tuple[int, int]) -> dict[str, np.ndarray]:
