@@ -17,7 +17,7 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Thresholds, judge
+from model.grounding.verdict import Judgement, Thresholds, judge
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
@@ -82,13 +82,20 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
 def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
            thresholds: Thresholds | None = None, **kwargs) -> ReportOutput:
     """Fill each sentence of `gen_output` with ranked regions, verdict, reasons, labels and anatomy."""
+    return ground_detailed(generator, image, segmentation, gen_output, method, thresholds, **kwargs)[0]
+
+
+def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+                    thresholds: Thresholds | None = None, **kwargs) -> tuple[ReportOutput, list[Judgement]]:
+    """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
+    benchmark)."""
     t0 = time.perf_counter()
     th = thresholds or Thresholds.load()
     shape = tuple(np.asarray(image).shape[:2])
     masks = _candidate_masks(segmentation, shape)
     dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
-    sentences, heatmaps = [], {}
+    sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
         regions = score_regions(dens[i], masks)
         if i in abl_scores:  # ablation: mean of the area-normalised mass score and the ablation score
@@ -96,15 +103,17 @@ def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output,
                               for r in regions), key=lambda r: (-r.score, r.name))
         labels, anatomy = understand(s.text)
         j = judge(s.text, labels, anatomy, regions, masks, segmentation.measurements, th)
+        judgements.append(j)
         sentences.append(Sentence(index=i, text=s.text, token_span=tuple(s.token_span), regions=j.regions,
                                   verdict=j.verdict, reasons=j.reasons, labels=labels, anatomy=anatomy))
         heatmaps[i] = to_display(dens[i])
     base = gen_output.to_report_output() if hasattr(gen_output, "to_report_output") else None
     timings = dict(getattr(base, "timings", {}) or {})
     timings.update({"grounding_attribution_s": t_attr, "grounding_s": time.perf_counter() - t0})
-    return ReportOutput(report=gen_output.report, sentences=sentences,
-                        model_version=getattr(base, "model_version", "") or "", timings=timings,
-                        grounding_method=method, heatmaps=heatmaps)
+    out = ReportOutput(report=gen_output.report, sentences=sentences,
+                       model_version=getattr(base, "model_version", "") or "", timings=timings,
+                       grounding_method=method, heatmaps=heatmaps)
+    return out, judgements
 
 
 def ground_text(generator, image: np.ndarray, segmentation: Segmentation, report_text: str,

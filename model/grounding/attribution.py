@@ -43,7 +43,7 @@ class KeyLayout:
             def get(k, d=None):
                 return getattr(layout, k, d)
         grid = get("grid") or get("patch_grid")
-        names = get("region_names") or ()
+        names = get("region_names") or get("regions") or ()
         n_feat = get("n_feature_tokens") if get("n_feature_tokens") is not None else get("num_feature_tokens", 0)
         if grid is None:
             raise ValueError(f"key_layout has no patch grid: {layout!r}")

@@ -111,3 +111,56 @@ def best_youden(pos, neg, higher_means_positive: bool = True) -> float:
     j = [(pos > c).mean() - (neg > c).mean() for c in cuts]
     best = float(cuts[int(np.argmax(j))])
     return best if higher_means_positive else -best
+
+
+# --- running the engine over a phantom split ---------------------------------------------------------------------
+def load_split(data_dir: str, split: str, limit: int | None = None) -> list[dict]:
+    """Entries of DIR/annotation.json's `split` (as written by `python -m model phantom`)."""
+    import json
+    import os
+
+    path = os.path.join(data_dir, "annotation.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: write a phantom dataset with `python -m model phantom --out "
+                                f"{data_dir} --n N --seed S`")
+    with open(path, encoding="utf-8") as fh:
+        ann = json.load(fh)
+    if split not in ann:
+        raise KeyError(f"{path} has no '{split}' split (has {sorted(ann)})")
+    return ann[split][:limit] if limit else ann[split]
+
+
+def read_case(data_dir: str, entry: dict):
+    """-> (image float32 H x W in [0, 1], anatomy masks, finding masks, findings list, report)."""
+    import os
+
+    from model.imageio import read_radiograph
+    from model.phantom import load_masks
+
+    image = read_radiograph(os.path.join(data_dir, entry["image_path"][0]))
+    anatomy, finding_masks = load_masks(os.path.join(data_dir, entry["masks"]))
+    findings = entry.get("findings") or {}
+    findings = findings.get("findings", []) if isinstance(findings, dict) else findings
+    return image, anatomy, finding_masks, findings, entry["report"]
+
+
+def sentence_positive_types(text: str) -> set[str]:
+    from model.grounding import understand
+
+    return {o for o, v in understand(text)[0].items() if v in (1, -1)}
+
+
+def finding_sentence(sentences: list[str], finding: dict) -> int | None:
+    """Index of the first sentence asserting this finding's type on its side (None when the report has none)."""
+    from model.grounding import understand
+    from model.grounding.verdict import side_of
+
+    for i, text in enumerate(sentences):
+        labels, anatomy = understand(text)
+        if labels.get(finding.get("type")) not in (1, -1):
+            continue
+        side = side_of(text, anatomy)
+        fs = finding.get("side")
+        if side is None or fs in (None, "bilateral") or side == fs:
+            return i
+    return None

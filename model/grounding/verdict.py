@@ -73,6 +73,7 @@ class Judgement:
     reasons: list[str]
     score: float  # in [0, 1]: higher = more likely unsupported / hallucinated
     regions: list[RegionScore]  # the links to show (for negatives: the denied regions)
+    support: float | None = None  # best score among regions matching the named anatomy (positive findings)
 
 
 # What each CheXpert observation can be checked against. `regions(side)` names where it lives (for negatives:
@@ -111,10 +112,18 @@ def _logistic(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
 
 
+def measurement_view(measurements: dict) -> dict:
+    """The three checks' inputs from a Segmentation's measurements: cardiothoracic_ratio (float),
+    costophrenic_sharpness and apex_markings ({"left": float, "right": float}; higher = sharper angle / more
+    markings). Missing entries are simply absent."""
+    return dict(measurements or {})
+
+
 def finding_evidence(observation: str, side: str | None, measurements: dict, th: Thresholds
                      ) -> tuple[float, str] | None:
     """Probability-like evidence in [0, 1] that the image shows `observation` on `side` (None: either side), from
     the measurements, with a human-readable description; None when no measurement applies or it is missing."""
+    measurements = measurement_view(measurements)
     check = CHECKS.get(observation)
     if check == "ctr":
         ctr = measurements.get("cardiothoracic_ratio")
@@ -196,7 +205,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
             reasons.append(f"supported by {relevant[0].name} ({support:.2f})"
                            + (f"; consistent with {contradiction[2]}" if contradiction else ""))
         links = relevant[:top_k] + [r for r in top if r not in relevant[:top_k]]
-        return Judgement(verdict, reasons, float(score), links[:top_k + 1])
+        return Judgement(verdict, reasons, float(score), links[:top_k + 1], support)
 
     if negative:
         denied = sorted({r for obs in negative for r in FINDING_REGIONS[obs](side)})
