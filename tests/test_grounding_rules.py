@@ -206,3 +206,24 @@ def test_key_layout_mismatch_names_both_counts():
 def test_judge_links_are_region_scores():
     j = _judge("Left lower lobe opacity.", {"Lung Opacity": 1}, ["left lung base"], blob(slice(44, 54), slice(40, 56)))
     assert all(isinstance(r, RegionScore) for r in j.regions)
+
+
+def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
+    from model.grounding.verdict import zone_opacity
+
+    masks = synthetic_masks()
+    masks["right upper zone lung"] = np.zeros((H, W), bool); masks["right upper zone lung"][8:24, 4:28] = True
+    masks["left upper zone lung"] = np.zeros((H, W), bool); masks["left upper zone lung"][8:24, 36:60] = True
+    rng = np.random.default_rng(0)
+    image = 0.2 + 0.02 * rng.standard_normal((H, W))
+    image[42:54, 8:24] += 0.3  # a dense patch in the right base (image left)
+    z = zone_opacity(image, masks)
+    assert z["right lung base"] > 1.0 and z["left lung base"] < -1.0
+    assert abs(z["right upper zone lung"]) < 0.5
+    meas = {**NORMAL, "zone_opacity": z}
+    heat = np.ones((H, W)); heat[8:56, 4:60] = 3.0
+    denied = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas)
+    assert denied.verdict == "ungrounded" and "right lung base opacity" in denied.reasons[0]
+    wrong_side = _judge("Left lower lobe consolidation.", {"Consolidation": 1}, ["lung lower lobe left"],
+                        blob(slice(44, 54), slice(40, 56)), meas)
+    assert wrong_side.verdict == "ungrounded"

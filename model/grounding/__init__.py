@@ -17,7 +17,7 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Judgement, Thresholds, judge
+from model.grounding.verdict import Judgement, Thresholds, judge, zone_opacity
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
@@ -95,6 +95,8 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     masks = _candidate_masks(segmentation, shape)
     dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
+    # Image checks beside the segmenter's measurements: each lung zone's density against its mirror zone.
+    measurements = {**segmentation.measurements, "zone_opacity": zone_opacity(image, masks)}
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
         regions = score_regions(dens[i], masks)
@@ -102,7 +104,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
             regions = sorted((RegionScore(r.name, 0.5 * r.score + 0.5 * abl_scores[i].get(r.name, 0.5))
                               for r in regions), key=lambda r: (-r.score, r.name))
         labels, anatomy = understand(s.text)
-        j = judge(s.text, labels, anatomy, regions, masks, segmentation.measurements, th)
+        j = judge(s.text, labels, anatomy, regions, masks, measurements, th)
         judgements.append(j)
         sentences.append(Sentence(index=i, text=s.text, token_span=tuple(s.token_span), regions=j.regions,
                                   verdict=j.verdict, reasons=j.reasons, labels=labels, anatomy=anatomy))

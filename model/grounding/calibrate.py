@@ -4,7 +4,7 @@ assets/grounding/thresholds.json together with the command that produced them.
     python -m model phantom --out /tmp/phantom_cal --n 400 --seed 11
     nice python -m model.grounding.calibrate --data /tmp/phantom_cal --n 40
 
-Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apical markings) maximise Youden's J between
+Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apical markings, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
@@ -22,7 +22,9 @@ import numpy as np
 
 import model  # noqa: F401
 from model.grounding import harness
-from model.grounding.verdict import THRESHOLDS_PATH, Thresholds, measurement_view
+from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, measurement_view, zone_opacity
+
+OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
 
 def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
@@ -43,7 +45,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
 
     gen = load_generator(model_dir)
     rng = random.Random(seed)
-    meas = {"ctr": ([], []), "cp": ([], []), "apex": ([], [])}  # (with finding, without)
+    meas = {"ctr": ([], []), "cp": ([], []), "apex": ([], []), "opacity": ([], [])}  # (with finding, without)
     support = ([], [])  # (true finding sentences, inserted ones)
     for entry in harness.load_split(data_dir, "val", n):
         image, _, _, findings, report = harness.read_case(data_dir, entry)
@@ -57,6 +59,12 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             for side, value in (m.get(name) or {}).items():
                 if value is not None:
                     meas[key][0 if harness.present(findings, ftype, side) else 1].append(value)
+        zones = zone_opacity(image, seg.masks)
+        for side in ("right", "left"):
+            values = [v for z, v in zones.items() if z.startswith(side + " ")]
+            if values:
+                hit = any(harness.present(findings, t, side) for t in OPACITY_TYPES)
+                meas["opacity"][0 if hit else 1].append(max(values))
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, n_drop=0,
                                            sentence_types=harness.sentence_positive_types)
@@ -69,7 +77,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     th = Thresholds()
     stats = {}
     for key, field, higher in (("ctr", "ctr_max_normal", True), ("cp", "cp_sharp_min", False),
-                               ("apex", "apex_markings_min", False)):
+                               ("apex", "apex_markings_min", False), ("opacity", "opacity_min", True)):
         pos, neg = meas[key]
         stats[key] = {"with_finding": len(pos), "without": len(neg)}
         if len(pos) >= 3 and len(neg) >= 3:

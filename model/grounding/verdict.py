@@ -46,8 +46,9 @@ class Thresholds:
     ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
     cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
     apex_markings_min: float = 0.5  # apical markings statistic at or above this: markings present (no pneumothorax)
+    opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
-        "ctr": 0.03, "cp": 0.1, "apex": 0.1})  # logistic softness of each measurement check
+        "ctr": 0.03, "cp": 0.1, "apex": 0.1, "opacity": 0.15})  # logistic softness of each measurement check
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -95,7 +96,30 @@ FINDING_REGIONS = {
     "Edema": lambda side: LUNGS,
     "Pleural Other": lambda side: _sided("{} lung", side),
 }
-CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex"}
+CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex", "Consolidation": "opacity",
+          "Lung Opacity": "opacity", "Pneumonia": "opacity", "Lung Lesion": "opacity", "Atelectasis": "opacity"}
+ZONES = ("upper zone lung", "mid zone lung", "lung base")
+
+
+def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per lung zone (CXAS name): how much brighter (denser) it is than the same zone on the other side, in units
+    of the lungs' intensity spread. An opacity, consolidation, nodule or collapse raises its zone's value; a
+    symmetric chest gives ~0 everywhere. Needs both sides' zone masks; missing pairs are left out."""
+    image = np.asarray(image, dtype=np.float64)
+    lungs = [masks[n] for n in ("right lung", "left lung") if n in masks]
+    if not lungs:
+        return {}
+    spread = float(image[np.logical_or.reduce(lungs)].std()) or 1.0
+    out = {}
+    for zone in ZONES:
+        r, l = masks.get(f"right {zone}"), masks.get(f"left {zone}")
+        if r is None or l is None or not r.any() or not l.any():
+            continue
+        # The brightest quarter of each zone: a focal opacity moves it where it barely moves the zone mean.
+        qr, ql = (float(np.percentile(image[m], 75)) for m in (r, l))
+        out[f"right {zone}"] = (qr - ql) / spread
+        out[f"left {zone}"] = (ql - qr) / spread
+    return out
 
 
 def side_of(text: str, anatomy: list[str]) -> str | None:
@@ -145,6 +169,14 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
             if best is None or p > best[0]:
                 best = (p, f"{s} {what} {value:.2f} (normal >= {limit:.2f})")
         return best
+    if check == "opacity":
+        zones = measurements.get("zone_opacity") or {}
+        cands = [(v, z) for z, v in zones.items() if side is None or z.startswith(side + " ")]
+        if not cands:
+            return None
+        value, zone = max(cands)
+        p = _logistic((value - th.opacity_min) / th.measurement_scale["opacity"])
+        return p, f"{zone} opacity {value:+.2f} vs the other side (opacified >= {th.opacity_min:.2f})"
     return None
 
 
