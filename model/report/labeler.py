@@ -57,8 +57,8 @@ _MENTIONS: dict[str, str] = {
         r"reticulonodular|(?:parenchymal |pulmonary |lung )?scarring|peribronchial (?:thickening|cuffing)|"
         r"(?:bronchial )?wall thickening|ground[- ]glass|haziness|hazy|airspace process)\b"),
     "Lung Lesion": (
-        r"\b(?:(?<!hiatal )(?<!hiatus )(?<!soft tissue )masse?s?|nodules?|nodular (?:densit\w+|opacit\w+|"
-        r"opacification|lesions?)|nodularity|lump|cavitary (?:lesion|mass)|carcinoma|neoplasm|tumou?r|"
+        r"\b(?:(?<!hiatal )(?<!hiatus )(?<!soft tissue )mass(?:es|[- ]?like)?|nodules?|nodular lesions?|lump|"
+        r"cavitary (?:lesion|mass)|carcinoma|neoplasm|tumou?r|"
         r"metastas[ie]s|metastatic disease|(?:lung|pulmonary) lesions?)\b"),
     "Edema": (
         r"\b(?:(?<!soft tissue )(?<!subcutaneous )edema|(?:congestive )?heart failure|chf|"
@@ -67,7 +67,7 @@ _MENTIONS: dict[str, str] = {
     "Consolidation": r"\b(?:consolidat(?:ion|ions|ive|ed))\b",
     "Pneumonia": r"\b(?:pneumonias?|pneumonitis|infectious process|infection|bronchopneumonia)\b",
     "Atelectasis": (
-        r"\b(?:atelecta\w*|(?<!vertebral )(?<!body )(?<!compression )collapse[d]?|volume loss)\b"),
+        r"\b(?:atelecta\w*|(?<!vertebral )(?<!body )(?<!compression )collapse[d]?)\b"),
     "Pneumothorax": r"\b(?:pneumothora(?:x|ces)|hydropneumothorax|ptx)\b",
     "Pleural Effusion": (
         r"\b(?:(?<!pericardial )(?<!joint )effusions?|pleural fluid|hydropneumothorax|hydrothorax|"
@@ -101,7 +101,8 @@ _NEGATION_CUES: list[tuple[str, str]] = [
      r"demonstrated|detected|apparent|enlarged|widened)\b", "bwd"),
     (r"\b(?:(?:has|have) )?(?:resolved|cleared|been removed|been withdrawn)\b", "bwd"),
     (r"\b(?:is|are|was|were) (?:removed|absent|negative)\b", "bwd"),
-    (r"\b(?:no(?! longer)|not|without|negative for|free of|clear of|absence of|absent|resolution of|resolved|"
+    (r"\b(?:no(?! longer)(?! (?:significant |interval |appreciable |definite )?change)|"
+     r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|negative for|free of|clear of|absence of|absent|resolution of|resolved|"
      r"removal of|removed|interval removal of|rather than|never|nor|neither)\b", "fwd"),
 ]
 _UNCERTAINTY_CUES: list[tuple[str, str]] = [
@@ -112,7 +113,7 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|probable|"
      r"questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b", "bwd"),
     (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b", "bwd"),
-    (r"\b(?:rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
+    (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
      r"concern for|suggestive of|suggests?|suggesting|suggestion of|differential(?: diagnosis)?(?: includes?)?|"
      r"indeterminate|equivocal|possible|possibly|probable|probably|presumed|presumably|likely|may|might|could|"
      r"represents?|representing|reflects?|reflecting|either|uncertain|unclear|question)\b", "fwd"),
@@ -123,9 +124,8 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
 _FWD_STOP = re.compile(
     r"[.;:]|\b(?:but|however|although|though|whereas|while|except|aside from|apart from|other than|which|who|"
     r"because|since|due to|secondary to|consistent with|compatible with|there (?:is|are|has|have|was|were)|"
-    r"(?:is|are) (?:seen|noted|present|again seen|identified)|with interval|however)\b|"
-    r"(?:,|\band)\s+(?:the|there|a|an|mild|mildly|moderate|severe|small|large|minimal|stable|new|increased|"
-    r"persistent|unchanged|improved|worsening|residual|left|right|bilateral|bibasilar|trace)\b")
+    r"with interval)\b|(?:seen|noted|present|identified|demonstrated|visualized)\s*,|"
+    r"(?:,|\band)\s+(?:the|there|a|an)\b")
 _BWD_STOP = re.compile(r"[.;:,]|\b(?:but|however|although|though|whereas|while|which|with|without|and there)\b")
 
 # "heart size is normal": a heart / mediastinum term with a normal state in the same clause, either order.
@@ -144,7 +144,27 @@ def _compile(patterns: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
     return [(re.compile(p), d) for p, d in patterns]
 
 
+# A heart term and its state in one clause ("heart size remains mildly enlarged"); only the state word (group m)
+# is the mention, so a cue between them ("the heart is not enlarged") scopes over it.
+_STATE_MENTIONS: dict[str, str] = {
+    "Cardiomegaly": (r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: [a-z]+){0,4}? "
+                     r"(?P<m>enlarged|enlargement|large|borderline)\b|\b(?P<m2>borderline|increased?|increasing)"
+                     r"(?: in)? (?:heart|cardiac) size\b|\b(?:cardiac|heart) (?P<m3>enlargement)\b"),
+    "Enlarged Cardiomediastinum": (r"\bmediastin(?:um|al (?:silhouette|contours?|width))(?: [a-z]+){0,3}? "
+                                   r"(?P<m>widened|widening|enlarged|wide)\b"),
+}
 _MENTION_RE = {obs: re.compile(p) for obs, p in _MENTIONS.items()}
+_STATE_RE = {obs: re.compile(p) for obs, p in _STATE_MENTIONS.items()}
+
+
+def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
+    if obs in _STATE_RE:
+        for m in _STATE_RE[obs].finditer(s):
+            g = next(k for k, v in m.groupdict().items() if v is not None)
+            if not any(a <= m.start(g) < b for a, b in spans):
+                spans.append(m.span(g))
+    return spans
 _OTHER_RE = re.compile(_OTHER_ABNORMAL)
 _NEG_RE = _compile(_NEGATION_CUES)
 _UNC_RE = _compile(_UNCERTAINTY_CUES)
@@ -219,11 +239,11 @@ def label_sentence(text: str) -> tuple[dict[str, int | None], bool]:
     neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
     labels: dict[str, int | None] = {obs: None for obs in OBSERVATIONS}
     claimed: list[tuple[int, int]] = []  # spans already used by a more specific observation
-    for obs, rx in _MENTION_RE.items():
+    for obs in _MENTION_RE:
         values = []
-        for m in rx.finditer(s):
-            values.append(_mention_label(m.start(), m.end(), neg, unc))
-            claimed.append(m.span())
+        for start, end in _mention_spans(obs, s):
+            values.append(_mention_label(start, end, neg, unc))
+            claimed.append((start, end))
         if obs in _NORMAL_STATE and _NORMAL_STATE[obs].search(s):
             values.append(NEGATIVE)
         labels[obs] = _aggregate(values)

@@ -1,0 +1,236 @@
+"""Geometric derivations: from two lung fields (and optionally a heart) to zones, lobes, mediastinum, trachea,
+hemidiaphragms and the costophrenic-angle landmarks.
+
+Shared by every backend that predicts lung fields, so zones and lobes mean the same thing whichever backend found
+the lungs. Conventions (patient's right lung is on the image's LEFT):
+- A lung's height runs from its apex row to its lowest row; zone and lobe cuts are fractions of that height
+  (`DeriveConfig`), the usual radiological thirds with an apical cap.
+- Lobes on a frontal view overlap in projection: the cuts below overlap on purpose (masks are multi-label).
+- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic angles,
+  rounded at the top; cardiomediastinum is all of the space between the lungs from the apices down.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from model.taxonomy import SUPERCLASSES
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    apical_end: float = 0.18  # apical zone: the cap above roughly the clavicles
+    upper_end: float = 0.42  # upper zone to the hilum
+    mid_end: float = 0.68  # mid zone; below is the lung base (which holds the costophrenic angle)
+    right_upper_lobe_end: float = 0.45  # horizontal fissure
+    right_middle_lobe: tuple[float, float] = (0.45, 0.85)
+    right_lower_lobe_start: float = 0.55  # the oblique fissure projects higher than the horizontal one
+    left_upper_lobe_end: float = 0.62  # includes the lingula
+    left_lower_lobe_start: float = 0.5
+    middle_lobe_medial_fraction: float = 0.65  # the middle lobe lies against the right heart border
+    heart_height_fraction: float = 0.5  # heart spans the lower half of the space from apex to cardiophrenic angle
+    medial_band: float = 0.2  # a lung's medial fifth of columns gives the cardiophrenic angle row
+    carina_fraction: float = 0.33  # carina sits about a third of the way down the lung fields
+    trachea_width: float = 0.065  # of the thoracic width (≈2 cm of ≈30 cm)
+    diaphragm_thickness: float = 0.03  # of the image height
+
+
+def _rows(mask: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(mask.any(axis=1))
+
+
+def _row_band(mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The part of `mask` whose relative row position (0 = its top row, 1 = its bottom row) is in [lo, hi)."""
+    rows = _rows(mask)
+    out = np.zeros_like(mask)
+    if rows.size == 0:
+        return out
+    top, bottom = rows[0], rows[-1]
+    height = max(bottom - top, 1)
+    r0 = top + int(round(lo * height))
+    r1 = top + int(round(hi * height)) if hi < 1.0 else bottom + 1
+    out[r0:r1] = mask[r0:r1]
+    return out
+
+
+def _medial_part(mask: np.ndarray, fraction: float, medial_is_right: bool) -> np.ndarray:
+    """Per row, the `fraction` of the lung's row span nearest the midline."""
+    out = np.zeros_like(mask)
+    for r in _rows(mask):
+        xs = np.flatnonzero(mask[r])
+        n = max(1, int(round(fraction * xs.size)))
+        keep = xs[-n:] if medial_is_right else xs[:n]
+        out[r, keep] = True
+    return out
+
+
+def _bottom_contour(mask: np.ndarray) -> np.ndarray:
+    """For each column, the lowest lung row (-1 where the column has no lung)."""
+    h = mask.shape[0]
+    any_col = mask.any(axis=0)
+    last = h - 1 - np.argmax(mask[::-1], axis=0)
+    return np.where(any_col, last, -1)
+
+
+def cardiophrenic_row(lung: np.ndarray, medial_is_right: bool, band: float) -> int:
+    """Row where the lung meets the diaphragm at its medial side (the heart's lower border on that side).
+    Only the lung's lower half counts: the medial columns of the upper half end where the heart begins."""
+    rows = _rows(lung)
+    lung = lung.copy()
+    lung[: rows[0] + (rows[-1] - rows[0]) // 2] = False
+    cols = np.flatnonzero(lung.any(axis=0))
+    n = max(1, int(round(band * cols.size)))
+    medial = cols[-n:] if medial_is_right else cols[:n]
+    bottom = _bottom_contour(lung)[medial]
+    return int(np.median(bottom[bottom >= 0]))
+
+
+def medial_edges(right: np.ndarray, left: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the right lung's most medial column and the left lung's (carried over rows where one is absent)."""
+    w = right.shape[1]
+    r_any, l_any = right.any(axis=1), left.any(axis=1)
+    r_edge = np.where(r_any, w - 1 - np.argmax(right[:, ::-1], axis=1), -1)
+    l_edge = np.where(l_any, np.argmax(left, axis=1), -1)
+    re, le = r_edge[rows].astype(float), l_edge[rows].astype(float)
+    for arr in (re, le):  # carry the last seen edge so a row with one lung missing keeps the border it had
+        valid = arr >= 0
+        if valid.any():
+            idx = np.where(valid, np.arange(arr.size), 0)
+            np.maximum.accumulate(idx, out=idx)
+            first = np.argmax(valid)
+            idx[:first] = first
+            arr[:] = arr[idx]
+    return re, le
+
+
+def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,
+                   heart: np.ndarray | None = None, cfg: DeriveConfig = DeriveConfig()) -> tuple[dict, dict]:
+    """right, left: bool H×W lung fields (patient's right = image left). image: float32 H×W in [0, 1] (for the
+    trachea; without it the trachea is centred on the mediastinum). heart: bool H×W from a backend that predicts
+    it, else derived. Returns (masks by CXAS name, landmarks in pixel coordinates)."""
+    if right.shape != left.shape:
+        raise ValueError(f"lung masks differ in shape: right {right.shape}, left {left.shape}")
+    if not right.any() or not left.any():
+        raise ValueError("both lung fields must be non-empty to derive regions")
+    h, w = right.shape
+    masks: dict[str, np.ndarray] = {"right lung": right, "left lung": left}
+    for side, lung in (("right", right), ("left", left)):
+        masks[f"{side} apical zone lung"] = _row_band(lung, 0.0, cfg.apical_end)
+        masks[f"{side} upper zone lung"] = _row_band(lung, cfg.apical_end, cfg.upper_end)
+        masks[f"{side} mid zone lung"] = _row_band(lung, cfg.upper_end, cfg.mid_end)
+        masks[f"{side} lung base"] = _row_band(lung, cfg.mid_end, 1.0)
+    masks["lung upper lobe right"] = _row_band(right, 0.0, cfg.right_upper_lobe_end)
+    masks["lung middle lobe right"] = (_row_band(right, *cfg.right_middle_lobe)
+                                       & _medial_part(right, cfg.middle_lobe_medial_fraction, True))
+    masks["lung lower lobe right"] = _row_band(right, cfg.right_lower_lobe_start, 1.0)
+    masks["lung upper lobe left"] = _row_band(left, 0.0, cfg.left_upper_lobe_end)
+    masks["lung lower lobe left"] = _row_band(left, cfg.left_lower_lobe_start, 1.0)
+
+    r_rows, l_rows = _rows(right), _rows(left)
+    top = int(min(r_rows[0], l_rows[0]))
+    cp_right = cardiophrenic_row(right, True, cfg.medial_band)
+    cp_left = cardiophrenic_row(left, False, cfg.medial_band)
+    heart_bottom = max(cp_right, cp_left)
+    rows = np.arange(top, heart_bottom + 1)
+    re, le = medial_edges(right, left, rows)
+    cols = np.arange(w)[None, :]
+    between = (cols > re[:, None]) & (cols < le[:, None])  # [rows, W]
+    cardiomed = np.zeros((h, w), bool)
+    cardiomed[rows] = between
+
+    heart_top = int(round(heart_bottom - cfg.heart_height_fraction * (heart_bottom - top)))
+    if heart is None:
+        heart = np.zeros((h, w), bool)
+        heart[heart_top:heart_bottom + 1] = cardiomed[heart_top:heart_bottom + 1]
+        # Round the top: the heart's upper border is convex, not a horizontal cut.
+        ys, xs = np.nonzero(heart)
+        if ys.size:
+            cx, half_w = (xs.min() + xs.max()) / 2, max((xs.max() - xs.min()) / 2, 1)
+            half_h = max(heart_bottom - heart_top, 1) * 0.9
+            cy = heart_top + half_h
+            yy, xx = np.mgrid[0:h, 0:w]
+            top_half = yy < cy
+            ellipse = ((xx - cx) / half_w) ** 2 + ((yy - cy) / half_h) ** 2 <= 1.0
+            heart &= ~top_half | ellipse
+    masks["heart"] = heart
+    masks["cardiomediastinum"] = cardiomed | heart
+    upper = cardiomed.copy()
+    upper[heart_top:] = False
+    masks["upper mediastinum"] = upper
+    lower = cardiomed.copy()
+    lower[:heart_top] = False
+    masks["lower mediastinum"] = lower | heart
+
+    # Thoracic width from the lungs' outer borders (inner rib margins).
+    r_outer = np.where(right.any(axis=1), np.argmax(right, axis=1), w)
+    l_outer = np.where(left.any(axis=1), w - 1 - np.argmax(left[:, ::-1], axis=1), -1)
+    thorax_w = float(np.max(l_outer - r_outer)) if (l_outer >= 0).any() else float(w)
+    lung_h = heart_bottom - top
+
+    carina = int(round(top + cfg.carina_fraction * lung_h))
+    tw = max(2, int(round(cfg.trachea_width * thorax_w)))
+    trachea = np.zeros((h, w), bool)
+    t_rows = np.arange(max(0, top - int(0.1 * lung_h)), carina + 1)
+    centre = (re + le) / 2  # mediastinal centre per heart row; above the lungs use the top row's
+    c_default = float(np.median(centre[: max(1, len(centre) // 3)]))
+    if image is not None:
+        # The trachea is an air column: per row, the darkest trachea-wide window near the mediastinal centre.
+        box = cv2.blur(image.astype(np.float32), (tw, 3))
+        half_search = max(tw, int(0.06 * thorax_w))
+        centres = []
+        for r in t_rows:
+            lo, hi = int(c_default - half_search), int(c_default + half_search) + 1
+            lo, hi = max(lo, 0), min(hi, w)
+            centres.append(lo + int(np.argmin(box[r, lo:hi])))
+        centres = np.asarray(centres, float)
+        k = max(3, (len(centres) // 4) | 1)
+        pad = np.pad(centres, k // 2, mode="edge")
+        centres = np.array([np.median(pad[i:i + k]) for i in range(len(centres))])  # a trachea is straight-ish
+    else:
+        centres = np.full(len(t_rows), c_default)
+    for r, c in zip(t_rows, centres):
+        trachea[r, max(0, int(c - tw / 2)):int(c + tw / 2) + 1] = True
+    masks["trachea"] = trachea
+    bif = np.zeros((h, w), bool)
+    c_bif = int(centres[-1]) if len(centres) else int(c_default)
+    dy = max(2, int(0.04 * lung_h))
+    bif[max(0, carina - dy):carina + dy + 1, max(0, c_bif - tw):c_bif + tw + 1] = True
+    masks["tracheal bifurcation"] = bif
+
+    thick = max(2, int(round(cfg.diaphragm_thickness * h)))
+    for side, lung in (("right", right), ("left", left)):
+        dia = np.zeros((h, w), bool)
+        bottom = _bottom_contour(lung)
+        for x in np.flatnonzero(bottom >= 0):
+            dia[bottom[x] + 1:min(h, bottom[x] + 1 + thick), x] = True
+        masks[f"{side} hemidiaphragm"] = dia
+    masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
+
+    landmarks = {"lung_top_row": top, "heart_top_row": heart_top, "heart_bottom_row": heart_bottom,
+                 "cardiophrenic_rows": {"right": cp_right, "left": cp_left}, "carina_row": carina,
+                 "thoracic_width_px": thorax_w}
+    return masks, landmarks
+
+
+def add_superclasses(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Union masks for every CXAS superclass with at least one member present (a class keeps its own mask when a
+    superclass shares its name, e.g. 'trachea')."""
+    out = dict(masks)
+    for sc, members in SUPERCLASSES.items():
+        present = [masks[m] for m in members if m in masks]
+        if present and sc not in masks:
+            out[sc] = np.logical_or.reduce(present)
+    return out
+
+
+# Every class `derive_regions` returns, in a fixed order (the atlas feature channels follow it).
+DERIVED_REGIONS: tuple[str, ...] = (
+    "right lung", "left lung",
+    "right apical zone lung", "right upper zone lung", "right mid zone lung", "right lung base",
+    "left apical zone lung", "left upper zone lung", "left mid zone lung", "left lung base",
+    "lung upper lobe right", "lung middle lobe right", "lung lower lobe right", "lung upper lobe left",
+    "lung lower lobe left", "heart", "cardiomediastinum", "upper mediastinum", "lower mediastinum", "trachea",
+    "tracheal bifurcation", "right hemidiaphragm", "left hemidiaphragm", "diaphragm",
+)
