@@ -17,7 +17,7 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Judgement, Thresholds, judge, zone_opacity
+from model.grounding.verdict import Judgement, Thresholds, image_checks, judge
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
@@ -95,8 +95,8 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     masks = _candidate_masks(segmentation, shape)
     dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
-    # Image checks beside the segmenter's measurements: each lung zone's density against its mirror zone.
-    measurements = {**segmentation.measurements, "zone_opacity": zone_opacity(image, masks)}
+    # Image checks beside the segmenter's measurements: zone density and apex lucency against the other side.
+    measurements = {**segmentation.measurements, **image_checks(image, masks)}
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
         regions = score_regions(dens[i], masks)

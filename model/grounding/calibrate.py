@@ -4,7 +4,7 @@ assets/grounding/thresholds.json together with the command that produced them.
     python -m model phantom --out /tmp/phantom_cal --n 400 --seed 11
     nice python -m model.grounding.calibrate --data /tmp/phantom_cal --n 40
 
-Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apical markings, zone opacity) maximise Youden's J between
+Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apex lucency, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
@@ -22,7 +22,7 @@ import numpy as np
 
 import model  # noqa: F401
 from model.grounding import harness
-from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, measurement_view, zone_opacity
+from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, image_checks, measurement_view
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
@@ -54,12 +54,13 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         if m.get("cardiothoracic_ratio") is not None:
             meas["ctr"][0 if harness.present(findings, "Cardiomegaly", None) else 1].append(
                 m["cardiothoracic_ratio"])
-        for key, ftype, name in (("cp", "Pleural Effusion", "costophrenic_sharpness"),
-                                 ("apex", "Pneumothorax", "apex_markings")):
-            for side, value in (m.get(name) or {}).items():
-                if value is not None:
-                    meas[key][0 if harness.present(findings, ftype, side) else 1].append(value)
-        zones = zone_opacity(image, seg.masks)
+        for side, value in (m.get("costophrenic_sharpness") or {}).items():
+            if value is not None:
+                meas["cp"][0 if harness.present(findings, "Pleural Effusion", side) else 1].append(value)
+        checks = image_checks(image, seg.masks)
+        for side, value in checks["apex_lucency"].items():
+            meas["apex"][0 if harness.present(findings, "Pneumothorax", side) else 1].append(value)
+        zones = checks["zone_opacity"]
         for side in ("right", "left"):
             values = [v for z, v in zones.items() if z.startswith(side + " ")]
             if values:
@@ -77,7 +78,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     th = Thresholds()
     stats = {}
     for key, field, higher in (("ctr", "ctr_max_normal", True), ("cp", "cp_sharp_min", False),
-                               ("apex", "apex_markings_min", False), ("opacity", "opacity_min", True)):
+                               ("apex", "apex_lucency_min", True), ("opacity", "opacity_min", True)):
         pos, neg = meas[key]
         stats[key] = {"with_finding": len(pos), "without": len(neg)}
         if len(pos) >= 3 and len(neg) >= 3:

@@ -45,10 +45,10 @@ class Thresholds:
     support_good: float = 0.62  # at or above: well supported
     ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
     cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
-    apex_markings_min: float = 0.5  # apical markings statistic at or above this: markings present (no pneumothorax)
+    apex_lucency_min: float = 0.15  # apex_lucency (below) at or above this: the apex is lucent (pneumothorax)
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
-        "ctr": 0.03, "cp": 0.1, "apex": 0.1, "opacity": 0.15})  # logistic softness of each measurement check
+        "ctr": 0.03, "cp": 0.1, "apex": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -101,6 +101,24 @@ CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex
 ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 
+def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
+    """Image statistics the verdict checks beside the segmenter's measurements."""
+    return {"zone_opacity": zone_opacity(image, masks), "apex_lucency": apex_lucency(image, masks)}
+
+
+def apex_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per side: how much darker (more lucent) its apical zone is than the other side's, in units of the lungs'
+    intensity spread. A pneumothorax replaces lung markings at the apex with air: its apex turns lucent."""
+    image = np.asarray(image, dtype=np.float64)
+    apices = {s: masks.get(f"{s} apical zone lung") for s in SIDES}
+    lungs = [masks[n] for n in LUNGS if n in masks]
+    if not lungs or any(a is None or not a.any() for a in apices.values()):
+        return {}
+    spread = float(image[np.logical_or.reduce(lungs)].std()) or 1.0
+    mean = {s: float(image[a].mean()) for s, a in apices.items()}
+    return {"right": (mean["left"] - mean["right"]) / spread, "left": (mean["right"] - mean["left"]) / spread}
+
+
 def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
     """Per lung zone (CXAS name): how much brighter (denser) it is than the same zone on the other side, in units
     of the lungs' intensity spread. An opacity, consolidation, nodule or collapse raises its zone's value; a
@@ -137,10 +155,16 @@ def _logistic(x: float) -> float:
 
 
 def measurement_view(measurements: dict) -> dict:
-    """The three checks' inputs from a Segmentation's measurements: cardiothoracic_ratio (float),
-    costophrenic_sharpness and apex_markings ({"left": float, "right": float}; higher = sharper angle / more
-    markings). Missing entries are simply absent."""
-    return dict(measurements or {})
+    """The checks' inputs: cardiothoracic_ratio (float) and costophrenic_sharpness ({"left", "right"}: higher =
+    sharper) from the segmenter's measurements (model.segmentation.measure: `costophrenic[side]["sharpness"]`),
+    plus the image checks of `image_checks` (zone_opacity, apex_lucency) when present. Missing entries stay
+    absent. The segmenter's `apex_texture` is not used: on phantoms it does not separate pneumothorax (see
+    docs/grounding.md); apex_lucency does."""
+    m = dict(measurements or {})
+    if "costophrenic_sharpness" not in m and isinstance(m.get("costophrenic"), dict):
+        m["costophrenic_sharpness"] = {s: v.get("sharpness") for s, v in m["costophrenic"].items()
+                                       if isinstance(v, dict)}
+    return m
 
 
 def finding_evidence(observation: str, side: str | None, measurements: dict, th: Thresholds
@@ -156,18 +180,19 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
         return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f})"
     if check in ("cp", "apex"):
-        key, limit, what = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness")
-                            if check == "cp" else ("apex_markings", th.apex_markings_min, "apical lung markings"))
+        # cp: below the limit = blunted angle = effusion; apex: above the limit = lucent apex = pneumothorax.
+        key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
+                                  if check == "cp" else ("apex_lucency", th.apex_lucency_min, "apex lucency", 1))
         per_side = measurements.get(key) or {}
         best = None
         for s in ((side,) if side else SIDES):
             value = per_side.get(s)
             if value is None:
                 continue
-            # Below the limit = blunted angle / absent markings = evidence for the finding.
-            p = _logistic((limit - value) / th.measurement_scale[check])
+            p = _logistic(sign * (value - limit) / th.measurement_scale[check])
             if best is None or p > best[0]:
-                best = (p, f"{s} {what} {value:.2f} (normal >= {limit:.2f})")
+                rel = ">=" if sign < 0 else "<"
+                best = (p, f"{s} {what} {value:.2f} (normal {rel} {limit:.2f})")
         return best
     if check == "opacity":
         zones = measurements.get("zone_opacity") or {}
