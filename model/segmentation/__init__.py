@@ -26,7 +26,7 @@ BACKENDS = ("atlas", "unet", "cxas", "auto")
 UNET_FEATURE_CHANNELS = 32  # model.segmentation.unet.UNetConfig.base * 2 (checked there)
 # Channels of `Segmentation.features` per backend (fixed, so a fusion layer can be sized from it): the atlas gives
 # the image, its fine detail and one pooled mask per derived region; the UNet its last decoder features.
-FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "unet": UNET_FEATURE_CHANNELS}
+FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "unet": UNET_FEATURE_CHANNELS, "cxas": 159}
 AUTO_RULE = ("auto uses the UNet when its weights are shipped and the image is a phantom (the only domain where it "
              "was measured to beat the atlas, docs/segmentation.md); otherwise the atlas")
 

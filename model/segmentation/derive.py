@@ -76,10 +76,10 @@ def _bottom_contour(mask: np.ndarray) -> np.ndarray:
 
 def cardiophrenic_row(lung: np.ndarray, medial_is_right: bool, band: float) -> int:
     """Row where the lung meets the diaphragm at its medial side (the heart's lower border on that side).
-    Only the lung's lower half counts: the medial columns of the upper half end where the heart begins."""
+    Only the lung's lowest quarter counts: higher up, the medial columns end where the heart begins."""
     rows = _rows(lung)
     lung = lung.copy()
-    lung[: rows[0] + (rows[-1] - rows[0]) // 2] = False
+    lung[: rows[0] + 3 * (rows[-1] - rows[0]) // 4] = False
     cols = np.flatnonzero(lung.any(axis=0))
     n = max(1, int(round(band * cols.size)))
     medial = cols[-n:] if medial_is_right else cols[:n]
@@ -103,6 +103,34 @@ def medial_edges(right: np.ndarray, left: np.ndarray, rows: np.ndarray) -> tuple
             idx[:first] = first
             arr[:] = arr[idx]
     return re, le
+
+
+def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int, heart_bottom: int,
+               shape: tuple[int, int], lungs: np.ndarray) -> np.ndarray:
+    """The heart is where the space between the lungs bulges beyond the mediastinum's width above it: fit an
+    ellipse to those bulging borders (the heart's silhouette is convex), keep it above the cardiophrenic level
+    and out of the lung fields."""
+    h, w = shape
+    gap = le - re
+    upper = (rows >= rows[0] + (heart_top - rows[0]) // 2) & (rows < heart_top)
+    base_w = float(np.median(gap[upper])) if upper.any() else float(np.median(gap))
+    sel = (rows >= heart_top - (heart_bottom - heart_top) // 4) & (rows <= heart_bottom) & (gap > 1.25 * base_w)
+    heart = np.zeros(shape, bool)
+    if sel.sum() >= 3:
+        ys = rows[sel].astype(np.float32)
+        pts = np.concatenate([np.stack([re[sel] + 1, ys], 1), np.stack([le[sel] - 1, ys], 1)]).astype(np.float32)
+        ell = cv2.fitEllipse(pts.reshape(-1, 1, 2))
+        m = np.zeros(shape, np.uint8)
+        (cx, cy), (a, b), ang = ell
+        if 0 < a < 2 * w and 0 < b < 2 * h:
+            cv2.ellipse(m, ((cx, cy), (a, b), ang), 1, thickness=cv2.FILLED)
+            heart = m.astype(bool)
+    if not heart.any():  # no bulge (a narrow heart): the space between the lungs in the heart's rows
+        r0 = np.searchsorted(rows, heart_top)
+        for r, a_, b_ in zip(rows[r0:], re[r0:], le[r0:]):
+            heart[r, int(a_) + 1:int(b_)] = True
+    heart[heart_bottom + 1:] = False
+    return heart & ~lungs
 
 
 def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,
@@ -142,18 +170,7 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
 
     heart_top = int(round(heart_bottom - cfg.heart_height_fraction * (heart_bottom - top)))
     if heart is None:
-        heart = np.zeros((h, w), bool)
-        heart[heart_top:heart_bottom + 1] = cardiomed[heart_top:heart_bottom + 1]
-        # Round the top: the heart's upper border is convex, not a horizontal cut.
-        ys, xs = np.nonzero(heart)
-        if ys.size:
-            cx, half_w = (xs.min() + xs.max()) / 2, max((xs.max() - xs.min()) / 2, 1)
-            half_h = max(heart_bottom - heart_top, 1) * 0.9
-            cy = heart_top + half_h
-            yy, xx = np.mgrid[0:h, 0:w]
-            top_half = yy < cy
-            ellipse = ((xx - cx) / half_w) ** 2 + ((yy - cy) / half_h) ** 2 <= 1.0
-            heart &= ~top_half | ellipse
+        heart = _fit_heart(re, le, rows, heart_top, heart_bottom, (h, w), right | left)
     masks["heart"] = heart
     masks["cardiomediastinum"] = cardiomed | heart
     upper = cardiomed.copy()
