@@ -8,7 +8,8 @@ Rules (thresholds in assets/grounding/thresholds.json, calibrated on the phantom
 - Positive / uncertain finding:
   * ungrounded: the image measurement contradicts the finding (ASaRG-style verification: cardiomegaly with a
     cardiothoracic ratio under the threshold, an effusion with a sharp costophrenic angle on its side, a
-    pneumothorax with normal apical lung markings on its side), or no region supports it (best relevant score
+    pneumothorax whose apex is no more lucent than the other side's, an opacity / consolidation / nodule /
+    atelectasis whose lung zone is no denser than its mirror zone), or no region supports it (best relevant score
     under `support_min`);
   * weak: supported, but the supporting regions do not overlap the anatomy the sentence names, or support is
     only moderate (under `support_good`);
