@@ -41,9 +41,13 @@ def sample_spec(rng: np.random.Generator, ftype: str, **fixed) -> dict:
         spec["side"] = "bilateral"
     if ftype == "Support Devices":
         spec["subtype"] = str(rng.choice(DEVICES))
+    spec.update({k: v for k, v in fixed.items() if v is not None})
+    if ftype == "Support Devices" and spec["subtype"] in DEVICES:  # each device has its usual side
         spec["side"] = {"endotracheal tube": None, "central venous catheter": "right", "pacemaker": "left"}[
             spec["subtype"]]
-    spec.update({k: v for k, v in fixed.items() if v is not None})
+    if fixed.get("location") and not fixed.get("side"):  # a named place fixes the side
+        spec["side"] = "right" if "right" in fixed["location"] else "left"
+    _validate(spec)
     side = spec["side"]
     if "location" not in spec:
         if ftype == "Consolidation":
@@ -55,6 +59,30 @@ def sample_spec(rng: np.random.Generator, ftype: str, **fixed) -> dict:
     if ftype == "Cardiomegaly" and "ctr" not in spec:
         spec["ctr"] = round(float(rng.uniform(*CTR_BY_SEVERITY[spec["size"]])), 3)
     return spec
+
+
+_ALLOWED_SIDES = {"Cardiomegaly": (None,), "Edema": ("bilateral",), "Atelectasis": ("right", "left", "bilateral"),
+                  "Support Devices": (None, "right", "left")}
+_LOCATIONS = {"Consolidation": LOBES["right"] + LOBES["left"],
+              "Lung Opacity": tuple(f"{s} {z}" for s in SIDES for z in ZONES),
+              "Lung Lesion": tuple(f"{s} {z}" for s in SIDES for z in ZONES)}
+
+
+def _validate(spec: dict) -> None:
+    """Reject a planned finding that cannot be drawn, naming the field and the allowed values."""
+    t = spec["type"]
+    sides = _ALLOWED_SIDES.get(t, SIDES)
+    if spec["side"] not in sides:
+        raise ValueError(f"{t}: side must be one of {sides}, got {spec['side']!r}")
+    if t in SIZES and spec.get("size") not in SIZES[t]:
+        raise ValueError(f"{t}: size must be one of {SIZES[t]}, got {spec.get('size')!r}")
+    if "location" in spec:
+        allowed = _LOCATIONS.get(t, ())
+        if spec["location"] not in allowed or not spec["location"].count(spec["side"] or "-"):
+            raise ValueError(f"{t}: location must be one of {allowed} on side {spec['side']!r}, got "
+                             f"{spec['location']!r}")
+    if t == "Support Devices" and spec.get("subtype") not in DEVICES:
+        raise ValueError(f"Support Devices: subtype must be one of {DEVICES}, got {spec.get('subtype')!r}")
 
 
 def sample_specs(rng: np.random.Generator, abnormal_prob: float, max_findings: int) -> list[dict]:
@@ -117,7 +145,7 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         depth = np.clip((yy - meniscus) / 0.05, 0, 1)
         layer = _blur(mask, 1.2 * px) * (0.6 + 0.4 * depth)
         below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side]
-        opacity[...] = np.maximum(opacity, strength * 0.32 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        opacity[...] = np.maximum(opacity, strength * 0.40 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
         if not mask.any():
             raise RuntimeError(f"{spec['size']} {side} pleural effusion came out empty")
         meas["fluid_top_y"] = round(float(np.flatnonzero(mask.any(1))[0] / S), 3)
@@ -133,9 +161,8 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         mask = m[f"{side} lung"] & ~inner
         layers["vessel_keep"] *= 1.0 - _blur(mask, 0.8 * px)
         layers["extra"] -= strength * 0.06 * _blur(mask, 1.0 * px)
-        line = stroke(collapsed, S, 1.0 / S) & _blur(mask, 2 * px).astype(bool) & m[f"{side} lung"]
+        line = stroke(collapsed, S, 1.0 / S) & (_blur(mask, 1.5 * px) > 0.15) & m[f"{side} lung"]
         layers["extra"] += strength * 0.16 * _blur(line, 0.5 * px)
-        layers["extra"] += strength * 0.05 * _blur(inner & m[f"{side} lung"], 2 * px)  # the collapsed lung is denser
         rows = np.flatnonzero(mask.any(1))
         meas["apical_gap_cm"] = round(float((np.flatnonzero(inner.any(1))[0] - rows[0]) / S * CM_PER_IMAGE), 1)
         return mask, meas, None
@@ -175,11 +202,9 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         mask = np.zeros((S, S), bool)
         for sd in (SIDES if side == "bilateral" else (side,)):
             base = m[f"{sd} lung base"]
-            rows = np.flatnonzero(base.any(1))
-            cy = (rows[0] + 0.55 * (rows[-1] - rows[0])) / S
-            cx = g.cx + side_sign(sd) * (g.medial + 0.45 * (g.half_width - g.medial))
             thick = 0.010 if spec["size"] == "linear" else 0.02
-            mask |= ellipse(S, (cx, cy), (0.09, thick), rng.uniform(-12, 12)) & base
+            cx, cy = _pick_center(base, thick * S + 2, rng)
+            mask |= ellipse(S, (cx / S, cy / S), (0.08, thick), rng.uniform(-12, 12)) & base
         opacity[...] = np.maximum(opacity, strength * 0.22 * _blur(mask, 0.8 * px))
         return mask, meas, None
 

@@ -77,7 +77,7 @@ _MENTIONS: dict[str, str] = {
         r"thickening|opacit\w+)|fibrothorax|pleural[- ]based (?:opacity|density|thickening))\b"),
     "Fracture": r"\b(?:fractures?|fractured|fx)\b",
     "Support Devices": (
-        r"\b(?:tubes?|tubing|catheters?|picc|(?:central|venous|arterial|jugular|subclavian|dialysis|midline|"
+        r"\b(?:tubes?|tubing|catheters?|picc(?: line)?|(?:central|venous|arterial|jugular|subclavian|dialysis|midline|"
         r"port|swan[- ]ganz|enteric) lines?|lines and tubes|support lines|pacemakers?|pacers?|"
         r"(?:pacer|pacemaker|pacing|defibrillator|icd|aicd|transvenous) (?:wires?|leads?|generator|device)|"
         r"defibrillators?|aicd|icd|port[- ]a[- ]cath|mediport|(?:chest|subcutaneous|power) port|drains?|"
@@ -193,7 +193,7 @@ class ReportLabels:
         return {"labels": dict(self.labels), "sentences": [s.to_dict() for s in self.sentences]}
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
     # Same length as the input so character offsets survive: lower case, XXXX kept as the word "xxxx".
     return text.lower().replace("\n", " ").replace("\t", " ")
 
@@ -233,22 +233,40 @@ def _aggregate(values: list[int]) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Mention:
+    observation: str  # one of OBSERVATIONS, or OTHER for an abnormality outside them
+    start: int  # character offsets into the sentence
+    end: int
+    label: int  # POSITIVE / NEGATIVE / UNCERTAIN
+    normal_state: bool = False  # "heart size is normal": the span covers the whole statement
+
+
+OTHER = "Other"
+
+
+def sentence_mentions(text: str) -> list[Mention]:
+    """Every observation mention in one sentence with its polarity, in text order."""
+    s = normalise(text)
+    neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
+    found: list[Mention] = []
+    for obs in _MENTION_RE:
+        for start, end in _mention_spans(obs, s):
+            found.append(Mention(obs, start, end, _mention_label(start, end, neg, unc)))
+        if obs in _NORMAL_STATE:
+            found += [Mention(obs, m.start(), m.end(), NEGATIVE, normal_state=True)
+                      for m in _NORMAL_STATE[obs].finditer(s)]
+    claimed = [(m.start, m.end) for m in found if not m.normal_state]
+    found += [Mention(OTHER, m.start(), m.end(), _mention_label(m.start(), m.end(), neg, unc))
+              for m in _OTHER_RE.finditer(s) if not any(a <= m.start() < b for a, b in claimed)]
+    return sorted(found, key=lambda m: (m.start, m.end))
+
+
 def label_sentence(text: str) -> tuple[dict[str, int | None], bool]:
     """Labels of one sentence (No Finding always None here) and whether it asserts another abnormality."""
-    s = _normalise(text)
-    neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
-    labels: dict[str, int | None] = {obs: None for obs in OBSERVATIONS}
-    claimed: list[tuple[int, int]] = []  # spans already used by a more specific observation
-    for obs in _MENTION_RE:
-        values = []
-        for start, end in _mention_spans(obs, s):
-            values.append(_mention_label(start, end, neg, unc))
-            claimed.append((start, end))
-        if obs in _NORMAL_STATE and _NORMAL_STATE[obs].search(s):
-            values.append(NEGATIVE)
-        labels[obs] = _aggregate(values)
-    other = any(_mention_label(m.start(), m.end(), neg, unc) != NEGATIVE for m in _OTHER_RE.finditer(s)
-                if not any(a <= m.start() < b for a, b in claimed))
+    mentions = sentence_mentions(text)
+    labels = {obs: _aggregate([m.label for m in mentions if m.observation == obs]) for obs in OBSERVATIONS}
+    other = any(m.label != NEGATIVE for m in mentions if m.observation == OTHER)
     return labels, other
 
 
@@ -264,5 +282,7 @@ def label_report(text: str) -> ReportLabels:
               for obs in OBSERVATIONS}
     blocking = [obs for obs in OBSERVATIONS if obs not in ("No Finding", "Support Devices")
                 and report[obs] in (POSITIVE, UNCERTAIN)]
-    report["No Finding"] = None if blocking or any(s.other_abnormal for s in sentences) else POSITIVE
+    # An empty report says nothing, so it cannot say "no finding" either.
+    report["No Finding"] = None if not sentences or blocking or any(s.other_abnormal for s in sentences) \
+        else POSITIVE
     return ReportLabels(report, sentences)

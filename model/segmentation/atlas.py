@@ -28,7 +28,7 @@ class AtlasConfig:
     open_radius: int = 4  # breaks thin dark bridges between a lung and the neck or shoulders
     seed_erosion: int = 6  # px at `size`
     min_seed_fraction: float = 0.01  # an eroded lung core is at least this fraction of the image
-    grow_steps: int = 6  # px at `size` the lung may grow from its dark core into paler tissue
+    grow_steps: int = 3  # px at `size` the lung may grow from its dark core into paler tissue
     min_lung_fraction: float = 0.03  # each lung field at least this fraction of the image
     min_lung_balance: float = 0.3  # smaller lung / larger lung area
     min_vertical_overlap: float = 0.5  # two lungs of a frontal view lie side by side

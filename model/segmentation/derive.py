@@ -21,20 +21,17 @@ from model.taxonomy import SUPERCLASSES
 
 @dataclass(frozen=True)
 class DeriveConfig:
-    apical_end: float = 0.18  # apical zone: the cap above roughly the clavicles
-    upper_end: float = 0.42  # upper zone to the hilum
-    mid_end: float = 0.68  # mid zone; below is the lung base (which holds the costophrenic angle)
-    right_upper_lobe_end: float = 0.45  # horizontal fissure
-    right_middle_lobe: tuple[float, float] = (0.45, 0.85)
-    right_lower_lobe_start: float = 0.55  # the oblique fissure projects higher than the horizontal one
-    left_upper_lobe_end: float = 0.62  # includes the lingula
-    left_lower_lobe_start: float = 0.5
-    middle_lobe_medial_fraction: float = 0.65  # the middle lobe lies against the right heart border
+    apical_end: float = 0.12  # apical zone: the cap above the clavicles, part of the upper zone
+    upper_end: float = 1 / 3  # zones are thirds of the lung's height
+    mid_end: float = 2 / 3  # below is the lung base (which holds the costophrenic angle)
+    horizontal_fissure: float = 0.45  # right upper lobe above it
+    oblique_lateral: float = 0.45  # the oblique fissure runs from 45 % down laterally ...
+    oblique_medial: float = 0.9  # ... to 90 % down medially; lower lobe below it, middle lobe / lingula above
     heart_height_fraction: float = 0.5  # heart spans the lower half of the space from apex to cardiophrenic angle
-    medial_band: float = 0.2  # a lung's medial fifth of columns gives the cardiophrenic angle row
+    medial_band: float = 0.2  # the medial fifth of a lung's lowest quarter gives the cardiophrenic angle row
     carina_fraction: float = 0.33  # carina sits about a third of the way down the lung fields
     trachea_width: float = 0.065  # of the thoracic width (≈2 cm of ≈30 cm)
-    diaphragm_thickness: float = 0.03  # of the image height
+    diaphragm_thickness: float = 0.035  # of the image height
 
 
 def _rows(mask: np.ndarray) -> np.ndarray:
@@ -55,15 +52,17 @@ def _row_band(mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
-def _medial_part(mask: np.ndarray, fraction: float, medial_is_right: bool) -> np.ndarray:
-    """Per row, the `fraction` of the lung's row span nearest the midline."""
-    out = np.zeros_like(mask)
-    for r in _rows(mask):
-        xs = np.flatnonzero(mask[r])
-        n = max(1, int(round(fraction * xs.size)))
-        keep = xs[-n:] if medial_is_right else xs[:n]
-        out[r, keep] = True
-    return out
+def _below_oblique(lung: np.ndarray, medial_is_right: bool, cfg: "DeriveConfig") -> np.ndarray:
+    """Pixels below the projected oblique fissure: a line from `oblique_lateral` of the lung's height at its
+    lateral border down to `oblique_medial` at its medial border."""
+    rows, cols = _rows(lung), np.flatnonzero(lung.any(axis=0))
+    top, height = rows[0], max(rows[-1] + 1 - rows[0], 1)
+    xx = np.arange(lung.shape[1], dtype=np.float32)
+    rel = (xx - cols[0]) / max(cols[-1] - cols[0], 1)  # 0 at the image-left border of this lung
+    medialness = rel if medial_is_right else 1 - rel
+    line = top + height * (cfg.oblique_lateral + (cfg.oblique_medial - cfg.oblique_lateral) * medialness)
+    yy = np.arange(lung.shape[0], dtype=np.float32)[:, None]
+    return lung & (yy >= line[None, :])
 
 
 def _bottom_contour(mask: np.ndarray) -> np.ndarray:
@@ -122,7 +121,12 @@ def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int,
         ell = cv2.fitEllipse(pts.reshape(-1, 1, 2))
         m = np.zeros(shape, np.uint8)
         (cx, cy), (a, b), ang = ell
-        if 0 < a < 2 * w and 0 < b < 2 * h:
+        # A fit from noisy borders can run away; keep it only if its centre sits in the heart's rows and between
+        # the lungs, and it is no wider than the space between the lungs' outer borders allows.
+        mid = (re[sel] + le[sel]) / 2
+        plausible = (heart_top <= cy <= heart_bottom and mid.min() - 0.2 * w <= cx <= mid.max() + 0.2 * w
+                     and max(a, b) < 1.5 * (heart_bottom - heart_top + gap[sel].max()))
+        if plausible:
             cv2.ellipse(m, ((cx, cy), (a, b), ang), 1, thickness=cv2.FILLED)
             heart = m.astype(bool)
     if not heart.any():  # no bulge (a narrow heart): the space between the lungs in the heart's rows
@@ -130,7 +134,16 @@ def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int,
         for r, a_, b_ in zip(rows[r0:], re[r0:], le[r0:]):
             heart[r, int(a_) + 1:int(b_)] = True
     heart[heart_bottom + 1:] = False
-    return heart & ~lungs
+    heart[: heart_top - (heart_bottom - heart_top) // 4] = False
+    between = np.zeros(shape, bool)
+    cols = np.arange(w)[None, :]
+    # Rows where the space between the lungs is most of the chest lie below a cardiophrenic angle (a lung has
+    # curved away over its dome): that space is abdomen, not heart.
+    r_outer = np.argmax(lungs[rows][:, : w // 2], axis=1)
+    l_outer = w - 1 - np.argmax(lungs[rows][:, ::-1][:, : w // 2], axis=1)
+    open_below = gap > 0.62 * np.maximum(l_outer - r_outer, 1)
+    between[rows] = (cols > re[:, None]) & (cols < le[:, None]) & ~open_below[:, None]
+    return heart & between
 
 
 def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,
@@ -146,15 +159,17 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     masks: dict[str, np.ndarray] = {"right lung": right, "left lung": left}
     for side, lung in (("right", right), ("left", left)):
         masks[f"{side} apical zone lung"] = _row_band(lung, 0.0, cfg.apical_end)
-        masks[f"{side} upper zone lung"] = _row_band(lung, cfg.apical_end, cfg.upper_end)
+        masks[f"{side} upper zone lung"] = _row_band(lung, 0.0, cfg.upper_end)
         masks[f"{side} mid zone lung"] = _row_band(lung, cfg.upper_end, cfg.mid_end)
         masks[f"{side} lung base"] = _row_band(lung, cfg.mid_end, 1.0)
-    masks["lung upper lobe right"] = _row_band(right, 0.0, cfg.right_upper_lobe_end)
-    masks["lung middle lobe right"] = (_row_band(right, *cfg.right_middle_lobe)
-                                       & _medial_part(right, cfg.middle_lobe_medial_fraction, True))
-    masks["lung lower lobe right"] = _row_band(right, cfg.right_lower_lobe_start, 1.0)
-    masks["lung upper lobe left"] = _row_band(left, 0.0, cfg.left_upper_lobe_end)
-    masks["lung lower lobe left"] = _row_band(left, cfg.left_lower_lobe_start, 1.0)
+    below_oblique_r = _below_oblique(right, True, cfg)
+    below_oblique_l = _below_oblique(left, False, cfg)
+    below_horizontal = right & ~_row_band(right, 0.0, cfg.horizontal_fissure)
+    masks["lung upper lobe right"] = right & ~below_horizontal
+    masks["lung middle lobe right"] = below_horizontal & ~below_oblique_r
+    masks["lung lower lobe right"] = below_horizontal & below_oblique_r
+    masks["lung upper lobe left"] = left & ~below_oblique_l
+    masks["lung lower lobe left"] = below_oblique_l
 
     r_rows, l_rows = _rows(right), _rows(left)
     top = int(min(r_rows[0], l_rows[0]))
@@ -172,13 +187,20 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     if heart is None:
         heart = _fit_heart(re, le, rows, heart_top, heart_bottom, (h, w), right | left)
     masks["heart"] = heart
-    masks["cardiomediastinum"] = cardiomed | heart
+    # The mediastinum proper is a band about the midline: wider gaps between apices and domes are chest wall.
+    mid_rows = (rows >= heart_top - (heart_bottom - heart_top) // 2) & (rows < heart_top)
+    centre_x = float(np.median(((re + le) / 2)[mid_rows])) if mid_rows.any() else float(np.median((re + le) / 2))
+    half = 0.5 * float(np.median((le - re)[mid_rows])) + 0.02 * w if mid_rows.any() else 0.1 * w
+    cardiomed &= np.abs(np.arange(w) - centre_x)[None, :] <= half
+    carina = int(round(top + cfg.carina_fraction * (heart_bottom - top)))
+    cardiomed |= heart
+    masks["cardiomediastinum"] = cardiomed
     upper = cardiomed.copy()
-    upper[heart_top:] = False
+    upper[carina:] = False
     masks["upper mediastinum"] = upper
     lower = cardiomed.copy()
-    lower[:heart_top] = False
-    masks["lower mediastinum"] = lower | heart
+    lower[:carina] = False
+    masks["lower mediastinum"] = lower
 
     # Thoracic width from the lungs' outer borders (inner rib margins).
     r_outer = np.where(right.any(axis=1), np.argmax(right, axis=1), w)
@@ -186,15 +208,14 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     thorax_w = float(np.max(l_outer - r_outer)) if (l_outer >= 0).any() else float(w)
     lung_h = heart_bottom - top
 
-    carina = int(round(top + cfg.carina_fraction * lung_h))
     tw = max(2, int(round(cfg.trachea_width * thorax_w)))
     trachea = np.zeros((h, w), bool)
-    t_rows = np.arange(max(0, top - int(0.1 * lung_h)), carina + 1)
-    centre = (re + le) / 2  # mediastinal centre per heart row; above the lungs use the top row's
-    c_default = float(np.median(centre[: max(1, len(centre) // 3)]))
+    t_rows = np.arange(0, carina + 1)  # the trachea runs up through the neck, out of the lung fields' rows
+    c_default = centre_x
     if image is not None:
-        # The trachea is an air column: per row, the darkest trachea-wide window near the mediastinal centre.
-        box = cv2.blur(image.astype(np.float32), (tw, 3))
+        # The trachea is an air column: per row, the darkest trachea-wide window near the mediastinal centre
+        # (lung fields excluded: they are darker still).
+        box = cv2.blur(np.where(right | left, 1.0, image).astype(np.float32), (tw, 3))
         half_search = max(tw, int(0.06 * thorax_w))
         centres = []
         for r in t_rows:
