@@ -50,14 +50,14 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     for entry in harness.load_split(data_dir, "val", n):
         image, _, _, findings, report = harness.read_case(data_dir, entry)
         seg = segment(image)
-        m = measurement_view(seg.measurements)
-        if m.get("cardiothoracic_ratio") is not None:
-            meas["ctr"][0 if harness.present(findings, "Cardiomegaly", None) else 1].append(
-                m["cardiothoracic_ratio"])
+        checks = image_checks(image, seg.masks)
+        m = measurement_view({**seg.measurements, **checks})
+        ctr = m.get("cardiothoracic_ratio_image", m.get("cardiothoracic_ratio"))
+        if ctr is not None:
+            meas["ctr"][0 if harness.present(findings, "Cardiomegaly", None) else 1].append(ctr)
         for side, value in (m.get("costophrenic_sharpness") or {}).items():
             if value is not None:
                 meas["cp"][0 if harness.present(findings, "Pleural Effusion", side) else 1].append(value)
-        checks = image_checks(image, seg.masks)
         for side, value in checks["apex_lucency"].items():
             meas["apex"][0 if harness.present(findings, "Pneumothorax", side) else 1].append(value)
         zones = checks["zone_opacity"]
