@@ -39,6 +39,7 @@ def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
 
 def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     from model.grounding import ground_detailed
+    from model.grounding.forced import teacher_force
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
     from model.segmentation import segment
@@ -69,7 +70,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, n_drop=0,
                                            sentence_types=harness.sentence_positive_types)
-        out, js = ground_detailed(gen, image, seg, gen.teacher_force(image, seg.masks, " ".join(pert)), "rollout")
+        out, js = ground_detailed(gen, image, seg, teacher_force(gen, image, seg.masks, " ".join(pert)), "rollout")
         if len(js) != len(labels):
             continue
         for j, y in zip(js, labels):
