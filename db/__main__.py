@@ -1,0 +1,130 @@
+"""`python -m db <command>`: the review store from the command line (docs/store.md).
+
+The database is --db URL, else $GROUNDCXR_DB, else sqlite:///groundcxr.db in the working directory; its schema is
+migrated to the newest revision whenever a command opens it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+import model  # noqa: F401  (offline environment first)
+from db import default_url
+
+
+def _init(args: argparse.Namespace, store) -> int:
+    from db.engine import current_revision
+    print(f"{args.db}: schema at revision {current_revision(store.engine)}")
+    return 0
+
+
+def _import(args: argparse.Namespace, store) -> int:
+    from db.batch import import_path
+    r = import_path(store, args.path, source=args.source, images_dir=args.images)
+    print(f"imported {r.studies_new} new studies ({r.images} images); {r.studies_seen} were registered already")
+    return 0
+
+
+def _register_model(args: argparse.Namespace, store) -> int:
+    from db.batch import register_model_dir
+    name = register_model_dir(store, args.dir)
+    print(f"model version {name!r} -> {os.path.abspath(args.dir)}")
+    return 0
+
+
+def _generate(args: argparse.Namespace, store) -> int:
+    from db.batch import generate
+    generator = shlex.split(args.generator) if args.generator else None
+    r = generate(store, args.model, batch=args.batch, generator=generator, out_dir=args.out, limit=args.limit)
+    print(f"{r.model_version}: stored {r.stored} generations, {len(r.failed)} failed")
+    for line in r.failed:
+        print(f"  failed: {line}", file=sys.stderr)
+    return 1 if r.failed else 0
+
+
+def _worklist(args: argparse.Namespace, store) -> int:
+    items = store.worklist(order=args.order, status=args.status, limit=args.limit)
+    print(f"{'study':<24} {'status':<10} {'ungrounded':>10} {'sentences':>9}  model version / reviewer")
+    for i in items:
+        print(f"{i.pseudo_id:<24} {i.status:<10} {i.n_ungrounded:>10} {i.n_sentences:>9}  "
+              f"{i.model_version or '-'} / {i.reviewer or '-'}")
+    return 0
+
+
+def _export(args: argparse.Namespace, store) -> int:
+    from db.export import export
+    r = export(store, args.out, full=args.all)
+    if r.rebuilt_because:
+        print(f"previous export in {r.out_dir} not usable ({r.rebuilt_because}): rebuilt it", file=sys.stderr)
+    if not r.written:
+        print(f"nothing new since the last export to {r.out_dir} ({r.n_entries} entries, {r.n_pairs} pairs)")
+        return 0
+    print(f"exported {len(r.studies_new)} new or re-signed studies to {r.out_dir}: "
+          f"{r.n_entries} entries, {r.n_pairs} pairs")
+    for name, sha in sorted(r.files.items()):
+        print(f"  {name}  sha256 {sha}")
+    return 0
+
+
+COMMANDS = {
+    "init": (_init, "create or migrate the database and print its schema revision"),
+    "import": (_import, "register a folder of images or an R2Gen annotation.json as studies (sha256 dedup)"),
+    "register-model": (_register_model, "register a model directory as a model version (reads model_card.json)"),
+    "generate": (_generate, "run the model over studies it has not reported on and store the generations"),
+    "worklist": (_worklist, "list studies with their review status"),
+    "export": (_export, "write signed reviews as a training set (annotation.json, pairs.jsonl, manifest.json)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m db", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $GROUNDCXR_DB or %(default)s)")
+        if name == "import":
+            p.add_argument("path", help="a folder of images (.png/.jpg/.dcm) or an annotation.json")
+            p.add_argument("--images", help="folder the annotation's image paths are relative to "
+                                            "(default: images/ beside it, else its own folder)")
+            p.add_argument("--source", help="where the studies come from (default: from the path)")
+        elif name == "register-model":
+            p.add_argument("dir", help="model directory (model_card.json inside gives name, parent, metrics)")
+        elif name == "generate":
+            p.add_argument("--model", default=os.path.join(model.ASSETS_DIR, "model"),
+                           help="model directory (default: the embedded model, %(default)s)")
+            p.add_argument("--batch", type=int, default=8, help="images per generator call (default %(default)s)")
+            p.add_argument("--out", help="keep the generator's files (heatmaps) here (default: a temp folder)")
+            p.add_argument("--limit", type=int, help="at most this many studies")
+            p.add_argument("--generator", help="generator command line (default: python -m model generate)")
+        elif name == "worklist":
+            p.add_argument("--order", default="most_ungrounded", choices=("most_ungrounded", "oldest", "newest"))
+            p.add_argument("--status", choices=("new", "in_review", "signed", "amended"))
+            p.add_argument("--limit", type=int)
+        elif name == "export":
+            p.add_argument("--out", required=True, help="output folder")
+            p.add_argument("--all", action="store_true", help="rebuild from every signed study, not only new ones")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from db.store import Store, StoreError
+    try:
+        store = Store(args.db)
+        try:
+            return COMMANDS[args.command][0](args, store)
+        finally:
+            store.close()
+    except (StoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Bulk work around the store: import images or an R2Gen annotation.json as studies, register a model directory,
+and run the model over the studies it has not reported on yet.
+
+The model runs in a subprocess (`python -m model generate --model DIR --ground --out DIR IMAGE...`, one JSON object
+per image on stdout: `ReportOutput.to_dict()` plus "image"), so `db/` never imports torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from db.store import Store, StoreError, StudyInfo, sha256_file
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".dcm")
+DEFAULT_GENERATOR = (sys.executable, "-m", "model", "generate")
+
+
+@dataclass
+class ImportResult:
+    studies_new: int = 0
+    studies_seen: int = 0  # already registered (same id, or all of its images by sha256)
+    images: int = 0
+
+
+@dataclass
+class GenerateResult:
+    model_version: str
+    stored: int = 0
+    failed: list[str] = field(default_factory=list)  # "image: why"
+
+
+def _image_groups(folder: str) -> list[list[str]]:
+    """Images directly in `folder` are one study each; the images of each sub-folder together are one study
+    (the R2Gen IU layout: images/CXR1_1_IM-0001/0.png, 1.png)."""
+    groups: dict[str, list[str]] = {}
+    for dirpath, dirnames, files in os.walk(folder):
+        dirnames.sort()
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTS):
+                key = os.path.join(dirpath, f) if dirpath == folder else dirpath
+                groups.setdefault(key, []).append(os.path.join(dirpath, f))
+    return [groups[k] for k in sorted(groups)]
+
+
+def import_path(store: Store, path: str, source: str | None = None, images_dir: str | None = None,
+                splits: tuple[str, ...] = ("train", "val", "test")) -> ImportResult:
+    """Register a folder of images, or the entries of an annotation.json (image paths relative to `images_dir`,
+    by default the `images` folder beside it, else its own folder)."""
+    result = ImportResult()
+    if os.path.isdir(path):
+        source = source or f"folder:{os.path.basename(os.path.abspath(path))}"
+        for group in _image_groups(path):
+            shas = [sha256_file(p) for p in group]
+            if all(store.find_image(h) is not None for h in shas):
+                result.studies_seen += 1
+                continue
+            # Named from the pixels, not the file name: names at a site can carry patient identifiers.
+            pseudo = "S-" + hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()[:16]
+            store.register_study(pseudo, source, group)
+            result.studies_new += 1
+            result.images += len(group)
+        return result
+    if not os.path.isfile(path):
+        raise StoreError(f"nothing to import at {path}: not a folder or a file")
+    try:
+        annotation = json.load(open(path, encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is not a JSON annotation file: {exc}") from exc
+    if not isinstance(annotation, dict) or not any(isinstance(annotation.get(k), list) for k in splits):
+        raise StoreError(f"{path} has none of the splits {splits} (expected the R2Gen annotation.json layout)")
+    if images_dir is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "images")
+        images_dir = beside if os.path.isdir(beside) else os.path.dirname(os.path.abspath(path))
+    source = source or f"annotation:{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
+    for split in splits:
+        for n, entry in enumerate(annotation.get(split) or []):
+            if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image_path"), list):
+                raise StoreError(f"{path}: {split}[{n}] needs an 'id' and an 'image_path' list")
+            images = [os.path.join(images_dir, p) for p in entry["image_path"]]
+            missing = [p for p in images if not os.path.isfile(p)]
+            if missing:
+                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: {missing[0]}")
+            try:
+                existing = store.study_id(str(entry["id"]))
+            except StoreError:
+                existing = None
+            store.register_study(str(entry["id"]), f"{source}/{split}", images)
+            result.studies_seen += existing is not None
+            result.studies_new += existing is None
+            result.images += 0 if existing is not None else len(images)
+    return result
+
+
+def register_model_dir(store: Store, model_dir: str) -> str:
+    """Register DIR as a model version; DIR/model_card.json (if present) gives name, parent and metrics."""
+    if not os.path.isdir(model_dir):
+        raise StoreError(f"model directory not found: {model_dir}")
+    card: dict = {}
+    card_path = os.path.join(model_dir, "model_card.json")
+    if os.path.exists(card_path):
+        try:
+            card = json.load(open(card_path, encoding="utf-8"))
+        except ValueError as exc:
+            raise StoreError(f"{card_path} is not valid JSON: {exc}") from exc
+        if not isinstance(card, dict):
+            raise StoreError(f"{card_path} must hold a JSON object")
+    name = str(card.get("name") or os.path.basename(os.path.abspath(model_dir)))
+    store.register_model(name, model_dir, parent=card.get("parent"), card=card)
+    return name
+
+
+def _frontal_first(study: StudyInfo) -> str:
+    frontal = [i.path for i in study.images if i.view == "frontal"]
+    return (frontal or [i.path for i in study.images])[0]
+
+
+def generate(store: Store, model_dir: str, batch: int = 8, generator: list[str] | None = None,
+             out_dir: str | None = None, limit: int | None = None) -> GenerateResult:
+    """Run the model over every study without a generation from this model version, `batch` images per call."""
+    if batch < 1:
+        raise StoreError(f"batch must be at least 1, got {batch}")
+    name = register_model_dir(store, model_dir)
+    result = GenerateResult(model_version=name)
+    todo = [st for st in store.studies_without_generation(name) if st.images][:limit]
+    with tempfile.TemporaryDirectory(prefix="groundcxr-gen-") as tmp:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            by_image = {_frontal_first(st): st.id for st in chunk}
+            cmd = list(generator or DEFAULT_GENERATOR) + ["--model", model_dir, "--ground", "--out",
+                                                           out_dir or tmp] + list(by_image)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise StoreError(f"generator exited with {proc.returncode} on images {start}..{start + len(chunk)}:"
+                                 f" {proc.stderr.strip()[-2000:]}")
+            for line in proc.stdout.splitlines():
+                if not line.startswith("{"):
+                    continue  # progress or log lines
+                try:
+                    out = json.loads(line)
+                    image = os.path.abspath(out.pop("image"))
+                except (ValueError, KeyError) as exc:
+                    raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
+                if image not in by_image:
+                    raise StoreError(f"generator returned an image it was not given: {image}")
+                try:
+                    store.add_generation(by_image.pop(image), name, out, image_path=image)
+                    result.stored += 1
+                except StoreError as exc:  # one bad output must not lose the rest of the batch
+                    result.failed.append(f"{image}: {exc}")
+            result.failed += [f"{image}: no output from the generator" for image in by_image]
+    return result
