@@ -131,3 +131,27 @@ def read_radiograph(source) -> np.ndarray:
     if _is_dicom(data):
         return _read_dicom(data, name)
     return _read_pil(data, name)
+
+
+def as_gray_unit(image) -> np.ndarray:
+    """An in-memory image (uint8 / uint16 / float, H×W or H×W×3/4) as float32 H×W in [0, 1]. Integer images are
+    scaled by their dtype's range; float images are min-max stretched unless already within [0, 1]."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageReadError(f"image array has shape {arr.shape}; expected H×W, H×W×3 or H×W×4")
+    _check_size(arr.shape[1], arr.shape[0], "<array>")
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "ui":
+        arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
+    else:
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageReadError("<array>: image has non-finite pixel values")
+        if arr.min() < 0.0 or arr.max() > 1.0:
+            arr = _to_unit(arr, "<array>")
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:  # transparent pixels are background: composite on black
+            arr = arr[..., :3] * arr[..., 3:4]
+        arr = arr @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.ascontiguousarray(arr, dtype=np.float32)

@@ -1,0 +1,274 @@
+"""Geometric derivations: from two lung fields (and optionally a heart) to zones, lobes, mediastinum, trachea,
+hemidiaphragms and the costophrenic-angle landmarks.
+
+Shared by every backend that predicts lung fields, so zones and lobes mean the same thing whichever backend found
+the lungs. Conventions (patient's right lung is on the image's LEFT):
+- A lung's height runs from its apex row to its lowest row; zone and lobe cuts are fractions of that height
+  (`DeriveConfig`), the usual radiological thirds with an apical cap.
+- Lobes on a frontal view overlap in projection: the cuts below overlap on purpose (masks are multi-label).
+- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic angles,
+  rounded at the top; cardiomediastinum is all of the space between the lungs from the apices down.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from model.taxonomy import SUPERCLASSES
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    apical_end: float = 0.12  # apical zone: the cap above the clavicles, part of the upper zone
+    upper_end: float = 1 / 3  # zones are thirds of the lung's height
+    mid_end: float = 2 / 3  # below is the lung base (which holds the costophrenic angle)
+    horizontal_fissure: float = 0.45  # right upper lobe above it
+    oblique_lateral: float = 0.45  # the oblique fissure runs from 45 % down laterally ...
+    oblique_medial: float = 0.9  # ... to 90 % down medially; lower lobe below it, middle lobe / lingula above
+    heart_height_fraction: float = 0.5  # heart spans the lower half of the space from apex to cardiophrenic angle
+    medial_band: float = 0.2  # the medial fifth of a lung's lowest quarter gives the cardiophrenic angle row
+    carina_fraction: float = 0.33  # carina sits about a third of the way down the lung fields
+    trachea_width: float = 0.065  # of the thoracic width (≈2 cm of ≈30 cm)
+    diaphragm_thickness: float = 0.035  # of the image height
+
+
+def _rows(mask: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(mask.any(axis=1))
+
+
+def _row_band(mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The part of `mask` whose relative row position (0 = its top row, 1 = its bottom row) is in [lo, hi)."""
+    rows = _rows(mask)
+    out = np.zeros_like(mask)
+    if rows.size == 0:
+        return out
+    top, bottom = rows[0], rows[-1]
+    height = max(bottom - top, 1)
+    r0 = top + int(round(lo * height))
+    r1 = top + int(round(hi * height)) if hi < 1.0 else bottom + 1
+    out[r0:r1] = mask[r0:r1]
+    return out
+
+
+def _below_oblique(lung: np.ndarray, medial_is_right: bool, cfg: "DeriveConfig") -> np.ndarray:
+    """Pixels below the projected oblique fissure: a line from `oblique_lateral` of the lung's height at its
+    lateral border down to `oblique_medial` at its medial border."""
+    rows, cols = _rows(lung), np.flatnonzero(lung.any(axis=0))
+    top, height = rows[0], max(rows[-1] + 1 - rows[0], 1)
+    xx = np.arange(lung.shape[1], dtype=np.float32)
+    rel = (xx - cols[0]) / max(cols[-1] - cols[0], 1)  # 0 at the image-left border of this lung
+    medialness = rel if medial_is_right else 1 - rel
+    line = top + height * (cfg.oblique_lateral + (cfg.oblique_medial - cfg.oblique_lateral) * medialness)
+    yy = np.arange(lung.shape[0], dtype=np.float32)[:, None]
+    return lung & (yy >= line[None, :])
+
+
+def _bottom_contour(mask: np.ndarray) -> np.ndarray:
+    """For each column, the lowest lung row (-1 where the column has no lung)."""
+    h = mask.shape[0]
+    any_col = mask.any(axis=0)
+    last = h - 1 - np.argmax(mask[::-1], axis=0)
+    return np.where(any_col, last, -1)
+
+
+def cardiophrenic_row(lung: np.ndarray, medial_is_right: bool, band: float) -> int:
+    """Row where the lung meets the diaphragm at its medial side (the heart's lower border on that side).
+    Only the lung's lowest quarter counts: higher up, the medial columns end where the heart begins."""
+    rows = _rows(lung)
+    lung = lung.copy()
+    lung[: rows[0] + 3 * (rows[-1] - rows[0]) // 4] = False
+    cols = np.flatnonzero(lung.any(axis=0))
+    n = max(1, int(round(band * cols.size)))
+    medial = cols[-n:] if medial_is_right else cols[:n]
+    bottom = _bottom_contour(lung)[medial]
+    return int(np.median(bottom[bottom >= 0]))
+
+
+def medial_edges(right: np.ndarray, left: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the right lung's most medial column and the left lung's (carried over rows where one is absent)."""
+    w = right.shape[1]
+    r_any, l_any = right.any(axis=1), left.any(axis=1)
+    r_edge = np.where(r_any, w - 1 - np.argmax(right[:, ::-1], axis=1), -1)
+    l_edge = np.where(l_any, np.argmax(left, axis=1), -1)
+    re, le = r_edge[rows].astype(float), l_edge[rows].astype(float)
+    for arr in (re, le):  # carry the last seen edge so a row with one lung missing keeps the border it had
+        valid = arr >= 0
+        if valid.any():
+            idx = np.where(valid, np.arange(arr.size), 0)
+            np.maximum.accumulate(idx, out=idx)
+            first = np.argmax(valid)
+            idx[:first] = first
+            arr[:] = arr[idx]
+    return re, le
+
+
+def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int, heart_bottom: int,
+               shape: tuple[int, int], lungs: np.ndarray) -> np.ndarray:
+    """The heart is where the space between the lungs bulges beyond the mediastinum's width above it: fit an
+    ellipse to those bulging borders (the heart's silhouette is convex), keep it above the cardiophrenic level
+    and out of the lung fields."""
+    h, w = shape
+    gap = le - re
+    upper = (rows >= rows[0] + (heart_top - rows[0]) // 2) & (rows < heart_top)
+    base_w = float(np.median(gap[upper])) if upper.any() else float(np.median(gap))
+    sel = (rows >= heart_top - (heart_bottom - heart_top) // 4) & (rows <= heart_bottom) & (gap > 1.25 * base_w)
+    heart = np.zeros(shape, bool)
+    if sel.sum() >= 3:
+        ys = rows[sel].astype(np.float32)
+        pts = np.concatenate([np.stack([re[sel] + 1, ys], 1), np.stack([le[sel] - 1, ys], 1)]).astype(np.float32)
+        ell = cv2.fitEllipse(pts.reshape(-1, 1, 2))
+        m = np.zeros(shape, np.uint8)
+        (cx, cy), (a, b), ang = ell
+        # A fit from noisy borders can run away; keep it only if its centre sits in the heart's rows and between
+        # the lungs, and it is no wider than the space between the lungs' outer borders allows.
+        mid = (re[sel] + le[sel]) / 2
+        plausible = (heart_top <= cy <= heart_bottom and mid.min() - 0.2 * w <= cx <= mid.max() + 0.2 * w
+                     and max(a, b) < 1.5 * (heart_bottom - heart_top + gap[sel].max()))
+        if plausible:
+            cv2.ellipse(m, ((cx, cy), (a, b), ang), 1, thickness=cv2.FILLED)
+            heart = m.astype(bool)
+    if not heart.any():  # no bulge (a narrow heart): the space between the lungs in the heart's rows
+        r0 = np.searchsorted(rows, heart_top)
+        for r, a_, b_ in zip(rows[r0:], re[r0:], le[r0:]):
+            heart[r, int(a_) + 1:int(b_)] = True
+    heart[heart_bottom + 1:] = False
+    heart[: heart_top - (heart_bottom - heart_top) // 4] = False
+    between = np.zeros(shape, bool)
+    cols = np.arange(w)[None, :]
+    # Rows where the space between the lungs is most of the chest lie below a cardiophrenic angle (a lung has
+    # curved away over its dome): that space is abdomen, not heart.
+    r_outer = np.argmax(lungs[rows][:, : w // 2], axis=1)
+    l_outer = w - 1 - np.argmax(lungs[rows][:, ::-1][:, : w // 2], axis=1)
+    open_below = gap > 0.62 * np.maximum(l_outer - r_outer, 1)
+    between[rows] = (cols > re[:, None]) & (cols < le[:, None]) & ~open_below[:, None]
+    return heart & between
+
+
+def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,
+                   heart: np.ndarray | None = None, cfg: DeriveConfig = DeriveConfig()) -> tuple[dict, dict]:
+    """right, left: bool H×W lung fields (patient's right = image left). image: float32 H×W in [0, 1] (for the
+    trachea; without it the trachea is centred on the mediastinum). heart: bool H×W from a backend that predicts
+    it, else derived. Returns (masks by CXAS name, landmarks in pixel coordinates)."""
+    if right.shape != left.shape:
+        raise ValueError(f"lung masks differ in shape: right {right.shape}, left {left.shape}")
+    if not right.any() or not left.any():
+        raise ValueError("both lung fields must be non-empty to derive regions")
+    h, w = right.shape
+    masks: dict[str, np.ndarray] = {"right lung": right, "left lung": left}
+    for side, lung in (("right", right), ("left", left)):
+        masks[f"{side} apical zone lung"] = _row_band(lung, 0.0, cfg.apical_end)
+        masks[f"{side} upper zone lung"] = _row_band(lung, 0.0, cfg.upper_end)
+        masks[f"{side} mid zone lung"] = _row_band(lung, cfg.upper_end, cfg.mid_end)
+        masks[f"{side} lung base"] = _row_band(lung, cfg.mid_end, 1.0)
+    below_oblique_r = _below_oblique(right, True, cfg)
+    below_oblique_l = _below_oblique(left, False, cfg)
+    below_horizontal = right & ~_row_band(right, 0.0, cfg.horizontal_fissure)
+    masks["lung upper lobe right"] = right & ~below_horizontal
+    masks["lung middle lobe right"] = below_horizontal & ~below_oblique_r
+    masks["lung lower lobe right"] = below_horizontal & below_oblique_r
+    masks["lung upper lobe left"] = left & ~below_oblique_l
+    masks["lung lower lobe left"] = below_oblique_l
+
+    r_rows, l_rows = _rows(right), _rows(left)
+    top = int(min(r_rows[0], l_rows[0]))
+    cp_right = cardiophrenic_row(right, True, cfg.medial_band)
+    cp_left = cardiophrenic_row(left, False, cfg.medial_band)
+    heart_bottom = max(cp_right, cp_left)
+    rows = np.arange(top, heart_bottom + 1)
+    re, le = medial_edges(right, left, rows)
+    cols = np.arange(w)[None, :]
+    between = (cols > re[:, None]) & (cols < le[:, None])  # [rows, W]
+    cardiomed = np.zeros((h, w), bool)
+    cardiomed[rows] = between
+
+    heart_top = int(round(heart_bottom - cfg.heart_height_fraction * (heart_bottom - top)))
+    if heart is None:
+        heart = _fit_heart(re, le, rows, heart_top, heart_bottom, (h, w), right | left)
+    masks["heart"] = heart
+    # The mediastinum proper is a band about the midline: wider gaps between apices and domes are chest wall.
+    mid_rows = (rows >= heart_top - (heart_bottom - heart_top) // 2) & (rows < heart_top)
+    centre_x = float(np.median(((re + le) / 2)[mid_rows])) if mid_rows.any() else float(np.median((re + le) / 2))
+    half = 0.5 * float(np.median((le - re)[mid_rows])) + 0.02 * w if mid_rows.any() else 0.1 * w
+    cardiomed &= np.abs(np.arange(w) - centre_x)[None, :] <= half
+    carina = int(round(top + cfg.carina_fraction * (heart_bottom - top)))
+    cardiomed |= heart
+    masks["cardiomediastinum"] = cardiomed
+    upper = cardiomed.copy()
+    upper[carina:] = False
+    masks["upper mediastinum"] = upper
+    lower = cardiomed.copy()
+    lower[:carina] = False
+    masks["lower mediastinum"] = lower
+
+    # Thoracic width from the lungs' outer borders (inner rib margins).
+    r_outer = np.where(right.any(axis=1), np.argmax(right, axis=1), w)
+    l_outer = np.where(left.any(axis=1), w - 1 - np.argmax(left[:, ::-1], axis=1), -1)
+    thorax_w = float(np.max(l_outer - r_outer)) if (l_outer >= 0).any() else float(w)
+    lung_h = heart_bottom - top
+
+    tw = max(2, int(round(cfg.trachea_width * thorax_w)))
+    trachea = np.zeros((h, w), bool)
+    t_rows = np.arange(0, carina + 1)  # the trachea runs up through the neck, out of the lung fields' rows
+    c_default = centre_x
+    if image is not None:
+        # The trachea is an air column: per row, the darkest trachea-wide window near the mediastinal centre
+        # (lung fields excluded: they are darker still).
+        box = cv2.blur(np.where(right | left, 1.0, image).astype(np.float32), (tw, 3))
+        half_search = max(tw, int(0.06 * thorax_w))
+        centres = []
+        for r in t_rows:
+            lo, hi = int(c_default - half_search), int(c_default + half_search) + 1
+            lo, hi = max(lo, 0), min(hi, w)
+            centres.append(lo + int(np.argmin(box[r, lo:hi])))
+        centres = np.asarray(centres, float)
+        k = max(3, (len(centres) // 4) | 1)
+        pad = np.pad(centres, k // 2, mode="edge")
+        centres = np.array([np.median(pad[i:i + k]) for i in range(len(centres))])  # a trachea is straight-ish
+    else:
+        centres = np.full(len(t_rows), c_default)
+    for r, c in zip(t_rows, centres):
+        trachea[r, max(0, int(c - tw / 2)):int(c + tw / 2) + 1] = True
+    masks["trachea"] = trachea
+    bif = np.zeros((h, w), bool)
+    c_bif = int(centres[-1]) if len(centres) else int(c_default)
+    dy = max(2, int(0.04 * lung_h))
+    bif[max(0, carina - dy):carina + dy + 1, max(0, c_bif - tw):c_bif + tw + 1] = True
+    masks["tracheal bifurcation"] = bif
+
+    thick = max(2, int(round(cfg.diaphragm_thickness * h)))
+    for side, lung in (("right", right), ("left", left)):
+        dia = np.zeros((h, w), bool)
+        bottom = _bottom_contour(lung)
+        for x in np.flatnonzero(bottom >= 0):
+            dia[bottom[x] + 1:min(h, bottom[x] + 1 + thick), x] = True
+        masks[f"{side} hemidiaphragm"] = dia
+    masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
+
+    landmarks = {"lung_top_row": top, "heart_top_row": heart_top, "heart_bottom_row": heart_bottom,
+                 "cardiophrenic_rows": {"right": cp_right, "left": cp_left}, "carina_row": carina,
+                 "thoracic_width_px": thorax_w}
+    return masks, landmarks
+
+
+def add_superclasses(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Union masks for every CXAS superclass with at least one member present (a class keeps its own mask when a
+    superclass shares its name, e.g. 'trachea')."""
+    out = dict(masks)
+    for sc, members in SUPERCLASSES.items():
+        present = [masks[m] for m in members if m in masks]
+        if present and sc not in masks:
+            out[sc] = np.logical_or.reduce(present)
+    return out
+
+
+# Every class `derive_regions` returns, in a fixed order (the atlas feature channels follow it).
+DERIVED_REGIONS: tuple[str, ...] = (
+    "right lung", "left lung",
+    "right apical zone lung", "right upper zone lung", "right mid zone lung", "right lung base",
+    "left apical zone lung", "left upper zone lung", "left mid zone lung", "left lung base",
+    "lung upper lobe right", "lung middle lobe right", "lung lower lobe right", "lung upper lobe left",
+    "lung lower lobe left", "heart", "cardiomediastinum", "upper mediastinum", "lower mediastinum", "trachea",
+    "tracheal bifurcation", "right hemidiaphragm", "left hemidiaphragm", "diaphragm",
+)
