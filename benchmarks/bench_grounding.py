@@ -1,0 +1,123 @@
+"""Grounding benchmark on a phantom split (truth known): pointing game, heatmap IoU and time per sentence for each
+attribution method; hallucination detection (inserted absent findings, present findings denied) scored by the
+`ungrounded` verdict; whole-report grounding latency with the embedded default.
+
+    python -m model phantom --out /tmp/phantom_bench --n 400 --seed 7
+    nice python benchmarks/bench_grounding.py --data /tmp/phantom_bench --split test --n 40 \
+        --methods rollout,ablation,ig --json docs/grounding_results.json
+
+Timings depend on the machine; docs/grounding.md says where they were taken.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import model  # noqa: E402,F401
+from model.grounding import ground_detailed, harness  # noqa: E402
+from model.grounding.regions import threshold_iou  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="phantom dataset dir (annotation.json)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--n", type=int, default=40, help="cases to use")
+    ap.add_argument("--methods", default="rollout,ablation,ig")
+    ap.add_argument("--model", default=None, help="model dir (default: the embedded default)")
+    ap.add_argument("--ig-steps", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0, help="seed for the hallucination insertions")
+    ap.add_argument("--json", default=None, help="write the summary here (atomically)")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    from model.s2d.generate import load_generator
+    from model.segmentation import segment
+
+    gen = load_generator(args.model)
+    rng = random.Random(args.seed)
+    entries = harness.load_split(args.data, args.split, args.n)
+    point = {m: {"hit": [], "region_hit": [], "iou": [], "sec_per_sentence": []} for m in methods}
+    hall_scores, hall_labels, hall_pred = [], [], []
+    report_ground_s, report_sentences, skipped = [], [], 0
+    for k, entry in enumerate(entries):
+        image, anatomy, fmasks, findings, report = harness.read_case(args.data, entry)
+        seg = segment(image)
+        for m in methods:
+            t0 = time.perf_counter()
+            forced = gen.teacher_force(image, seg.masks, report)
+            out, _ = ground_detailed(gen, image, seg, forced, m, ig_steps=args.ig_steps)
+            dt = time.perf_counter() - t0
+            texts = [s.text for s in out.sentences]
+            point[m]["sec_per_sentence"].append(dt / max(len(texts), 1))
+            for f in findings:
+                mask = fmasks.get(f.get("id")) if f.get("id") is not None else None
+                i = harness.finding_sentence(texts, f)
+                if mask is None or not mask.any() or i is None or f.get("type") == "Support Devices":
+                    continue
+                heat = out.heatmaps[i]
+                point[m]["hit"].append(harness.pointing_hit(heat, mask))
+                top = out.sentences[i].regions[0].name if out.sentences[i].regions else None
+                point[m]["region_hit"].append(bool(top and np.logical_and(seg.masks[top], mask).any()))
+                point[m]["iou"].append(threshold_iou(heat, mask))
+        # Whole-report grounding with the default method on the model's own generation (no teacher forcing).
+        g = gen.generate(image, masks=seg.masks)
+        t0 = time.perf_counter()
+        ground_detailed(gen, image, seg, g, "rollout")
+        report_ground_s.append(time.perf_counter() - t0)
+        report_sentences.append(len(g.sentences))
+        # Hallucination detection on a perturbed copy of the reference report.
+        from model.report.sentences import split_sentences
+
+        sents = [s.text for s in split_sentences(report)]
+        pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
+        forced = gen.teacher_force(image, seg.masks, " ".join(pert))
+        out, js = ground_detailed(gen, image, seg, forced, "rollout")
+        if [s.text.strip() for s in out.sentences] != [p.strip() for p in pert]:
+            skipped += 1
+            continue
+        hall_scores += [j.score for j in js]
+        hall_labels += labels
+        hall_pred += [j.verdict == "ungrounded" for j in js]
+        print(f"[{k + 1}/{len(entries)}] {entry.get('id')}", file=sys.stderr)
+
+    summary = {"data": os.path.abspath(args.data), "split": args.split, "cases": len(entries),
+               "methods": {}, "hallucination": {}, "report_grounding": {}}
+    for m in methods:
+        p = point[m]
+        summary["methods"][m] = {"findings": len(p["hit"]),
+                                 "pointing_accuracy": float(np.mean(p["hit"])) if p["hit"] else None,
+                                 "top_region_accuracy": float(np.mean(p["region_hit"])) if p["hit"] else None,
+                                 "heatmap_iou": float(np.mean(p["iou"])) if p["iou"] else None,
+                                 "sec_per_sentence": float(np.median(p["sec_per_sentence"]))}
+    prec, rec = harness.precision_recall(hall_pred, hall_labels)
+    summary["hallucination"] = {"sentences": len(hall_labels), "hallucinated": int(sum(hall_labels)),
+                                "auroc": harness.auroc(hall_scores, hall_labels), "precision": prec,
+                                "recall": rec, "cases_skipped_split_mismatch": skipped}
+    per_sentence = np.array(report_ground_s) / np.maximum(np.array(report_sentences), 1)
+    summary["report_grounding"] = {"median_s_per_report": float(np.median(report_ground_s)),
+                                   "median_sentences": float(np.median(report_sentences)),
+                                   "estimated_s_for_6_sentences": float(6 * np.median(per_sentence))}
+    if "ig" in methods and "rollout" in methods:
+        summary["rollout_speedup_vs_ig"] = (summary["methods"]["ig"]["sec_per_sentence"]
+                                            / summary["methods"]["rollout"]["sec_per_sentence"])
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

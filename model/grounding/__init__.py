@@ -1,0 +1,137 @@
+"""Grounding engine: sentence -> ranked CXAS regions, heatmap and verdict (grounded / weak / ungrounded).
+
+    ground(generator, image, segmentation, gen_output, method="rollout") -> ReportOutput
+    ground_text(generator, image, segmentation, report_text, method="rollout") -> ReportOutput
+    region_links(report_output) -> {region name: [sentence indices grounded in it]}
+
+Methods: `rollout` (one pass of attention through the memory bottleneck; the default), `ablation` (captum
+FeatureAblation over CXAS regions, causal, R + 1 teacher-forced passes; its links combine heatmap mass and the
+ablation drop), `ig` (captum LayerIntegratedGradients on the patch embeddings; the slow reference).
+See docs/grounding.md for the normalisation, the verdict rules and the calibration.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from model.grounding import attribution
+from model.grounding.regions import score_regions, to_display
+from model.grounding.verdict import Judgement, Thresholds, image_checks, judge
+from model.taxonomy import CLASS_INDEX, CORE_REGIONS
+from model.types import RegionScore, ReportOutput, Segmentation, Sentence
+
+METHODS = ("rollout", "ablation", "ig")
+
+
+def understand(text: str) -> tuple[dict[str, int | None], list[str]]:
+    """The labeler's observations (only those the sentence mentions: 1 / 0 / -1) and the CXAS anatomy it names."""
+    from model.report.anatomy import sentence_anatomy
+    from model.report.labeler import label_sentence
+
+    labels = {k: v for k, v in label_sentence(text)[0].items() if v is not None}
+    return labels, list(sentence_anatomy(text))
+
+
+def _candidate_masks(segmentation: Segmentation, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """CXAS class masks (superclass unions are left out: their members are scored on their own)."""
+    masks = {n: np.asarray(m, dtype=bool) for n, m in segmentation.masks.items() if n in CLASS_INDEX}
+    bad = [n for n, m in masks.items() if m.shape != shape]
+    if bad:
+        raise ValueError(f"segmentation masks {bad[:3]} have shape {masks[bad[0]].shape} but the image is {shape}")
+    if not masks:
+        raise ValueError("the segmentation has no CXAS class masks to ground sentences in")
+    return masks
+
+
+def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+              ablation_regions: list[str] | None = None, ig_steps: int = 16
+              ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, float]]]:
+    """Per sentence: a pixel density and, for ablation, region -> [0, 1] ablation score (0.5 = no effect)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown grounding method '{method}'; choose one of {', '.join(METHODS)}")
+    shape = tuple(np.asarray(image).shape[:2])
+    masks = _candidate_masks(segmentation, shape)
+    spans = [tuple(s.token_span) for s in gen_output.sentences]
+    if method == "ig":
+        dens = attribution.integrated_gradients(generator, image, segmentation, gen_output.report,
+                                                gen_output.key_layout, n_steps=ig_steps, shape=shape)
+        return dens, {}
+    dens = attribution.rollout(gen_output.mem_attention, gen_output.cross_attention, gen_output.key_layout, spans,
+                               masks, shape)
+    if method == "rollout":
+        return dens, {}
+    regions = [r for r in (ablation_regions or CORE_REGIONS) if r in masks and masks[r].any()]
+
+    def score_fn(key_mask):
+        return generator.score_sentences(image, segmentation.masks, gen_output.report, key_mask=key_mask)
+
+    drops = attribution.ablation(score_fn, gen_output.key_layout, masks, regions)  # [S, R]
+    if drops.shape[0] != len(spans):
+        raise ValueError(f"the scorer returned {drops.shape[0]} sentences but the report has {len(spans)}")
+    abl = attribution.ablation_density(drops, regions, masks)
+    out, scores = {}, {}
+    for i in dens:
+        # Both maps on a common scale (each sums to 1) so neither dominates by units.
+        a, b = dens[i], abl[i]
+        out[i] = (a / a.sum() if a.sum() > 0 else a) + (b / b.sum() if b.sum() > 0 else b)
+        scores[i] = attribution.ablation_scores(drops[i], regions)
+    return out, scores
+
+
+def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+           thresholds: Thresholds | None = None, **kwargs) -> ReportOutput:
+    """Fill each sentence of `gen_output` with ranked regions, verdict, reasons, labels and anatomy."""
+    return ground_detailed(generator, image, segmentation, gen_output, method, thresholds, **kwargs)[0]
+
+
+def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+                    thresholds: Thresholds | None = None, **kwargs) -> tuple[ReportOutput, list[Judgement]]:
+    """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
+    benchmark)."""
+    t0 = time.perf_counter()
+    th = thresholds or Thresholds.load()
+    shape = tuple(np.asarray(image).shape[:2])
+    masks = _candidate_masks(segmentation, shape)
+    dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
+    t_attr = time.perf_counter() - t0
+    # Image checks beside the segmenter's measurements: zone density and apex lucency against the other side.
+    measurements = {**segmentation.measurements, **image_checks(image, masks)}
+    sentences, heatmaps, judgements = [], {}, []
+    for i, s in enumerate(gen_output.sentences):
+        regions = score_regions(dens[i], masks)
+        if i in abl_scores:  # ablation: mean of the area-normalised mass score and the ablation score
+            regions = sorted((RegionScore(r.name, 0.5 * r.score + 0.5 * abl_scores[i].get(r.name, 0.5))
+                              for r in regions), key=lambda r: (-r.score, r.name))
+        labels, anatomy = understand(s.text)
+        j = judge(s.text, labels, anatomy, regions, masks, measurements, th)
+        judgements.append(j)
+        sentences.append(Sentence(index=i, text=s.text, token_span=tuple(s.token_span), regions=j.regions,
+                                  verdict=j.verdict, reasons=j.reasons, labels=labels, anatomy=anatomy))
+        heatmaps[i] = to_display(dens[i])
+    base = gen_output.to_report_output() if hasattr(gen_output, "to_report_output") else None
+    timings = dict(getattr(base, "timings", {}) or {})
+    timings.update({"grounding_attribution_s": t_attr, "grounding_s": time.perf_counter() - t0})
+    out = ReportOutput(report=gen_output.report, sentences=sentences,
+                       model_version=getattr(base, "model_version", "") or "", timings=timings,
+                       grounding_method=method, heatmaps=heatmaps)
+    return out, judgements
+
+
+def ground_text(generator, image: np.ndarray, segmentation: Segmentation, report_text: str,
+                method: str = "rollout", **kwargs) -> ReportOutput:
+    """Ground any report text (a reviewer's edit, an inserted sentence) with one teacher-forced pass."""
+    if not report_text or not report_text.strip():
+        raise ValueError("report_text is empty: nothing to ground")
+    forced = generator.teacher_force(np.asarray(image), segmentation.masks, report_text)
+    return ground(generator, image, segmentation, forced, method, **kwargs)
+
+
+def region_links(report: ReportOutput, verdicts=("grounded", "weak")) -> dict[str, list[int]]:
+    """Each region -> the sentences (indices) linking to it, for sentences with one of `verdicts`."""
+    links: dict[str, list[int]] = {}
+    for s in report.sentences:
+        if s.verdict in verdicts:
+            for r in s.regions:
+                links.setdefault(r.name, []).append(s.index)
+    return links

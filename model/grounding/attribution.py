@@ -1,0 +1,168 @@
+"""Per-sentence attribution over the image: `rollout` (attention), `ablation` (captum FeatureAblation), `ig`
+(captum LayerIntegratedGradients). Each returns, per sentence index, a non-negative pixel density (H x W) and,
+for ablation, the per-region log-likelihood drops.
+
+Keys of SMA_v (what the memory queries attend to) are laid out as [patch tokens (gh*gw, row-major) | region
+tokens (one per name in key_layout's region names) | feature tokens]; `KeyLayout` reads that from the generator's
+`key_layout`. Feature tokens (the segmenter's pooled features and class token) have no place in the image, so
+their share of attribution is dropped: heatmaps show only what can be drawn.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.grounding.regions import spread_tokens
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    grid: tuple[int, int]  # (gh, gw) patch grid
+    region_names: tuple[str, ...]  # one region token per name, after the patches
+    n_feature_tokens: int  # after the region tokens
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def n_keys(self) -> int:
+        return self.n_patches + len(self.region_names) + self.n_feature_tokens
+
+    @classmethod
+    def from_any(cls, layout) -> "KeyLayout":
+        """Accept the generator's key_layout as an object with attributes or as a dict/tuple."""
+        if isinstance(layout, KeyLayout):
+            return layout
+        if isinstance(layout, dict):
+            get = layout.get
+        elif isinstance(layout, (tuple, list)) and len(layout) == 3:
+            return cls(tuple(layout[0]), tuple(layout[1]), int(layout[2]))
+        else:
+            def get(k, d=None):
+                return getattr(layout, k, d)
+        grid = get("grid") or get("patch_grid")
+        names = get("region_names") or get("regions") or ()
+        n_feat = get("n_feature_tokens") if get("n_feature_tokens") is not None else get("num_feature_tokens", 0)
+        if grid is None:
+            raise ValueError(f"key_layout has no patch grid: {layout!r}")
+        return cls((int(grid[0]), int(grid[1])), tuple(names), int(n_feat or 0))
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def key_weights_to_density(key_w: np.ndarray, layout: KeyLayout, masks: dict[str, np.ndarray],
+                           shape: tuple[int, int]) -> np.ndarray:
+    """[N_keys] non-negative weights -> H x W density (patches onto their cells, region tokens onto their masks)."""
+    if key_w.shape[0] != layout.n_keys:
+        raise ValueError(f"attribution has {key_w.shape[0]} keys but the key layout describes {layout.n_keys} "
+                         f"({layout.n_patches} patches + {len(layout.region_names)} regions + "
+                         f"{layout.n_feature_tokens} feature tokens)")
+    patch = key_w[:layout.n_patches].reshape(layout.grid)
+    region = {n: float(w) for n, w in zip(layout.region_names,
+                                          key_w[layout.n_patches:layout.n_patches + len(layout.region_names)])}
+    return spread_tokens(patch, region, masks, shape)
+
+
+def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, int]], masks: dict[str, np.ndarray],
+            shape: tuple[int, int]) -> dict[int, np.ndarray]:
+    """Attention rollout through the memory bottleneck, one pass, no gradients.
+
+    mem_attention [T, Nmem]: each (generated or teacher-forced) token's attention to the Nmem memory soft tokens,
+    already aggregated over decoder layers and heads by the generator (docs/model.md); cross_attention [Nmem,
+    N_keys]: SMA_v's memory-query attention over its keys, averaged over heads. For sentence tokens [a, b):
+    w = mean_t mem_attention[t] renormalised to sum 1 -> [Nmem]; key weights k = w @ cross_attention -> [N_keys];
+    k is spread onto the image (patch cells, region masks).
+    """
+    mem = _np(mem_attention)
+    cross = _np(cross_attention)
+    layout = KeyLayout.from_any(key_layout)
+    if mem.ndim != 2 or cross.ndim != 2 or mem.shape[1] != cross.shape[0]:
+        raise ValueError(f"mem_attention {mem.shape} and cross_attention {cross.shape} disagree: expected [T, Nmem] "
+                         "and [Nmem, N_keys] with the same Nmem")
+    out = {}
+    for i, (a, b) in enumerate(spans):
+        if not 0 <= a < b <= mem.shape[0]:
+            raise ValueError(f"sentence {i} token span {(a, b)} lies outside the {mem.shape[0]} attention rows")
+        w = mem[a:b].mean(axis=0)
+        w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1.0 / w.size)
+        out[i] = key_weights_to_density(np.clip(w @ cross, 0, None), layout, masks, shape)
+    return out
+
+
+def region_key_masks(layout: KeyLayout, masks: dict[str, np.ndarray], regions: list[str],
+                     min_cover: float = 0.5) -> np.ndarray:
+    """[R, N_keys] bool: which keys removing region r removes — the patch tokens at least `min_cover` inside its
+    mask (at least the single most-covered patch, so small regions still remove something) and its own region
+    token when the model has one."""
+    gh, gw = layout.grid
+    out = np.zeros((len(regions), layout.n_keys), dtype=bool)
+    for j, name in enumerate(regions):
+        mask = np.asarray(masks[name], dtype=bool)
+        h, w = mask.shape
+        rows = np.minimum((np.arange(h) * gh) // h, gh - 1)
+        cols = np.minimum((np.arange(w) * gw) // w, gw - 1)
+        cell = rows[:, None] * gw + cols[None, :]
+        inside = np.bincount(cell[mask], minlength=gh * gw)
+        total = np.bincount(cell.ravel(), minlength=gh * gw)
+        cover = inside / np.maximum(total, 1)
+        chosen = cover >= min_cover
+        if not chosen.any() and cover.max() > 0:
+            chosen[np.argmax(cover)] = True
+        out[j, :gh * gw] = chosen
+        if name in layout.region_names:
+            out[j, gh * gw + layout.region_names.index(name)] = True
+    return out
+
+
+def ablation(score_fn, layout, masks: dict[str, np.ndarray], regions: list[str]) -> np.ndarray:
+    """Causal attribution: drop in each sentence's teacher-forced log-likelihood when a region is removed.
+
+    score_fn(key_mask: bool [N_keys] or None) -> per-sentence log-likelihoods [S] (the generator's
+    score_sentences with image, masks and text bound). captum's FeatureAblation drives it: the input is a [1, R]
+    "region present" vector of ones, the baseline 0, the feature mask one group per region; the forward maps the
+    vector to the key mask (a key is removed when any absent region covers it). With an output of fixed size S,
+    captum returns attributions [S, R] = f(all present) - f(region r removed): the drop. R + 1 scorer calls.
+    """
+    import torch
+    from captum.attr import FeatureAblation
+
+    layout = KeyLayout.from_any(layout)
+    remove = torch.from_numpy(region_key_masks(layout, masks, regions))  # [R, N_keys]
+
+    def forward(present):  # present: [1, R] float
+        absent = present[0] < 0.5
+        keep = ~(remove[absent].any(dim=0)) if absent.any() else None
+        return torch.as_tensor(np.asarray(score_fn(None if keep is None else keep.numpy()), dtype=np.float64))
+
+    present = torch.ones(1, len(regions), dtype=torch.float64)
+    attr = FeatureAblation(forward).attribute(present, baselines=0.0,
+                                              feature_mask=torch.arange(len(regions)).unsqueeze(0))
+    return attr.reshape(-1, len(regions)).numpy()  # [S, R]
+
+
+def ablation_density(drops: np.ndarray, regions: list[str], masks: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each region's positive drop spread evenly over its mask (overlapping regions add up)."""
+    out = {}
+    for i, row in enumerate(drops):
+        shape = next(iter(masks.values())).shape
+        d = np.zeros(shape, dtype=np.float64)
+        for name, v in zip(regions, row):
+            m = masks[name]
+            if v > 0 and m.any():
+                d[m] += v / m.sum()
+        out[i] = d
+    return out
+
+
+def ablation_scores(drops_row: np.ndarray, regions: list[str]) -> dict[str, float]:
+    """Drops -> [0, 1] on the heatmap scores' scale: 0.5 = no effect, 1 = the sentence's largest drop."""
+    top = float(np.abs(drops_row).max()) if drops_row.size else 0.0
+    if top <= 0:
+        return {n: 0.5 for n in regions}
+    return {n: float(0.5 + 0.5 * v / top) for n, v in zip(regions, drops_row)}

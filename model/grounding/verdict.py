@@ -1,0 +1,296 @@
+"""Verdict rules: grounded / weak / ungrounded, with reasons, from region support, anatomy and measurements.
+
+Inputs are plain: a sentence's CheXpert-style labels (observation -> 1 / 0 / -1 / None), the CXAS anatomy it names,
+its ranked region scores (model.grounding.regions), the region masks and the image measurements. Nothing here
+touches the model, so every rule is unit-testable with synthetic heatmaps and measurements.
+
+Rules (thresholds in assets/grounding/thresholds.json, calibrated on the phantom validation split):
+- Positive / uncertain finding:
+  * ungrounded: the image measurement contradicts the finding (ASaRG-style verification: cardiomegaly with a
+    cardiothoracic ratio under the threshold, an effusion with a sharp costophrenic angle on its side, a
+    pneumothorax whose apex is no more lucent than the other side's, an opacity / consolidation / nodule /
+    atelectasis whose lung zone is no denser than its mirror zone), or no region supports it (best relevant score
+    under `support_min`);
+  * weak: supported, but the supporting regions do not overlap the anatomy the sentence names, or support is
+    only moderate (under `support_good`);
+  * grounded: otherwise.
+- Negative sentence ("no pneumothorax"): judged against the whole region it denies (both lungs for a
+  pneumothorax, both bases for an effusion, the heart for cardiomegaly ...): ungrounded when a measurement there
+  shows the denied finding; weak when the sentence's attribution does not cover the denied region; else grounded.
+- Sentences with no finding at all (technique, "heart size is normal") are judged as negatives of what they
+  describe when the labeler marks an observation 0, and otherwise as plain descriptions (grounded when supported).
+
+`Judgement.score` is a continuous "how likely is this sentence unsupported" in [0, 1] used for ranking (AUROC).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from model import ASSETS_DIR
+from model.types import RegionScore
+
+THRESHOLDS_PATH = os.path.join(ASSETS_DIR, "grounding", "thresholds.json")
+
+LUNGS = ("right lung", "left lung")
+SIDES = ("right", "left")
+
+
+@dataclass
+class Thresholds:
+    support_min: float = 0.55  # best relevant region score below this: no region supports the sentence
+    support_good: float = 0.62  # at or above: well supported
+    ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
+    cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
+    apex_lucency_min: float = 0.15  # apex_lucency (below) at or above this: the apex is lucent (pneumothorax)
+    opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
+    measurement_scale: dict[str, float] = field(default_factory=lambda: {
+        "ctr": 0.03, "cp": 0.1, "apex": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+    source: str = "defaults (not calibrated)"
+
+    @classmethod
+    def load(cls, path: str | None = None) -> "Thresholds":
+        path = path or THRESHOLDS_PATH
+        if not os.path.exists(path):
+            return cls()
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known - {"command", "calibration"})
+        if unknown:
+            raise ValueError(f"{path}: unknown threshold fields {unknown}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    reasons: list[str]
+    score: float  # in [0, 1]: higher = more likely unsupported / hallucinated
+    regions: list[RegionScore]  # the links to show (for negatives: the denied regions)
+    support: float | None = None  # best score among regions matching the named anatomy (positive findings)
+
+
+# What each CheXpert observation can be checked against. `regions(side)` names where it lives (for negatives:
+# the whole region denied); `check` names the measurement test, if any.
+def _sided(template: str, side: str | None) -> tuple[str, ...]:
+    return tuple(template.format(s) for s in ((side,) if side else SIDES))
+
+
+FINDING_REGIONS = {
+    "Cardiomegaly": lambda side: ("heart",),
+    "Enlarged Cardiomediastinum": lambda side: ("cardiomediastinum", "upper mediastinum"),
+    "Pleural Effusion": lambda side: _sided("{} lung base", side),
+    "Pneumothorax": lambda side: _sided("{} lung", side),
+    "Consolidation": lambda side: _sided("{} lung", side),
+    "Lung Opacity": lambda side: _sided("{} lung", side),
+    "Pneumonia": lambda side: _sided("{} lung", side),
+    "Atelectasis": lambda side: _sided("{} lung", side),
+    "Lung Lesion": lambda side: _sided("{} lung", side),
+    "Edema": lambda side: LUNGS,
+    "Pleural Other": lambda side: _sided("{} lung", side),
+}
+CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex", "Consolidation": "opacity",
+          "Lung Opacity": "opacity", "Pneumonia": "opacity", "Lung Lesion": "opacity", "Atelectasis": "opacity"}
+ZONES = ("upper zone lung", "mid zone lung", "lung base")
+
+
+def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
+    """Image statistics the verdict checks beside the segmenter's measurements."""
+    return {"zone_opacity": zone_opacity(image, masks), "apex_lucency": apex_lucency(image, masks)}
+
+
+def apex_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per side: how much darker (more lucent) its apical zone is than the other side's, in units of the lungs'
+    intensity spread. A pneumothorax replaces lung markings at the apex with air: its apex turns lucent."""
+    image = np.asarray(image, dtype=np.float64)
+    apices = {s: masks.get(f"{s} apical zone lung") for s in SIDES}
+    lungs = [masks[n] for n in LUNGS if n in masks]
+    if not lungs or any(a is None or not a.any() for a in apices.values()):
+        return {}
+    spread = float(image[np.logical_or.reduce(lungs)].std()) or 1.0
+    mean = {s: float(image[a].mean()) for s, a in apices.items()}
+    return {"right": (mean["left"] - mean["right"]) / spread, "left": (mean["right"] - mean["left"]) / spread}
+
+
+def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per lung zone (CXAS name): how much brighter (denser) it is than the same zone on the other side, in units
+    of the lungs' intensity spread. An opacity, consolidation, nodule or collapse raises its zone's value; a
+    symmetric chest gives ~0 everywhere. Needs both sides' zone masks; missing pairs are left out."""
+    image = np.asarray(image, dtype=np.float64)
+    lungs = [masks[n] for n in ("right lung", "left lung") if n in masks]
+    if not lungs:
+        return {}
+    spread = float(image[np.logical_or.reduce(lungs)].std()) or 1.0
+    out = {}
+    for zone in ZONES:
+        r, l = masks.get(f"right {zone}"), masks.get(f"left {zone}")
+        if r is None or l is None or not r.any() or not l.any():
+            continue
+        # The brightest quarter of each zone: a focal opacity moves it where it barely moves the zone mean.
+        qr, ql = (float(np.percentile(image[m], 75)) for m in (r, l))
+        out[f"right {zone}"] = (qr - ql) / spread
+        out[f"left {zone}"] = (ql - qr) / spread
+    return out
+
+
+def side_of(text: str, anatomy: list[str]) -> str | None:
+    """The patient side a sentence is about: 'left' / 'right' / None for both, bilateral or unsaid."""
+    words = text.lower().replace(",", " ").replace(".", " ").split()
+    said = {s for s in SIDES if s in words}
+    said |= {s for s in SIDES for a in anatomy if a.startswith(s + " ") or a.endswith(" " + s)}
+    if "bilateral" in words or "bibasilar" in words or len(said) != 1:
+        return None
+    return said.pop()
+
+
+def _logistic(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+
+def measurement_view(measurements: dict) -> dict:
+    """The checks' inputs: cardiothoracic_ratio (float) and costophrenic_sharpness ({"left", "right"}: higher =
+    sharper) from the segmenter's measurements (model.segmentation.measure: `costophrenic[side]["sharpness"]`),
+    plus the image checks of `image_checks` (zone_opacity, apex_lucency) when present. Missing entries stay
+    absent. The segmenter's `apex_texture` is not used: on phantoms it does not separate pneumothorax (see
+    docs/grounding.md); apex_lucency does."""
+    m = dict(measurements or {})
+    if "costophrenic_sharpness" not in m and isinstance(m.get("costophrenic"), dict):
+        m["costophrenic_sharpness"] = {s: v.get("sharpness") for s, v in m["costophrenic"].items()
+                                       if isinstance(v, dict)}
+    return m
+
+
+def finding_evidence(observation: str, side: str | None, measurements: dict, th: Thresholds
+                     ) -> tuple[float, str] | None:
+    """Probability-like evidence in [0, 1] that the image shows `observation` on `side` (None: either side), from
+    the measurements, with a human-readable description; None when no measurement applies or it is missing."""
+    measurements = measurement_view(measurements)
+    check = CHECKS.get(observation)
+    if check == "ctr":
+        ctr = measurements.get("cardiothoracic_ratio")
+        if ctr is None:
+            return None
+        p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
+        return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f})"
+    if check in ("cp", "apex"):
+        # cp: below the limit = blunted angle = effusion; apex: above the limit = lucent apex = pneumothorax.
+        key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
+                                  if check == "cp" else ("apex_lucency", th.apex_lucency_min, "apex lucency", 1))
+        per_side = measurements.get(key) or {}
+        best = None
+        for s in ((side,) if side else SIDES):
+            value = per_side.get(s)
+            if value is None:
+                continue
+            p = _logistic(sign * (value - limit) / th.measurement_scale[check])
+            if best is None or p > best[0]:
+                rel = ">=" if sign < 0 else "<"
+                best = (p, f"{s} {what} {value:.2f} (normal {rel} {limit:.2f})")
+        return best
+    if check == "opacity":
+        zones = measurements.get("zone_opacity") or {}
+        cands = [(v, z) for z, v in zones.items() if side is None or z.startswith(side + " ")]
+        if not cands:
+            return None
+        value, zone = max(cands)
+        p = _logistic((value - th.opacity_min) / th.measurement_scale["opacity"])
+        return p, f"{zone} opacity {value:+.2f} vs the other side (opacified >= {th.opacity_min:.2f})"
+    return None
+
+
+def _overlap(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Fraction of the smaller mask covered by the other (0 when either is missing)."""
+    if a is None or b is None:
+        return 0.0
+    small = min(a.sum(), b.sum())
+    return float(np.logical_and(a, b).sum() / small) if small else 0.0
+
+
+def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], masks: dict[str, np.ndarray],
+              min_overlap: float = 0.5) -> list[RegionScore]:
+    """Scored regions that lie mostly inside / around one of `wanted` (e.g. `left lung base` for `left lung`)."""
+    return [r for r in regions if any(_overlap(masks.get(r.name), masks.get(w)) >= min_overlap for w in wanted)]
+
+
+def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
+          masks: dict[str, np.ndarray], measurements: dict, th: Thresholds, top_k: int = 3) -> Judgement:
+    """Apply the module's rules to one sentence."""
+    side = side_of(text, anatomy)
+    positive = [o for o, v in labels.items() if v in (1, -1) and o in FINDING_REGIONS]
+    negative = [o for o, v in labels.items() if v == 0 and o in FINDING_REGIONS]
+    devices = labels.get("Support Devices") in (1, -1)
+    top = regions[:top_k]
+
+    if positive:
+        reasons: list[str] = []
+        contradiction = None
+        for obs in positive:
+            ev = finding_evidence(obs, side, measurements, th)
+            if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
+                contradiction = (ev[0], obs, ev[1])
+        expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
+        where = list(anatomy) or expected
+        relevant = _relevant(regions, where, masks)
+        support = relevant[0].score if relevant else 0.0
+        best_any = top[0].score if top else 0.0
+        m_against = None if contradiction is None else 1.0 - contradiction[0]
+        support_deficit = float(np.clip((th.support_good - support) / max(th.support_good - 0.5, 1e-6), 0, 1))
+        score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
+        verdict = "grounded"
+        if m_against is not None and m_against > 0.5:
+            verdict = "ungrounded"
+            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}")
+        if best_any < th.support_min:
+            verdict = "ungrounded"
+            reasons.append("no region supports it (best region score "
+                           f"{best_any:.2f} < {th.support_min:.2f})")
+        elif support < th.support_min:
+            verdict = "ungrounded" if verdict == "ungrounded" else "weak"
+            reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
+                           + ") do not match the anatomy it names (" + ", ".join(where) + ")")
+        elif support < th.support_good and verdict == "grounded":
+            verdict = "weak"
+            reasons.append(f"only moderate support in {relevant[0].name} ({support:.2f} < {th.support_good:.2f})")
+        if verdict == "grounded":
+            reasons.append(f"supported by {relevant[0].name} ({support:.2f})"
+                           + (f"; consistent with {contradiction[2]}" if contradiction else ""))
+        links = relevant[:top_k] + [r for r in top if r not in relevant[:top_k]]
+        return Judgement(verdict, reasons, float(score), links[:top_k + 1], support)
+
+    if negative:
+        denied = sorted({r for obs in negative for r in FINDING_REGIONS[obs](side)})
+        shown = [obs for obs in negative if finding_evidence(obs, side, measurements, th) is not None]
+        worst = None
+        for obs in shown:
+            p, desc = finding_evidence(obs, side, measurements, th)
+            if worst is None or p > worst[0]:
+                worst = (p, obs, desc)
+        links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
+        covered = max((r.score for r in links), default=0.0)
+        if worst is not None and worst[0] > 0.5:
+            return Judgement("ungrounded", [f"the image measurements suggest {worst[1].lower()}, which it denies: "
+                                            f"{worst[2]}"], float(worst[0]), links)
+        score = 0.0 if worst is None else float(worst[0])
+        if regions and covered < th.support_min:
+            return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
+                             max(score, 0.5 * (1 - covered)), links)
+        why = f"nothing in {', '.join(denied)} contradicts it"
+        if worst is not None:
+            why += f" ({worst[2]})"
+        return Judgement("grounded", [why], score, links)
+
+    # Plain description (technique, devices, normal anatomy): grounded when the attribution is not diffuse noise.
+    best_any = top[0].score if top else 0.0
+    what = "support device" if devices else "description"
+    if best_any < th.support_min:
+        return Judgement("weak", [f"{what}: no region clearly supports it ({best_any:.2f} < {th.support_min:.2f})"],
+                         float(1 - best_any), top)
+    return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)

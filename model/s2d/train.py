@@ -1,0 +1,256 @@
+"""The S2D-ALIGN curriculum (Progressive Anatomical Grounding) through HF accelerate.
+
+Stage 0 (tiny only): language-model pretraining of the decoder on report text (stands in for Vicuna's).
+Stage 1: image -> report (SMA_v + LoRA). Stage 2: + SMA_t on the reference report. Stage 3: + SMA_p on key
+phrases. Each stage starts from the previous stage's weights. In stages 2/3 a share `aux_prob` of the batches
+carries the auxiliary input and the rest are image-only, so the inference path (SMA_v alone) keeps training.
+Every epoch writes a resumable checkpoint (`OUT/stage{k}`); losses go to `OUT/loss_log.jsonl`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.s2d.config import S2DConfig
+from model.s2d.data import Case, encode, pixel_tensor
+from model.s2d.modeling import S2DAlign, load_model, save_model
+
+
+@dataclass
+class Phase:
+    stage: int  # checkpoint name: OUT/stage{stage}
+    aux: tuple[str, ...]  # auxiliary inputs: "t" reference report, "p" key phrases
+    epochs: int
+    lr: float
+
+
+def plan(cfg: S2DConfig) -> list[Phase]:
+    """The phases an ablation runs, in order."""
+    st = cfg.train.stages
+    phases = [Phase(0, (), st[0].epochs, st[0].lr)] if 0 in st else []
+    total = sum(st[k].epochs for k in (1, 2, 3))
+    if cfg.ablation == "single-stage":
+        return phases + [Phase(1, (), total, st[1].lr)]
+    if cfg.ablation == "joint":
+        return phases + [Phase(1, ("t", "p"), total, st[1].lr)]
+    if cfg.ablation == "reversed":  # S1 -> S3 -> S2: key phrases before the reference report
+        return phases + [Phase(1, (), st[1].epochs, st[1].lr), Phase(3, ("p",), st[2].epochs, st[2].lr),
+                         Phase(2, ("p", "t"), st[3].epochs, st[3].lr)]
+    return phases + [Phase(1, (), st[1].epochs, st[1].lr), Phase(2, ("t",), st[2].epochs, st[2].lr),
+                     Phase(3, ("t", "p"), st[3].epochs, st[3].lr)]
+
+
+def set_trainable(model: S2DAlign, phase: Phase, last: bool) -> list[torch.nn.Parameter]:
+    """Stage 0: the whole decoder. Later: LoRA + SMA_v (+ ASaRG) + the phase's auxiliary adapters; encoders
+    only where they were not pretrained."""
+    cfg = model.cfg
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if phase.stage == 0:
+        mods = [model.decoder]
+    else:
+        for n, p in model.decoder.named_parameters():
+            p.requires_grad_("lora_" in n)
+        mods = [model.sma_v]
+        if cfg.vision.trainable:
+            mods.append(model.vision)
+        if model.asarg is not None and (cfg.asarg.schedule == "joint" or last):
+            mods.append(model.asarg)
+        for a in phase.aux:
+            mods.append(model.sma_t if a == "t" else model.sma_p)
+        if phase.aux and cfg.text.trainable:
+            mods.append(model.text_encoder)
+        for v in ("v",) + phase.aux:
+            mem = model.memory_for(v)
+            if mem is not None:
+                mem.requires_grad_(True)
+    for m in mods:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class CaseBatcher:
+    """Turns lists of cases into model inputs (tokenisation done once up front)."""
+
+    def __init__(self, cases: list[Case], tokenizer, cfg: S2DConfig):
+        self.cases, self.tok, self.cfg = cases, tokenizer, cfg
+        self.images = np.stack([c.image for c in cases]) if cases else None
+        self.maps = torch.from_numpy(np.stack([c.maps for c in cases])) if cases else None
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def batch(self, idx: list[int], aux: tuple[str, ...]) -> dict:
+        cfg, cs = self.cfg, [self.cases[i] for i in idx]
+        ids, mask = encode(self.tok, [c.report for c in cs], cfg.train.max_report_tokens)
+        out = {"pixel_values": pixel_tensor(self.images[idx], cfg.vision.image_mean, cfg.vision.image_std,
+                                            cfg.vision.num_channels),
+               "input_ids": ids, "attention_mask": mask,
+               "seg_maps": self.maps[idx].float() if cfg.use_segmentation else None, "aux": {}}
+        for a in aux:
+            texts = [c.reference if a == "t" else "; ".join(c.key_phrases) for c in cs]
+            out["aux"][a] = encode(self.tok, texts, cfg.text.max_tokens)
+        return out
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def _log(path: str, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _find_resume(out_dir: str, phases: list[Phase]) -> tuple[int, dict | None]:
+    """Index of the latest phase with a checkpoint and its state (None: start fresh)."""
+    for i in range(len(phases) - 1, -1, -1):
+        path = os.path.join(out_dir, f"stage{phases[i].stage}", "state.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                return i, json.load(fh)
+    return -1, None
+
+
+def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case], texts: list[str],
+          stages: list[int] | None = None, seed: int = 0, tokenizer=None, init_dir: str | None = None,
+          progress: bool = True) -> str:
+    """Run the curriculum; returns the directory of the last stage's checkpoint. `texts`: the stage 0 corpus."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from model.s2d.tokenizer import train_tokenizer
+
+    acc = Accelerator()
+    set_seed(seed)
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "loss_log.jsonl")
+    phases = [p for p in plan(cfg) if stages is None or p.stage in stages]
+    if not phases:
+        raise ValueError(f"no stage of {[p.stage for p in plan(cfg)]} selected by --stages {stages}")
+    if cfg.decoder.pretrained and phases[0].stage == 0:
+        raise ValueError("stage 0 (decoder pretraining) is for the tiny preset; the paper preset starts at stage 1")
+
+    start, state = _find_resume(out_dir, phases)
+    if state is not None:
+        model, tokenizer, _ = load_model(os.path.join(out_dir, f"stage{phases[start].stage}"))
+        if state.get("complete"):
+            start, state = start + 1, None
+    elif init_dir:
+        model, tokenizer, _ = load_model(init_dir)
+    else:
+        if tokenizer is None:
+            tokenizer = train_tokenizer(texts, cfg.decoder.vocab_size)
+        if len(tokenizer) > cfg.decoder.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only {cfg.decoder.vocab_size}")
+        model = S2DAlign(cfg)
+        start = max(start, 0)
+    ckpt = os.path.join(out_dir, f"stage{phases[-1].stage}")
+    for i in range(max(start, 0), len(phases)):
+        phase, last = phases[i], i == len(phases) - 1
+        if phase.stage > 0:
+            model.add_lora()
+        params = set_trainable(model, phase, last)
+        if phase.stage == 0:
+            ids_all, mask_all = encode(tokenizer, texts, cfg.train.max_report_tokens)
+            n = len(texts)
+        else:
+            batcher = CaseBatcher(cases, tokenizer, cfg)
+            n = len(batcher)
+        if n == 0:
+            raise ValueError(f"stage {phase.stage} has no training data")
+        bs = cfg.train.batch_size
+        steps_per_epoch = math.ceil(n / bs)
+        total = steps_per_epoch * phase.epochs
+        opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.train.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.train.warmup_frac * total))))
+        first_epoch = 0
+        ckpt = os.path.join(out_dir, f"stage{phase.stage}")
+        if state is not None and i == start:
+            first_epoch = state["epochs_done"]
+            opt_path = os.path.join(ckpt, "optimizer.pt")
+            if os.path.isfile(opt_path):
+                saved = torch.load(opt_path, weights_only=False)
+                opt.load_state_dict(saved["optimizer"])
+                sched.load_state_dict(saved["scheduler"])
+        model_p, opt_p, sched_p = acc.prepare(model, opt, sched)
+        step_rng = torch.Generator().manual_seed(seed * 1000 + phase.stage)
+        for epoch in range(first_epoch, phase.epochs):
+            model_p.train()
+            order = list(range(n))
+            random.Random(seed + 7919 * epoch + phase.stage).shuffle(order)
+            bar = tqdm(range(steps_per_epoch), desc=f"stage {phase.stage} epoch {epoch + 1}/{phase.epochs}",
+                       disable=not (progress and acc.is_main_process), leave=False)
+            t0 = time.time()
+            for s in bar:
+                idx = order[s * bs:(s + 1) * bs]
+                if phase.stage == 0:
+                    ids, mask = ids_all[idx], mask_all[idx]
+                    L = int(mask.sum(1).max())
+                    out = model_p(None, ids[:, :L].to(acc.device), mask[:, :L].to(acc.device))
+                    used_aux = ()
+                else:
+                    use = phase.aux if (phase.aux and torch.rand((), generator=step_rng) < cfg.train.aux_prob) \
+                        else ()
+                    b = batcher.batch(idx, use)
+                    out = model_p(b["pixel_values"].to(acc.device), b["input_ids"].to(acc.device),
+                                  b["attention_mask"].to(acc.device),
+                                  seg_maps=None if b["seg_maps"] is None else b["seg_maps"].to(acc.device),
+                                  aux={k: (v[0].to(acc.device), v[1].to(acc.device)) for k, v in b["aux"].items()})
+                    used_aux = use
+                acc.backward(out.loss)
+                acc.clip_grad_norm_(params, cfg.train.grad_clip)
+                opt_p.step()
+                sched_p.step()
+                opt_p.zero_grad()
+                bar.set_postfix(loss=f"{out.loss.item():.3f}")
+                if acc.is_main_process and (s % 10 == 0 or s == steps_per_epoch - 1):
+                    _log(log_path, {"stage": phase.stage, "epoch": epoch + 1, "step": s + 1, "loss": out.loss.item(),
+                                    "lr": sched_p.get_last_lr()[0], "aux": list(used_aux),
+                                    "seconds": round(time.time() - t0, 2)})
+            model = acc.unwrap_model(model_p)
+            row = {"stage": phase.stage, "epoch": epoch + 1, "epoch_seconds": round(time.time() - t0, 1)}
+            if val_cases and phase.stage > 0:
+                row["val_loss"] = evaluate_loss(model, tokenizer, val_cases, cfg)
+            if acc.is_main_process:
+                _log(log_path, row)
+                complete = epoch + 1 == phase.epochs
+                save_model(model, ckpt, tokenizer, {"stage": phase.stage, "aux": list(phase.aux),
+                                                    "epochs_done": epoch + 1, "complete": complete, "seed": seed})
+                if not complete:
+                    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                               os.path.join(ckpt, "optimizer.pt"))
+            acc.wait_for_everyone()
+        state = None
+    return ckpt
+
+
+@torch.no_grad()
+def evaluate_loss(model: S2DAlign, tokenizer, cases: list[Case], cfg: S2DConfig) -> float:
+    """Mean image-only teacher-forced loss (the inference path)."""
+    was = model.training
+    model.eval()
+    batcher = CaseBatcher(cases, tokenizer, cfg)
+    dev = next(model.parameters()).device
+    losses = []
+    for s in range(0, len(cases), cfg.train.batch_size):
+        b = batcher.batch(list(range(s, min(len(cases), s + cfg.train.batch_size))), ())
+        out = model(b["pixel_values"].to(dev), b["input_ids"].to(dev), b["attention_mask"].to(dev),
+                    seg_maps=None if b["seg_maps"] is None else b["seg_maps"].to(dev))
+        losses.append(out.loss.item())
+    model.train(was)
+    return float(np.mean(losses))
+

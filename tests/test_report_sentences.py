@@ -1,0 +1,59 @@
+"""Sentence splitting: offsets, headers, numbered lists, abbreviations, XXXX tokens."""
+import pytest
+
+from model.report.sentences import Span, split_sentences
+
+
+def texts(report):
+    return [s.text for s in split_sentences(report)]
+
+
+def test_offsets_point_into_the_original_text():
+    report = "FINDINGS:  The heart is normal.\n\nIMPRESSION: No acute disease."
+    spans = split_sentences(report)
+    assert [report[s.start:s.end] for s in spans] == [s.text for s in spans]
+    assert texts(report) == ["The heart is normal.", "No acute disease."]
+
+
+def test_headers_in_any_case_are_not_sentences():
+    assert texts("Findings: Lungs clear. Impression: Normal chest.") == ["Lungs clear.", "Normal chest."]
+    assert texts("COMPARISON: None. INDICATION: Cough.") == ["None.", "Cough."]
+
+
+def test_numbered_lists_lose_their_numbers():
+    assert texts("1. Stable mild cardiomegaly. 2. Hyperexpanded but clear lungs.") == [
+        "Stable mild cardiomegaly.", "Hyperexpanded but clear lungs."]
+    assert texts("IMPRESSION:\n1) Left effusion.\n2) No pneumothorax.") == ["Left effusion.", "No pneumothorax."]
+
+
+def test_abbreviations_and_decimals_do_not_split():
+    assert texts("Nodule measures 1.5 cm. in diameter, e.g. a granuloma. Dr. XXXX was notified.") == [
+        "Nodule measures 1.5 cm. in diameter, e.g. a granuloma.", "Dr. XXXX was notified."]
+    assert texts("Nodule of 5 mm. No effusion.") == ["Nodule of 5 mm.", "No effusion."]
+
+
+def test_xxxx_tokens_are_kept_and_split_normally():
+    assert texts("Normal chest x-XXXX. There are no XXXX of a pleural effusion. XXXX XXXX.") == [
+        "Normal chest x-XXXX.", "There are no XXXX of a pleural effusion.", "XXXX XXXX."]
+
+
+def test_tokenised_lowercase_model_output():
+    assert texts("the heart is normal in size . the lungs are clear .") == [
+        "the heart is normal in size .", "the lungs are clear ."]
+
+
+def test_blank_lines_and_capitalised_lines_split_but_wrapped_lines_do_not():
+    assert texts("No effusion\n\nHeart normal") == ["No effusion", "Heart normal"]
+    assert texts("No effusion\nHeart normal") == ["No effusion", "Heart normal"]
+    assert texts("There is no\npneumothorax.") == ["There is no\npneumothorax."]
+
+
+def test_empty_and_punctuation_only_input():
+    assert split_sentences("") == []
+    assert split_sentences(" . \n ") == []
+    assert split_sentences("No effusion.") == [Span(0, 12, "No effusion.")]
+
+
+def test_non_string_is_a_clear_error():
+    with pytest.raises(TypeError, match="expects a str"):
+        split_sentences(None)
