@@ -15,10 +15,11 @@ import model  # noqa: F401  (sets the offline environment before gradio or trans
 import argparse
 import datetime as _dt
 import hashlib
-import io
+import json
 import os
 import tempfile
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from db.replay import CONTENT_KINDS, REASON_CODES, FinalSentence
+from db.store import Store
 from model import ASSETS_DIR, PROJECT_ROOT, taxonomy
 from model.imageio import ImageReadError, read_radiograph
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
@@ -38,9 +41,7 @@ from viewer.worklist import HEADERS, ORDERS, WorklistRow, worklist_table
 
 DISCLAIMER = ("Not for clinical use. The embedded default model is tiny and was trained on synthetic phantom "
               "radiographs only; its reports and groundings on real radiographs are unreliable.")
-REASON_CODES = ("no visual evidence", "wrong region", "hallucinated finding", "contradicts image",
-                "not assessable on this view", "other")
-CORRECTION_KINDS = ("edit", "delete", "add", "flag_ungrounded", "relink", "accept")
+CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept; plus undo and sign
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
 CACHE_SIZE = 16
 
@@ -110,7 +111,101 @@ class ReviewStore(Protocol):
 
     def worklist(self) -> list[WorklistRow]: ...
 
-    def export(self, path: str) -> str: ...
+    def export(self, out_dir: str) -> tuple[str, list[str]]: ...
+
+
+class DbReviewStore:
+    """`ReviewStore` over db.store.Store: one study per case (pseudonymous id), the latest generation reviewed."""
+
+    def __init__(self, store: Store):
+        self.db = store
+        self._sources: dict[str, str] = {}
+
+    def register_case(self, case: Case) -> None:
+        self.db.register_study(case.case_id, case.source, images=[case.image_path])
+        self._sources[case.case_id] = case.source
+
+    def _item(self, case_id: str):
+        sid = self.db.study_id(case_id)
+        return next(i for i in self.db.worklist(order="oldest") if i.study_id == sid)
+
+    def has_generation(self, case_id: str) -> bool:
+        return self._item(case_id).generation_id is not None
+
+    def add_generation(self, case_id: str, report: ReportOutput) -> None:
+        study = self.db.study(self.db.study_id(case_id))
+        self.db.add_generation(study.id, report.model_version or "unknown", report.to_dict(),
+                               image_path=study.images[0].path if study.images else None)
+
+    def state(self, case_id: str) -> ReviewState:
+        item = self._item(case_id)
+        if item.generation_id is None:
+            raise KeyError(f"case {case_id!r} has no report yet")
+        gen = self.db.generation(item.generation_id)
+        original = [Sentence.from_dict(s) for s in gen.output["sentences"]]
+        if item.review_id is None:
+            current, notes = [Sentence.from_dict(s.to_dict()) for s in original], {}
+        else:
+            scores = {(s.index, r.name): r.score for s in original for r in s.regions}
+            by_index = {s.index: s for s in original}
+            current, notes = [], {}
+            for f in self.db.final_report(item.review_id):
+                current.append(_from_final(f, by_index.get(f.index), scores))
+                notes[f.index] = _notes(f)
+        return ReviewState(case_id, item.status, original, current, notes, item.reviewer,
+                           item.status == "signed", gen.model_version)
+
+    def _review(self, case_id: str, reviewer: str) -> int:
+        return self.db.start_review(self.db.study_id(case_id), reviewer)
+
+    def correct(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+                regions: Sequence[str] = (), reason: str | None = None) -> str:
+        if kind not in ("add", "accept") and index is None:
+            raise ValueError(f"{kind}: select a sentence first")
+        rid = self._review(case_id, reviewer)
+        self.db.apply_correction(rid, kind, reviewer, sentence_index=index,
+                                 text=text if kind in ("edit", "add") else None,
+                                 reason_code=reason if kind == "flag" else None,
+                                 regions=list(regions) if kind in ("relink", "add") else None)
+        what = {"edit": "edited", "delete": "deleted", "add": "added", "flag": f"flagged ungrounded ({reason})",
+                "relink": f"re-linked to {', '.join(regions) or 'no region'}", "accept": "accepted"}[kind]
+        target = "a new sentence" if kind == "add" else ("every sentence" if index is None else f"sentence {index + 1}")
+        return f"{target} {what} by {reviewer}"
+
+    def undo(self, case_id: str, reviewer: str) -> str:
+        self.db.undo_last(self._review(case_id, reviewer), reviewer)
+        return f"last correction undone by {reviewer}"
+
+    def sign(self, case_id: str, reviewer: str) -> str:
+        self.db.sign(self._review(case_id, reviewer), reviewer)
+        return f"report signed by {reviewer}"
+
+    def worklist(self) -> list[WorklistRow]:
+        return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
+                            self._sources.get(i.pseudo_id, "")) for i in self.db.worklist()]
+
+    def export(self, out_dir: str) -> tuple[str, list[str]]:
+        from db.export import export
+        r = export(self.db, out_dir)
+        files = [os.path.join(r.out_dir, name) for name in sorted(r.files)]
+        news = f"{len(r.studies_new)} newly signed" if r.written else "nothing new since the last export"
+        return f"exported {r.n_entries} signed reports ({r.n_pairs} sentence pairs); {news}", files
+
+
+def _from_final(f: FinalSentence, model_sentence: Sentence | None, scores: dict) -> Sentence:
+    """A replayed sentence as the viewer's Sentence: a flag makes it ungrounded; added ones are not graded."""
+    verdict = "ungrounded" if f.flagged else (f.model_verdict if f.origin == "model" else None)
+    reasons = list(model_sentence.reasons) if model_sentence is not None and not f.edited else []
+    regions = [RegionScore(n, scores.get((f.index, n), 1.0)) for n in f.regions]
+    return Sentence(f.index, f.text, regions=regions, verdict=verdict, reasons=reasons)
+
+
+def _notes(f: FinalSentence) -> list[str]:
+    marks = [m for m, on in (("added", f.origin == "reviewer"), ("edited", f.edited), ("accepted", f.accepted),
+                             ("re-linked", f.regions_by == "reviewer" and f.origin == "model")) if on]
+    if f.flagged:
+        marks.append(f"flagged: {f.reason_code}" + (f" ({f.note})" if f.note else ""))
+    return [f"{', '.join(marks)} — {f.last_by}"] if marks and f.last_by else []
 
 
 # ------------------------------------------------------------------------------------------------- backend
@@ -176,6 +271,22 @@ class Backend:
                 os.unlink(tmp)
                 raise
         return self.add_case(Case(case_id, "upload", path))
+
+    def export(self) -> tuple[str, str]:
+        """Export signed reviews (incrementally) to data_dir/export and zip them for download."""
+        out_dir = os.path.join(self.data_dir, "export")
+        msg, files = self.store.export(out_dir)
+        zpath = os.path.join(self.data_dir, "groundcxr-export.zip")
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, suffix=".zip.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in files:
+                    zf.write(f, arcname=os.path.basename(f))
+            os.replace(tmp, zpath)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return msg, zpath
 
     # -- API payloads (gradio_client) --
     def generate_payload(self, case_id: str) -> dict:
@@ -332,7 +443,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                                 b_sign = gr.Button("Sign report", variant="primary", elem_id="gcxr-sign")
                         compare = gr.HTML(elem_id="gcxr-compare")
             with gr.Tab("Export", id="export"):
-                gr.Markdown("Export every correction as a training set (JSON lines) for fine-tuning.")
+                gr.Markdown("Export the signed reviews as a training set (R2Gen `annotation.json`, sentence "
+                            "`pairs.jsonl`, `manifest.json`; incremental) and download it as a zip.")
                 b_export = gr.Button("Export corrections", elem_id="gcxr-export")
                 export_file = gr.File(label="Download", interactive=False, elem_id="gcxr-export-file")
             with gr.Tab("Model", id="model"):
@@ -429,10 +541,10 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             return out
 
         def do_export():
-            path = os.path.join(backend.data_dir, "exports",
-                                f"corrections-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.jsonl")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            msg = backend.store.export(path)
+            try:
+                msg, path = backend.export()
+            except (ValueError, OSError) as exc:
+                return {status: f"⚠ export failed: {_msg(exc)}"}
             return {export_file: path, status: f"✔ {msg}"}
 
         def pick_row(sup, cls, op, zm, evt: gr.SelectData):
@@ -452,7 +564,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         for ctl in (supers, classes, opacity, zoom_s):
             ctl.input(redraw_keep_text, view_inputs, view_outputs)
         act_inputs = [case_id, reviewer, sentence, region, supers, classes, opacity, zoom_s, text, reason, relink]
-        for btn, kind in ((b_edit, "edit"), (b_delete, "delete"), (b_add, "add"), (b_flag, "flag_ungrounded"),
+        for btn, kind in ((b_edit, "edit"), (b_delete, "delete"), (b_add, "add"), (b_flag, "flag"),
                           (b_relink, "relink"), (b_accept, "accept"), (b_undo, "undo"), (b_sign, "sign")):
             btn.click(make_action(kind), act_inputs, view_outputs + [status, table])
         upload.upload(do_upload, [upload, supers, classes, opacity, zoom_s], all_out)
@@ -467,7 +579,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
 
         def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
                     regions: list[str] | None = None, reason: str = "") -> dict:
-            """Apply one correction (edit, delete, add, flag_ungrounded, relink, accept, undo, sign); returns the
+            """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign); returns the
             review state after it."""
             if not reviewer or not reviewer.strip():
                 raise gr.Error("reviewer is required: it is recorded on every correction")
@@ -523,8 +635,44 @@ def _parse_auth(values: Sequence[str]) -> list[tuple[str, str]] | None:
     return pairs or None
 
 
+class PipelineAnalyser:
+    """model.pipeline.Pipeline with the model version and card the Model tab shows."""
+
+    def __init__(self, model_dir: str | None):
+        from model.pipeline import Pipeline
+        self.model_dir = model_dir or os.path.join(ASSETS_DIR, "model")
+        self.card = _read_card(self.model_dir)
+        self.model_version = str(self.card.get("name") or os.path.basename(os.path.normpath(self.model_dir)))
+        self.pipeline = Pipeline(model_dir=model_dir)
+
+    def analyse(self, image: np.ndarray):
+        return self.pipeline.analyse(image)
+
+
+def _read_card(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "model_card.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def card_markdown(card: dict) -> str:
+    if not card:
+        return "_No model card (model_card.json) in the model directory._"
+    lines = [f"- **{k}**: `{json.dumps(v) if isinstance(v, (dict, list)) else v}`" for k, v in card.items()]
+    return "\n".join(lines)
+
+
 def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Backend:
-    raise NotImplementedError("wired when model.pipeline and db.store land")
+    """The real services: the S2D-ALIGN pipeline, the SQL review store and the demo cases in assets/demo."""
+    from model.demo import load_demo_cases
+    os.makedirs(data_dir, exist_ok=True)
+    url = db_url or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "groundcxr.db")
+    analyser = PipelineAnalyser(model_dir)
+    cases = [Case(c.id, c.source, c.image_path) for c in load_demo_cases()]
+    return Backend(analyser, DbReviewStore(Store(url)), cases, data_dir,
+                   model_card=card_markdown(analyser.card))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,19 +1,17 @@
-"""Test doubles for the app's two services (analyser, review store): small, deterministic, in memory.
+"""A test double for the app's analyser (small, deterministic) and a backend over a real temporary SQLite store.
 
-Used only by the app tests, so the UI can be exercised without a trained model or a database; the app itself
-wires model.pipeline and db.store (app.main)."""
+Used only by the app tests, so the UI can be exercised without a trained model; the app itself wires
+model.pipeline (app.make_backend)."""
 from __future__ import annotations
 
-import copy
-import json
 import os
 
 import numpy as np
 from PIL import Image
 
-from app import Case, ReviewState
+from app import Backend, Case, DbReviewStore
+from db.store import Store
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
-from viewer.worklist import WorklistRow
 
 
 class FakeAnalyser:
@@ -47,88 +45,6 @@ class FakeAnalyser:
                                          "heatmaps": heat})()
 
 
-class MemoryStore:
-    """Replays the correction log onto the model's sentences, like a review store would."""
-
-    def __init__(self):
-        self.cases: dict[str, Case] = {}
-        self.generations: dict[str, ReportOutput] = {}
-        self.log: dict[str, list[dict]] = {}
-        self.signed: dict[str, str] = {}
-
-    def register_case(self, case):
-        self.cases.setdefault(case.case_id, case)
-
-    def has_generation(self, case_id):
-        return case_id in self.generations
-
-    def add_generation(self, case_id, report):
-        self.generations[case_id] = report
-        self.log.setdefault(case_id, [])
-
-    def state(self, case_id):
-        original = self.generations[case_id].sentences
-        current = copy.deepcopy(original)
-        notes: dict[int, list[str]] = {}
-        for c in self.log[case_id]:
-            i, by = c["index"], c["reviewer"]
-            if c["kind"] == "add":
-                i = max([s.index for s in current] + [len(original) - 1]) + 1
-                current.append(Sentence(i, c["text"], regions=[RegionScore(r, 1.0) for r in c["regions"]]))
-            s = next((x for x in current if x.index == i), None)
-            if c["kind"] == "edit":
-                s.text = c["text"]
-            elif c["kind"] == "delete":
-                current.remove(s)
-            elif c["kind"] == "flag_ungrounded":
-                s.verdict = "ungrounded"
-            elif c["kind"] == "relink":
-                s.regions = [RegionScore(r, 1.0) for r in c["regions"]]
-            notes.setdefault(i, []).append(f"{c['kind']} by {by}" + (f" ({c['reason']})" if c["reason"] else ""))
-        signed = case_id in self.signed
-        status = "signed" if signed else ("in review" if self.log[case_id] else "generated")
-        return ReviewState(case_id, status, original, current, notes, self.signed.get(case_id), signed, "fake-0")
-
-    def correct(self, case_id, reviewer, kind, index=None, text=None, regions=(), reason=None):
-        if case_id in self.signed:
-            raise ValueError(f"case {case_id} is signed")
-        if kind in ("edit", "add") and not (text or "").strip():
-            raise ValueError(f"{kind} needs sentence text")
-        if kind != "add" and index is None:
-            raise ValueError(f"{kind} needs a selected sentence")
-        self.log[case_id].append({"kind": kind, "index": index, "text": text, "regions": list(regions),
-                                  "reason": reason if kind == "flag_ungrounded" else None, "reviewer": reviewer})
-        return f"{kind} of sentence {index + 1 if index is not None else 'new'} by {reviewer}"
-
-    def undo(self, case_id, reviewer):
-        if not self.log[case_id]:
-            raise ValueError("nothing to undo")
-        c = self.log[case_id].pop()
-        return f"undid {c['kind']}"
-
-    def sign(self, case_id, reviewer):
-        self.signed[case_id] = reviewer
-        return f"signed by {reviewer}"
-
-    def worklist(self):
-        rows = []
-        for cid, case in self.cases.items():
-            if cid in self.generations:
-                st = self.state(cid)
-                n = sum(s.verdict == "ungrounded" for s in st.current)
-                rows.append(WorklistRow(cid, st.status, "fake-0", n, st.reviewer, case.source))
-            else:
-                rows.append(WorklistRow(cid, "new", "", 0, None, case.source))
-        return rows
-
-    def export(self, path):
-        with open(path, "w") as fh:
-            for cid, log in self.log.items():
-                for c in log:
-                    fh.write(json.dumps({"case_id": cid, **c}) + "\n")
-        return f"exported {sum(map(len, self.log.values()))} corrections"
-
-
 def make_cases(directory, n=2):
     cases = []
     for i in range(n):
@@ -138,3 +54,10 @@ def make_cases(directory, n=2):
         Image.fromarray(img).save(path)
         cases.append(Case(f"demo-{i}", "phantom", path))
     return cases
+
+
+def make_backend(tmp_dir, n_cases=2):
+    cases_dir = os.path.join(tmp_dir, "cases")
+    os.makedirs(cases_dir, exist_ok=True)
+    store = DbReviewStore(Store("sqlite:///" + os.path.join(tmp_dir, "review.db")))
+    return Backend(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"))

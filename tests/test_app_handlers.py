@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from app import Backend, ViewSettings, build_app, render_view
-from app_fakes import FakeAnalyser, MemoryStore, make_cases
+from app_fakes import make_backend
 from model.imageio import ImageReadError
 
 
 @pytest.fixture
 def backend(tmp_path):
-    return Backend(FakeAnalyser(), MemoryStore(), make_cases(str(tmp_path)), data_dir=str(tmp_path / "data"))
+    return make_backend(str(tmp_path))
 
 
 def test_open_is_cached(backend):
@@ -56,3 +56,48 @@ def test_build_app_exposes_api(backend):
     demo = build_app(backend)
     names = {d.api_name for d in demo.fns.values()}
     assert {"generate", "correct", "worklist"} <= names
+
+
+def test_corrections_go_through_the_store_and_survive_a_restart(backend, tmp_path):
+    backend.open("demo-0")
+    st = backend.store
+    with pytest.raises(ValueError, match="select a sentence"):
+        st.correct("demo-0", "dr.a", "edit", index=None, text="x")
+    assert "sentence 1 edited by dr.a" == st.correct("demo-0", "dr.a", "edit", index=0, text="Heart is large.")
+    st.correct("demo-0", "dr.a", "flag", index=1, reason="not_in_image")
+    st.correct("demo-0", "dr.a", "add", text="Small left effusion.", regions=["left lung"])
+    st.correct("demo-0", "dr.a", "delete", index=2)
+    state = st.state("demo-0")
+    assert [s.text for s in state.current] == ["Heart is large.", "No focal consolidation in the right lung.",
+                                               "Small left effusion."]
+    assert state.current[1].verdict == "ungrounded" and "flagged: not_in_image" in state.notes[1][0]
+    assert state.current[2].regions[0].name == "left lung" and state.current[2].verdict is None
+    assert state.original_text.startswith("The heart is normal in size.")
+    st.undo("demo-0", "dr.a")  # undoes the delete
+    assert len(st.state("demo-0").current) == 4
+    with pytest.raises(ValueError, match="unknown reason code"):
+        st.correct("demo-0", "dr.a", "flag", index=0, reason="because")
+    # A fresh app on the same database sees the same review.
+    from app import Backend, DbReviewStore
+    from app_fakes import FakeAnalyser
+    from db.store import Store
+    again = Backend(FakeAnalyser(), DbReviewStore(Store("sqlite:///" + str(tmp_path / "review.db"))),
+                    list(backend.cases.values()), data_dir=str(tmp_path / "data"))
+    again.open("demo-0")
+    assert [s.text for s in again.store.state("demo-0").current][0] == "Heart is large."
+    assert len([r for r in again.store.worklist() if r.case_id == "demo-0"]) == 1
+
+
+def test_sign_then_export_zip(backend):
+    import zipfile
+    backend.open("demo-1")
+    backend.store.correct("demo-1", "dr.b", "accept")
+    assert "signed by dr.b" in backend.store.sign("demo-1", "dr.b")
+    with pytest.raises(ValueError, match="signed"):
+        backend.store.correct("demo-1", "dr.b", "edit", index=0, text="late edit")
+    row = next(r for r in backend.store.worklist() if r.case_id == "demo-1")
+    assert row.status == "signed" and row.reviewer == "dr.b" and row.n_ungrounded == 1
+    msg, path = backend.export()
+    assert "exported 1 signed report" in msg
+    names = zipfile.ZipFile(path).namelist()
+    assert "annotation.json" in names and "pairs.jsonl" in names
