@@ -15,6 +15,7 @@ import model  # noqa: F401  (sets the offline environment before gradio or trans
 import argparse
 import datetime as _dt
 import hashlib
+import html
 import json
 import os
 import tempfile
@@ -366,8 +367,13 @@ def _expand(names, masks) -> list[str]:
 
 
 def _esc(text: str) -> str:
-    import html
     return html.escape(text)
+
+
+def _note(text: str, ok: bool) -> str:
+    """A confirmation or refusal line; escaped, because it quotes file names, reviewer names and report text."""
+    colour, mark = ("#1a7f37", "✔") if ok else ("#cf222e", "⚠")
+    return f'<span style="color:{colour}">{mark} {html.escape(text)}</span>'
 
 
 # ----------------------------------------------------------------------------------------------------- UI
@@ -386,7 +392,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         with gr.Row():
             reviewer = gr.Textbox(label="Reviewer", placeholder="your name (recorded on every correction)",
                                   elem_id="gcxr-reviewer", scale=1)
-            status = gr.Markdown("", elem_id="gcxr-status")
+            status = gr.HTML("", elem_id="gcxr-status")
         with gr.Tabs() as tabs:
             with gr.Tab("Worklist", id="worklist"):
                 with gr.Row():
@@ -482,13 +488,13 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
 
         def open_case(cid, sup, cls, op, zm):
             if not cid:
-                return {status: "⚠ choose a case first"}
+                return {status: _note("choose a case first", ok=False)}
             try:
                 out = _view(cid, None, None, sup, cls, op, zm)
             except (KeyError, ImageReadError) as exc:
-                return {status: f"⚠ {_msg(exc)}"}
+                return {status: _note(_msg(exc), ok=False)}
             return {**out, case_id: cid, tabs: gr.Tabs(selected="review"),
-                    status: f"Opened **{cid}** ({backend.case(cid).source}).",
+                    status: _note(f"Opened {cid} ({backend.case(cid).source}).", ok=True),
                     table: worklist_table(backend.store.worklist())}
 
         def redraw(cid, sent, reg, sup, cls, op, zm):
@@ -504,7 +510,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         def make_action(kind: str) -> Callable:
             def act(cid, name, sent, reg, sup, cls, op, zm, txt, rsn, links, request: gr.Request):
                 if not cid:
-                    return {status: "⚠ open a case first"}
+                    return {status: _note("open a case first", ok=False)}
                 try:
                     who = _reviewer(name, request)
                     idx = int(sent) if sent not in (None, "") else None
@@ -516,12 +522,12 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                         msg = backend.store.correct(cid, who, kind, index=idx, text=txt, regions=links or [],
                                                     reason=rsn)
                 except (_UserError, ValueError, KeyError) as exc:
-                    return {status: f"⚠ {_msg(exc)} — nothing was saved."}
+                    return {status: _note(f"{_msg(exc)} — nothing was saved.", ok=False)}
                 if kind in ("delete", "undo"):
                     sent = None
                 out = _view(cid, sent, reg, sup, cls, op, zm)
                 stamp = _dt.datetime.now().strftime("%H:%M:%S")
-                out[status] = f"✔ Saved at {stamp}: {msg}"
+                out[status] = _note(f"Saved at {stamp}: {msg}", ok=True)
                 out[table] = worklist_table(backend.store.worklist(), "most ungrounded first")
                 return out
             return act
@@ -534,7 +540,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                     data = fh.read()
                 case = backend.upload(data, os.path.basename(path))
             except ImageReadError as exc:
-                return {status: f"⚠ upload refused: {_msg(exc)}"}
+                return {status: _note(f"upload refused: {_msg(exc)}", ok=False)}
             out = open_case(case.case_id, sup, cls, op, zm)
             out[pick] = gr.update(choices=sorted(backend.cases), value=case.case_id)
             out[upload] = None
@@ -544,8 +550,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             try:
                 msg, path = backend.export()
             except (ValueError, OSError) as exc:
-                return {status: f"⚠ export failed: {_msg(exc)}"}
-            return {export_file: path, status: f"✔ {msg}"}
+                return {status: _note(f"export failed: {_msg(exc)}", ok=False)}
+            return {export_file: path, status: _note(msg, ok=True)}
 
         def pick_row(sup, cls, op, zm, evt: gr.SelectData):
             row = evt.row_value or []
