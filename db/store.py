@@ -147,8 +147,9 @@ def _check_name(value: str | None, what: str) -> str:
 
 
 def _check_regions(regions: list[str] | None) -> list[str]:
-    if not regions or isinstance(regions, str):
-        raise StoreError("regions must be a non-empty list of CXAS names")
+    """An empty list is allowed: "this sentence is about no region" (e.g. "No acute disease.")."""
+    if not isinstance(regions, (list, tuple)):
+        raise StoreError(f"regions must be a list of CXAS names, got {type(regions).__name__}")
     if len(regions) > MAX_REGIONS:
         raise StoreError(f"{len(regions)} regions given; the limit is {MAX_REGIONS}")
     bad = [r for r in regions if not isinstance(r, str) or not is_valid_name(r)]
@@ -183,10 +184,15 @@ def guess_view(path: str) -> str | None:
     return None
 
 
-def _record(c: Correction) -> CorrectionRecord:
-    return CorrectionRecord(id=c.id, review_id=c.review_id, kind=c.kind, reviewer=c.reviewer,
-                            created_at=c.created_at, sentence_index=c.sentence_index, text=c.text,
-                            reason_code=c.reason_code, regions=c.regions, target_id=c.target_id)
+_TRAIL_COLUMNS = (Correction.id, Correction.review_id, Correction.kind, Correction.reviewer, Correction.created_at,
+                  Correction.sentence_index, Correction.text, Correction.reason_code, Correction.regions,
+                  Correction.target_id)  # the order of CorrectionRecord's fields
+
+
+def _trail(s: Session, review_id: int) -> list[CorrectionRecord]:
+    """The audit trail, oldest first. Plain rows, not ORM objects: every write replays it, so it must be cheap."""
+    rows = s.execute(select(*_TRAIL_COLUMNS).where(Correction.review_id == review_id).order_by(Correction.id))
+    return [CorrectionRecord(*row) for row in rows]
 
 
 class Store:
@@ -396,9 +402,9 @@ class Store:
         return r
 
     def _state(self, s: Session, r: Review) -> tuple[list[FinalSentence], list[CorrectionRecord]]:
-        trail = [_record(c) for c in s.scalars(select(Correction).where(Correction.review_id == r.id)
-                                               .order_by(Correction.id))]
-        return replay(s.get(Generation, r.generation_id).output["sentences"], trail), trail
+        trail = _trail(s, r.id)
+        output = s.scalar(select(Generation.output).where(Generation.id == r.generation_id))
+        return replay(output["sentences"], trail), trail
 
     def _append(self, s: Session, r: Review, kind: str, reviewer: str, **fields: Any) -> int:
         c = Correction(review_id=r.id, kind=kind, reviewer=reviewer, created_at=utcnow(), **fields)
@@ -428,7 +434,7 @@ class Store:
             fields["reason_code"] = reason_code
             if text is not None:
                 fields["text"] = _check_text(text, "note")
-        if kind == "relink" or (kind == "add" and regions):
+        if kind == "relink" or (kind == "add" and regions is not None):
             fields["regions"] = _check_regions(regions)
         with self._write() as s:
             r = self._locked_review(s, review_id)
@@ -455,7 +461,7 @@ class Store:
             r = self._locked_review(s, review_id)
             if r.status == "signed":
                 raise StoreError(f"review {review_id} is signed; amend it first (amend) to change it")
-            trail = [_record(c) for c in s.scalars(select(Correction).where(Correction.review_id == r.id))]
+            trail = _trail(s, r.id)
             reverted = {c.target_id for c in trail if c.kind == "revert"}
             live = [c for c in trail if c.kind in CONTENT_KINDS and c.id not in reverted]
             if not live:
@@ -492,8 +498,7 @@ class Store:
         with self._read() as s:
             if s.get(Review, review_id) is None:
                 raise NotFoundError(f"no review with id {review_id}")
-            return [_record(c) for c in s.scalars(select(Correction).where(Correction.review_id == review_id)
-                                                  .order_by(Correction.id))]
+            return _trail(s, review_id)
 
     def final_report(self, review_id: int, include_deleted: bool = False) -> list[FinalSentence]:
         with self._read() as s:
@@ -554,8 +559,7 @@ class Store:
             if r is None:
                 raise NotFoundError(f"no review with id {review_id}")
             g = s.get(Generation, r.generation_id)
-            trail = [_record(c) for c in s.scalars(select(Correction).where(Correction.review_id == r.id)
-                                                   .order_by(Correction.id))]
+            trail = _trail(s, r.id)
             if not any(c.kind == "sign" for c in trail):
                 raise StoreError(f"review {review_id} has never been signed")
             sign = max((c for c in trail if c.kind == "sign"), key=lambda c: c.id)

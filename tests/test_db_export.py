@@ -52,7 +52,7 @@ def test_export_writes_the_r2gen_layout_pairs_and_manifest(store, tmp_path):
     assert e1["provenance"] == {"study": "S-1", "review": rid, "sign_correction": store.corrections(rid)[-1].id,
                                 "reviewer": "dr.a", "generation": store.review(rid).generation_id,
                                 "model_version": "m1"}
-    assert e1["key_phrases"] and all(isinstance(k, str) for k in e1["key_phrases"])
+    assert e1["key_phrases"] == ["normal heart size", "right pleural effusion", "no pneumothorax"]  # of the final text
     # The flagged sentence is left out of the training report; the deleted one is gone; the added one is in.
     assert e2["report"] == "There is a left pleural effusion. Small <b>nodule</b>."
     pairs = [json.loads(line) for line in open(out / "pairs.jsonl")]

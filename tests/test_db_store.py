@@ -172,6 +172,8 @@ def test_every_correction_kind_shapes_the_final_report(store):
     assert final[2].note == "no PTX seen"
     assert final[3].regions == ["mediastinum", "heart"] and final[3].regions_by == "reviewer"
     assert final[0].state == "accepted" and final[0].last_by == "dr.a"
+    store.apply_correction(rid, "relink", "dr.a", sentence_index=0, regions=[])  # "about no region" is a link too
+    assert store.final_report(rid)[0].regions == [] and store.final_report(rid)[0].regions_by == "reviewer"
     deleted = [s for s in store.final_report(rid, include_deleted=True) if s.deleted]
     assert [s.index for s in deleted] == [4]
     # The model's output is never touched.
@@ -230,7 +232,7 @@ def test_validation_errors_name_the_problem_and_write_nothing(store):
         (dict(kind="flag", sentence_index=0, reason_code="because"), "unknown reason code 'because'"),
         (dict(kind="flag", sentence_index=0), "unknown reason code None"),
         (dict(kind="relink", sentence_index=0, regions=["left lung", "spleen"]), "not CXAS .*spleen"),
-        (dict(kind="relink", sentence_index=0, regions=[]), "non-empty list"),
+        (dict(kind="relink", sentence_index=0, regions="heart"), "must be a list of CXAS names, got str"),
         (dict(kind="delete", sentence_index=None), "unknown sentence index None"),
     ]
     for kwargs, message in cases:

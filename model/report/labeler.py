@@ -77,7 +77,7 @@ _MENTIONS: dict[str, str] = {
         r"thickening|opacit\w+)|fibrothorax|pleural[- ]based (?:opacity|density|thickening))\b"),
     "Fracture": r"\b(?:fractures?|fractured|fx)\b",
     "Support Devices": (
-        r"\b(?:tubes?|tubing|catheters?|picc|(?:central|venous|arterial|jugular|subclavian|dialysis|midline|"
+        r"\b(?:tubes?|tubing|catheters?|picc(?: line)?|(?:central|venous|arterial|jugular|subclavian|dialysis|midline|"
         r"port|swan[- ]ganz|enteric) lines?|lines and tubes|support lines|pacemakers?|pacers?|"
         r"(?:pacer|pacemaker|pacing|defibrillator|icd|aicd|transvenous) (?:wires?|leads?|generator|device)|"
         r"defibrillators?|aicd|icd|port[- ]a[- ]cath|mediport|(?:chest|subcutaneous|power) port|drains?|"
@@ -113,6 +113,7 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|probable|"
      r"questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b", "bwd"),
     (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b", "bwd"),
+    (r"\b(?:suspected|questioned|not excluded|a consideration)(?=\s*(?:[.;,]|$))", "bwd"),
     (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
      r"concern for|suggestive of|suggests?|suggesting|suggestion of|differential(?: diagnosis)?(?: includes?)?|"
      r"indeterminate|equivocal|possible|possibly|probable|probably|presumed|presumably|likely|may|might|could|"
@@ -123,7 +124,7 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
 # Where a forward scope ends; backward scopes end at the mirror of these (and at commas).
 _FWD_STOP = re.compile(
     r"[.;:]|\b(?:but|however|although|though|whereas|while|except|aside from|apart from|other than|which|who|"
-    r"because|since|due to|secondary to|consistent with|compatible with|there (?:is|are|has|have|was|were)|"
+    r"because|since|consistent with|compatible with|there (?:is|are|has|have|was|were)|"
     r"with interval)\b|(?:seen|noted|present|identified|demonstrated|visualized)\s*,|"
     r"(?:,|\band)\s+(?:the|there|a|an)\b")
 _BWD_STOP = re.compile(r"[.;:,]|\b(?:but|however|although|though|whereas|while|which|with|without|and there)\b")
@@ -193,7 +194,7 @@ class ReportLabels:
         return {"labels": dict(self.labels), "sentences": [s.to_dict() for s in self.sentences]}
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
     # Same length as the input so character offsets survive: lower case, XXXX kept as the word "xxxx".
     return text.lower().replace("\n", " ").replace("\t", " ")
 
@@ -233,22 +234,40 @@ def _aggregate(values: list[int]) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Mention:
+    observation: str  # one of OBSERVATIONS, or OTHER for an abnormality outside them
+    start: int  # character offsets into the sentence
+    end: int
+    label: int  # POSITIVE / NEGATIVE / UNCERTAIN
+    normal_state: bool = False  # "heart size is normal": the span covers the whole statement
+
+
+OTHER = "Other"
+
+
+def sentence_mentions(text: str) -> list[Mention]:
+    """Every observation mention in one sentence with its polarity, in text order."""
+    s = normalise(text)
+    neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
+    found: list[Mention] = []
+    for obs in _MENTION_RE:
+        for start, end in _mention_spans(obs, s):
+            found.append(Mention(obs, start, end, _mention_label(start, end, neg, unc)))
+        if obs in _NORMAL_STATE:
+            found += [Mention(obs, m.start(), m.end(), NEGATIVE, normal_state=True)
+                      for m in _NORMAL_STATE[obs].finditer(s)]
+    claimed = [(m.start, m.end) for m in found if not m.normal_state]
+    found += [Mention(OTHER, m.start(), m.end(), _mention_label(m.start(), m.end(), neg, unc))
+              for m in _OTHER_RE.finditer(s) if not any(a <= m.start() < b for a, b in claimed)]
+    return sorted(found, key=lambda m: (m.start, m.end))
+
+
 def label_sentence(text: str) -> tuple[dict[str, int | None], bool]:
     """Labels of one sentence (No Finding always None here) and whether it asserts another abnormality."""
-    s = _normalise(text)
-    neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
-    labels: dict[str, int | None] = {obs: None for obs in OBSERVATIONS}
-    claimed: list[tuple[int, int]] = []  # spans already used by a more specific observation
-    for obs in _MENTION_RE:
-        values = []
-        for start, end in _mention_spans(obs, s):
-            values.append(_mention_label(start, end, neg, unc))
-            claimed.append((start, end))
-        if obs in _NORMAL_STATE and _NORMAL_STATE[obs].search(s):
-            values.append(NEGATIVE)
-        labels[obs] = _aggregate(values)
-    other = any(_mention_label(m.start(), m.end(), neg, unc) != NEGATIVE for m in _OTHER_RE.finditer(s)
-                if not any(a <= m.start() < b for a, b in claimed))
+    mentions = sentence_mentions(text)
+    labels = {obs: _aggregate([m.label for m in mentions if m.observation == obs]) for obs in OBSERVATIONS}
+    other = any(m.label != NEGATIVE for m in mentions if m.observation == OTHER)
     return labels, other
 
 
@@ -264,5 +283,7 @@ def label_report(text: str) -> ReportLabels:
               for obs in OBSERVATIONS}
     blocking = [obs for obs in OBSERVATIONS if obs not in ("No Finding", "Support Devices")
                 and report[obs] in (POSITIVE, UNCERTAIN)]
-    report["No Finding"] = None if blocking or any(s.other_abnormal for s in sentences) else POSITIVE
+    # An empty report says nothing, so it cannot say "no finding" either.
+    report["No Finding"] = None if not sentences or blocking or any(s.other_abnormal for s in sentences) \
+        else POSITIVE
     return ReportLabels(report, sentences)
