@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model  # noqa: E402,F401
 from model.grounding import ground_detailed, harness  # noqa: E402
-from model.grounding.regions import threshold_iou  # noqa: E402
+from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
+from model.taxonomy import CLASS_INDEX  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     for k, entry in enumerate(entries):
         image, anatomy, fmasks, findings, report = harness.read_case(args.data, entry)
         seg = segment(image)
+        class_masks = {n: v for n, v in seg.masks.items() if n in CLASS_INDEX}
         for m in methods:
             t0 = time.perf_counter()
             forced = gen.teacher_force(image, seg.masks, report)
@@ -65,8 +67,10 @@ def main(argv=None) -> int:
                     continue
                 heat = out.heatmaps[i]
                 point[m]["hit"].append(harness.pointing_hit(heat, mask))
-                top = out.sentences[i].regions[0].name if out.sentences[i].regions else None
-                point[m]["region_hit"].append(bool(top and np.logical_and(seg.masks[top], mask).any()))
+                # The heatmap's own top region (the verdict's links prefer the named anatomy; not used here).
+                ranked = score_regions(heat, class_masks)
+                top = ranked[0].name if ranked else None
+                point[m]["region_hit"].append(bool(top and np.logical_and(class_masks[top], mask).any()))
                 point[m]["iou"].append(threshold_iou(heat, mask))
         # Whole-report grounding with the default method on the model's own generation (no teacher forcing).
         g = gen.generate(image, masks=seg.masks)

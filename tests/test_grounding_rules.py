@@ -20,6 +20,8 @@ def synthetic_masks():
     m["left lung base"] = z(); m["left lung base"][40:56, 36:60] = True
     m["right apical zone lung"] = z(); m["right apical zone lung"][8:18, 4:28] = True
     m["left apical zone lung"] = z(); m["left apical zone lung"][8:18, 36:60] = True
+    m["right mid zone lung"] = z(); m["right mid zone lung"][24:40, 4:28] = True
+    m["left mid zone lung"] = z(); m["left mid zone lung"][24:40, 36:60] = True
     m["heart"] = z(); m["heart"][30:54, 24:44] = True
     return m
 

@@ -108,16 +108,25 @@ def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
 
 
 def apex_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per side: how much darker (more lucent) its apical zone is than the other side's, in units of the lungs'
-    intensity spread. A pneumothorax replaces lung markings at the apex with air: its apex turns lucent."""
+    """Per side: how lucent (dark) its apical zone is, in units of the lungs' intensity spread. A pneumothorax
+    replaces lung markings at the apex with air. Two comparisons must agree (the smaller is kept): the apex
+    against the other apex, and the apex-to-mid-zone contrast against the other lung's; the second cancels a
+    density change of one whole lung (a large effusion's haze), the first a contrast change of the whole film."""
     image = np.asarray(image, dtype=np.float64)
-    apices = {s: masks.get(f"{s} apical zone lung") for s in SIDES}
-    lungs = [masks[n] for n in LUNGS if n in masks]
-    if not lungs or any(a is None or not a.any() for a in apices.values()):
+    names = [f"{s} {z}" for s in SIDES for z in ("apical zone lung", "mid zone lung")]
+    if any(masks.get(n) is None or not masks[n].any() for n in names):
         return {}
-    spread = float(image[np.logical_or.reduce(lungs)].std()) or 1.0
-    mean = {s: float(image[a].mean()) for s, a in apices.items()}
-    return {"right": (mean["left"] - mean["right"]) / spread, "left": (mean["right"] - mean["left"]) / spread}
+    lungs = [masks[n] for n in LUNGS if n in masks]
+    spread = float(image[np.logical_or.reduce(lungs)].std()) if lungs else 0.0
+    spread = spread or 1.0
+    apex = {s: float(image[masks[f"{s} apical zone lung"]].mean()) for s in SIDES}
+    mid = {s: float(image[masks[f"{s} mid zone lung"]].mean()) for s in SIDES}
+    out = {}
+    for s, o in (("right", "left"), ("left", "right")):
+        vs_other = apex[o] - apex[s]
+        vs_mid = (mid[s] - apex[s]) - (mid[o] - apex[o])
+        out[s] = min(vs_other, vs_mid) / spread
+    return out
 
 
 def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:

@@ -2,9 +2,9 @@
 
 Backends (docs/segmentation.md):
 - "atlas" (default): lung fields from intensity and morphology, the rest by geometry; no learned weights.
-- "unet": a small UNet trained on phantom masks (weights in assets/segmentation/ when shipped).
+- "unet": reserved for a small UNet trained on phantom masks; not built yet, so it raises SegmentationError.
 - "cxas": the third-party `cxas` package (159 classes, CC BY-NC-SA 4.0) when the user has installed it.
-- "auto": the UNet where it beats the atlas (phantom images, see `AUTO_RULE`), else the atlas.
+- "auto": `AUTO_RULE`; with no UNet shipped it is the atlas.
 
 Every backend returns masks at the image's own resolution named with CXAS class and superclass names,
 `measurements` (measure.py) and `features`: float32 [FEATURE_CHANNELS[backend], 32, 32] for ASaRG fusion.
@@ -23,12 +23,13 @@ from model.segmentation.output import FEATURE_SIZE
 from model.types import Segmentation
 
 BACKENDS = ("atlas", "unet", "cxas", "auto")
-UNET_FEATURE_CHANNELS = 32  # model.segmentation.unet.UNetConfig.base * 2 (checked there)
 # Channels of `Segmentation.features` per backend (fixed, so a fusion layer can be sized from it): the atlas gives
-# the image, its fine detail and one pooled mask per derived region; the UNet its last decoder features.
-FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "unet": UNET_FEATURE_CHANNELS, "cxas": 159}
-AUTO_RULE = ("auto uses the UNet when its weights are shipped and the image is a phantom (the only domain where it "
-             "was measured to beat the atlas, docs/segmentation.md); otherwise the atlas")
+# the image, its fine detail and one pooled mask per derived region; cxas its 159 pooled class masks.
+FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "cxas": 159}
+AUTO_RULE = ("auto would use a learned backend only where docs/segmentation.md measures it beating the atlas; "
+             "none is shipped, so auto is the atlas")
+UNET_ABSENT = ("the 'unet' backend is not available in this build (no UNet has been trained and shipped in "
+               "assets/segmentation/); use --backend atlas")
 
 __all__ = ["segment", "SegmentationError", "BACKENDS", "FEATURE_CHANNELS", "FEATURE_SIZE", "load_image"]
 
@@ -47,15 +48,11 @@ def segment(image, backend: str = "atlas") -> Segmentation:
         raise ValueError(f"unknown segmentation backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     t0 = time.perf_counter()
     x = load_image(image)
-    if backend == "auto":
-        from model.segmentation import unet
-        backend = "unet" if unet.weights_available() and unet.looks_like_phantom(x) else "atlas"
-    if backend == "atlas":
+    if backend == "unet":
+        raise SegmentationError(UNET_ABSENT)
+    if backend in ("atlas", "auto"):
         from model.segmentation.atlas import segment_atlas
         seg = segment_atlas(x)
-    elif backend == "unet":
-        from model.segmentation.unet import segment_unet
-        seg = segment_unet(x)
     else:
         from model.segmentation.cxas_backend import segment_cxas
         seg = segment_cxas(x)
