@@ -284,7 +284,9 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
 
     # lungs: aerated fields, slightly less dark at the apices where soft tissue overlies them
     lung = m["lung"]
-    aeration = 0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+    # (soft tissue of the shoulders over the apices, breasts and diaphragm curvature over the bases)
+    aeration = (0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+                - 0.05 * np.clip((yy - g.carina_y - 0.15) / 0.25, 0, 1) * np.clip(np.abs(xx - g.cx) / g.half_width, 0, 1))
     lung_soft = _blur(lung, 1.8 * px)
     img -= aeration * lung_soft
 

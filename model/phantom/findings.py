@@ -138,7 +138,7 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         off = np.clip((xx - g.cx) * s, g.medial, None)
         rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)
         dome, cp = g.dome_y[side], g.cp_y[side]
-        level = {"small": cp - 0.035, "moderate": dome - 0.05, "large": dome - 0.20}[spec["size"]]
+        level = {"small": cp - 0.035, "moderate": dome - 0.08, "large": dome - 0.20}[spec["size"]]
         meniscus = level - {"small": 0.02, "moderate": 0.06, "large": 0.08}[spec["size"]] * rel ** 2
         mask = lung & (yy > meniscus)
         # layering fluid: denser towards the base, merging with the diaphragm below
@@ -215,8 +215,10 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
             hx, hy = anat.hilum[sd]
             field = np.maximum(field, np.exp(-(((xx - hx) / reach) ** 2 + ((yy - hy) / (reach * 1.2)) ** 2)))
         mask = (field > 0.35) & m["lung"]
-        amp = {"mild": 0.12, "moderate": 0.17, "severe": 0.22}[spec["size"]]
-        opacity[...] = np.maximum(opacity, strength * amp * field * _blur(m["lung"], 1.5 * px))
+        amp = {"mild": 0.16, "moderate": 0.21, "severe": 0.27}[spec["size"]]
+        # interstitial texture: the haze is patchy, not a smooth glow
+        patchy = 0.75 + 0.25 * np.tanh(_blur(rng.normal(0, 1, (S, S)), 1.5 * px) * 3)
+        opacity[...] = np.maximum(opacity, strength * amp * field * patchy * _blur(m["lung"], 1.5 * px))
         layers["vessel_keep"] *= 1.0 - 0.5 * _blur(mask, 3 * px)  # vessels blur into the haze
         return mask, meas, None
 
