@@ -147,7 +147,12 @@ def radgraph_phrases(annotation: dict[str, Any]) -> list[str]:
             kind, status = _radgraph_label(ent["label"])
             if kind != "observation" or eid in modifiers:
                 continue
-            parts = sorted([entities[x] for x in attached[eid]] + [ent], key=lambda e: e.get("start_ix", 0))
+            group, todo = {eid}, [eid]  # everything attached, transitively ("left" modifies "pleural")
+            while todo:
+                for x in attached[todo.pop()] - group:
+                    group.add(x)
+                    todo.append(x)
+            parts = sorted((entities[x] for x in group), key=lambda e: e.get("start_ix", 0))
             phrase = " ".join(e["tokens"] for e in parts).lower()
             phrase = {"absent": f"no {ent['tokens'].lower()}", "uncertain": f"possible {phrase}"}.get(status, phrase)
             if phrase not in phrases:
