@@ -1,0 +1,55 @@
+"""`python -m model train`: the S2D-ALIGN curriculum on an R2Gen-layout dataset (docs/model.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from model import PROJECT_ROOT
+
+DEFAULT_IU = os.path.join(os.path.dirname(PROJECT_ROOT), "shared", "data", "iu-xray", "annotation_promptmrg_split.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="tiny", help="tiny | paper | FILE.yaml (base: tiny|paper + overrides)")
+    p.add_argument("--data", help="dataset directory with annotation.json (R2Gen layout), e.g. from `model phantom`")
+    p.add_argument("--out", required=True, help="output directory: stage{k}/ checkpoints, loss_log.jsonl")
+    p.add_argument("--stages", default=None, help="comma-separated stages to run, e.g. 0,1,2,3 (default: all)")
+    p.add_argument("--ablation", default=None, help="single-stage | joint | reversed | no-shared-memory | "
+                                                    "mlp-projector | no-segmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iu", default=None, help="IU X-ray annotation JSON whose `train` reports join stage 0 "
+                                              f"(default: {DEFAULT_IU} when present; 'none' to skip)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training cases")
+    p.add_argument("--epochs", default=None, help="override epochs per stage, e.g. 0:2,1:4,2:2,3:1")
+    p.add_argument("--from-export", default=None, help="fine-tune stage 3 on an exported corrections set")
+    p.add_argument("--init", default=None, help="model directory to start from (with --from-export)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.s2d.config import load_preset
+    from model.s2d.data import load_cases, report_texts
+    from model.s2d.train import train
+
+    if args.from_export:
+        raise SystemExit("error: --from-export is not implemented yet (fine-tuning on exported corrections is "
+                         "planned; see docs/model.md)")
+    if not args.data:
+        raise SystemExit("error: --data DIR is required")
+    cfg = load_preset(args.preset, ablation=args.ablation)
+    if args.epochs:
+        for item in args.epochs.split(","):
+            k, v = item.split(":")
+            if int(k) in cfg.train.stages:
+                cfg.train.stages[int(k)].epochs = int(v)
+    stages = [int(s) for s in args.stages.split(",")] if args.stages else None
+    iu = args.iu if args.iu is not None else (DEFAULT_IU if os.path.isfile(DEFAULT_IU) else None)
+    iu = None if iu == "none" else iu
+    regions = tuple(cfg.asarg.regions)
+    cases = load_cases(args.data, "train", cfg.vision.image_size, regions, args.limit)
+    val = load_cases(args.data, "val", cfg.vision.image_size, regions, 64)
+    texts = report_texts(iu, cases)
+    print(f"train: {len(cases)} cases, val: {len(val)}, stage-0 texts: {len(texts)} (IU train: {bool(iu)})")
+    ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress)
+    print(f"done: {ckpt}")
+    return 0
