@@ -273,6 +273,17 @@ class Backend:
                 raise
         return self.add_case(Case(case_id, "upload", path))
 
+    def view(self, case_id: str, sentence: int | None, region: str | None, settings: ViewSettings) -> dict:
+        """Everything the Review screen shows (render_view) plus the selection it resolved to."""
+        image, analysis = self.open(case_id)
+        state = self.store.state(case_id)
+        by_index = {s.index: s for s in state.current}
+        if sentence not in by_index:  # deleted meanwhile, or none selected
+            sentence = None
+        v = render_view(image, analysis, state, sentence, region, settings)
+        return {**v, "sentence": sentence, "selected": by_index.get(sentence),
+                "regions": list(analysis.segmentation.masks), "state": state}
+
     def export(self) -> tuple[str, str]:
         """Export signed reviews (incrementally) to data_dir/export and zip them for download."""
         out_dir = os.path.join(self.data_dir, "export")
@@ -468,14 +479,9 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             return name
 
         def _view(cid, sent, reg, sup, cls, op, zm, keep_text=False) -> dict:
-            image, analysis = backend.open(cid)
-            state = backend.store.state(cid)
             idx = int(sent) if sent not in (None, "") else None
-            if idx is not None and idx not in {s.index for s in state.current}:
-                idx = None
-            v = render_view(image, analysis, state, idx, reg or None, ViewSettings(sup or [], cls or [], op, zm))
-            regions_here = list(analysis.segmentation.masks)
-            sel = next((s for s in state.current if s.index == idx), None)
+            v = backend.view(cid, idx, reg or None, ViewSettings(sup or [], cls or [], op, zm))
+            idx, regions_here, sel = v["sentence"], v["regions"], v["selected"]
             out = {overlay: v["overlay"], legend: v["legend"], heatmap: v["heatmap"], heat_note: v["heat_note"],
                    report: v["report"], compare: v["compare"], in_region: v["in_region"],
                    sentence: gr.update(choices=v["sentence_choices"], value=str(idx) if idx is not None else None),
