@@ -88,6 +88,7 @@ class ReviewState:
 
 class Analyser(Protocol):
     model_version: str
+    card: dict  # the model card (model_card.json), {} when there is none
 
     def analyse(self, image: np.ndarray) -> Any: ...
 
@@ -97,7 +98,7 @@ class ReviewStore(Protocol):
 
     def register_case(self, case: Case) -> None: ...
 
-    def has_generation(self, case_id: str) -> bool: ...
+    def has_generation(self, case_id: str, model_version: str) -> bool: ...
 
     def add_generation(self, case_id: str, report: ReportOutput) -> None: ...
 
@@ -130,8 +131,10 @@ class DbReviewStore:
         sid = self.db.study_id(case_id)
         return next(i for i in self.db.worklist(order="oldest") if i.study_id == sid)
 
-    def has_generation(self, case_id: str) -> bool:
-        return self._item(case_id).generation_id is not None
+    def has_generation(self, case_id: str, model_version: str) -> bool:
+        """Whether the case's latest report is by this model version (else the app generates a new one)."""
+        item = self._item(case_id)
+        return item.generation_id is not None and item.model_version == model_version
 
     def add_generation(self, case_id: str, report: ReportOutput) -> None:
         study = self.db.study(self.db.study_id(case_id))
@@ -214,13 +217,15 @@ class Backend:
     """Cases, analysis (cached per case) and the review store, behind the handlers."""
 
     def __init__(self, analyser: Analyser, store: ReviewStore, cases: Sequence[Case], data_dir: str,
-                 model_card: str = "", cache_size: int = CACHE_SIZE):
+                 load_analyser: Callable[[str], Analyser] | None = None, models: dict[str, str] | None = None,
+                 cache_size: int = CACHE_SIZE):
         self.analyser = analyser
+        self._load_analyser = load_analyser
+        self.models = dict(models or {})  # model version -> directory, for the Model tab
         self.store = store
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "uploads"), exist_ok=True)
         self.cases: dict[str, Case] = {}
-        self.model_card = model_card
         self._cache: OrderedDict[str, tuple[np.ndarray, Analysis]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # the analyser and the cache are shared by all browser sessions
@@ -241,17 +246,19 @@ class Backend:
         """The radiograph and its analysis; analysed once, then served from the cache."""
         case = self.case(case_id)
         with self._lock:
+            analyser = self.analyser
             if case_id in self._cache:
                 self._cache.move_to_end(case_id)
-                return self._cache[case_id]
+                image, analysis = self._cache[case_id]
+                return image, analysis
             image = read_radiograph(case.image_path)  # H×W float32 in [0, 1]
-            raw = self.analyser.analyse(image)
+            raw = analyser.analyse(image)
             analysis = Analysis(segmentation=raw.segmentation, report=raw.report,
                                 heatmaps=dict(getattr(raw, "heatmaps", None) or raw.report.heatmaps or {}))
             self._cache[case_id] = (image, analysis)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        if not self.store.has_generation(case_id):
+        if not self.store.has_generation(case_id, analysis.report.model_version):
             self.store.add_generation(case_id, analysis.report)
         return image, analysis
 
@@ -272,6 +279,19 @@ class Backend:
                 os.unlink(tmp)
                 raise
         return self.add_case(Case(case_id, "upload", path))
+
+    def switch_model(self, version: str) -> str:
+        """Serve another model version; cached analyses are dropped, and each case gets a new report (and a new
+        review) from this version when next opened."""
+        if version == self.analyser.model_version:
+            return f"model {version} is already in use"
+        if version not in self.models or self._load_analyser is None:
+            raise ValueError(f"unknown model version {version!r}; available: {sorted(self.models)}")
+        analyser = self._load_analyser(self.models[version])
+        with self._lock:
+            self.analyser = analyser
+            self._cache.clear()
+        return f"now using model {analyser.model_version}"
 
     def view(self, case_id: str, sentence: int | None, region: str | None, settings: ViewSettings) -> dict:
         """Everything the Review screen shows (render_view) plus the selection it resolved to."""
@@ -381,6 +401,17 @@ def _esc(text: str) -> str:
     return html.escape(text)
 
 
+def _model_md(analyser: Analyser) -> str:
+    """The model card as a list; card values are escaped (a card is a file anyone can write)."""
+    lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
+    if not analyser.card:
+        lines.append("No model card (model_card.json) in the model directory.")
+    for k, v in analyser.card.items():
+        v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
+    return "\n".join(lines)
+
+
 def _note(text: str, ok: bool) -> str:
     """A confirmation or refusal line; escaped, because it quotes file names, reviewer names and report text."""
     colour, mark = ("#1a7f37", "✔") if ok else ("#cf222e", "⚠")
@@ -465,7 +496,12 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 b_export = gr.Button("Export corrections", elem_id="gcxr-export")
                 export_file = gr.File(label="Download", interactive=False, elem_id="gcxr-export-file")
             with gr.Tab("Model", id="model"):
-                gr.Markdown(f"**Model version:** `{backend.analyser.model_version}`\n\n{backend.model_card}")
+                with gr.Row():
+                    model_pick = gr.Dropdown(sorted(set(backend.models) | {backend.analyser.model_version}),
+                                             value=backend.analyser.model_version, label="Model version",
+                                             elem_id="gcxr-model")
+                    b_model = gr.Button("Use this model", scale=0)
+                model_card = gr.Markdown(_model_md(backend.analyser), elem_id="gcxr-model-card")
 
         view_inputs = [case_id, sentence, region, supers, classes, opacity, zoom_s]
         view_outputs = [overlay, legend, heatmap, heat_note, report, compare, sentence, in_region, region, relink,
@@ -565,6 +601,13 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 return {}
             return {**open_case(row[0], sup, cls, op, zm), pick: row[0]}
 
+        def use_model(version):
+            try:
+                msg = backend.switch_model(version)
+            except (ValueError, OSError) as exc:
+                return {status: _note(_msg(exc), ok=False)}
+            return {status: _note(msg, ok=True), model_card: _model_md(backend.analyser)}
+
         def sort_worklist(o):
             return worklist_table(backend.store.worklist(), o)
 
@@ -583,6 +626,14 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         order.input(sort_worklist, [order], [table])
         refresh.click(sort_worklist, [order], [table])
         b_export.click(do_export, None, [export_file, status])
+        b_model.click(use_model, [model_pick], [status, model_card])
+
+        def who_am_i(request: gr.Request):
+            # With --user logins the reviewer is the logged-in name, not a free text field.
+            user = getattr(request, "username", None)
+            return gr.update(value=user, interactive=False) if user else gr.update()
+
+        demo.load(who_am_i, None, [reviewer])
 
         # gradio_client API (docs/app.md): JSON in, JSON out.
         def generate(case_id: str) -> dict:
@@ -669,11 +720,17 @@ def _read_card(model_dir: str) -> dict:
         return json.load(fh)
 
 
-def card_markdown(card: dict) -> str:
-    if not card:
-        return "_No model card (model_card.json) in the model directory._"
-    lines = [f"- **{k}**: `{json.dumps(v) if isinstance(v, (dict, list)) else v}`" for k, v in card.items()]
-    return "\n".join(lines)
+def find_models(roots: Sequence[str]) -> dict[str, str]:
+    """Model directories (a model_card.json inside) directly under `roots`: card name (or folder) -> path."""
+    found = {}
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for d in sorted(os.listdir(root)):
+            path = os.path.join(root, d)
+            if os.path.isfile(os.path.join(path, "model_card.json")):
+                found[str(_read_card(path).get("name") or d)] = path
+    return found
 
 
 def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Backend:
@@ -683,8 +740,10 @@ def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Ba
     url = db_url or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "groundcxr.db")
     analyser = PipelineAnalyser(model_dir)
     cases = [Case(c.id, c.source, c.image_path) for c in load_demo_cases()]
-    return Backend(analyser, DbReviewStore(Store(url)), cases, data_dir,
-                   model_card=card_markdown(analyser.card))
+    models = find_models([ASSETS_DIR, os.path.join(data_dir, "models")])
+    models[analyser.model_version] = analyser.model_dir
+    return Backend(analyser, DbReviewStore(Store(url)), cases, data_dir, load_analyser=PipelineAnalyser,
+                   models=models)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,9 +15,9 @@ from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
 
 class FakeAnalyser:
-    model_version = "fake-0"
-
-    def __init__(self):
+    def __init__(self, model_version="fake-0"):
+        self.model_version = model_version
+        self.card = {"name": model_version, "trained_on": "nothing: a test double"}
         self.calls = 0
 
     def analyse(self, image):
@@ -60,4 +60,5 @@ def make_backend(tmp_dir, n_cases=2):
     cases_dir = os.path.join(tmp_dir, "cases")
     os.makedirs(cases_dir, exist_ok=True)
     store = DbReviewStore(Store("sqlite:///" + os.path.join(tmp_dir, "review.db")))
-    return Backend(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"))
+    return Backend(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"),
+                   load_analyser=FakeAnalyser, models={"fake-0": "fake-0", "fake-1": "fake-1"})

@@ -17,7 +17,7 @@ def test_open_is_cached(backend):
     assert image.shape == (128, 128) and backend.analyser.calls == 1
     again = backend.open("demo-0")
     assert again[1] is analysis and backend.analyser.calls == 1
-    assert backend.store.has_generation("demo-0")
+    assert backend.store.has_generation("demo-0", "fake-0") and not backend.store.has_generation("demo-0", "v9")
 
 
 def test_unknown_case_names_it(backend):
@@ -101,3 +101,17 @@ def test_sign_then_export_zip(backend):
     assert "exported 1 signed report" in msg
     names = zipfile.ZipFile(path).namelist()
     assert "annotation.json" in names and "pairs.jsonl" in names
+
+
+def test_switching_model_generates_a_new_report_and_review(backend):
+    backend.open("demo-0")
+    backend.store.correct("demo-0", "dr.a", "edit", index=0, text="Edited under fake-0.")
+    with pytest.raises(ValueError, match="unknown model version 'nope'"):
+        backend.switch_model("nope")
+    assert backend.switch_model("fake-1") == "now using model fake-1"
+    _, analysis = backend.open("demo-0")
+    assert analysis.report.model_version == "fake-1" and backend.analyser.calls == 1
+    state = backend.store.state("demo-0")
+    assert state.model_version == "fake-1" and state.current[0].text == "The heart is normal in size."
+    row = next(r for r in backend.store.worklist() if r.case_id == "demo-0")
+    assert row.model_version == "fake-1" and row.status == "new"
