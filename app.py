@@ -454,7 +454,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=3):
                         overlay = gr.Image(label="Radiograph with CXAS overlays", format="png", type="numpy",
-                                           interactive=False, elem_id="gcxr-overlay",
+                                           interactive=False, elem_id="gcxr-overlay", height=520,
                                            buttons=["fullscreen", "download"])
                         with gr.Row():
                             opacity = gr.Slider(0.0, 1.0, value=0.35, step=0.05, label="Overlay opacity")
@@ -466,7 +466,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                         legend = gr.HTML(elem_id="gcxr-legend")
                         heat_note = gr.Markdown()
                         heatmap = gr.Image(label="Attention map of the selected sentence", format="png",
-                                           type="numpy", interactive=False, elem_id="gcxr-heatmap")
+                                           type="numpy", interactive=False, elem_id="gcxr-heatmap", height=420)
                     with gr.Column(scale=3):
                         report = gr.HTML(elem_id="gcxr-report")
                         sentence = gr.Radio([], label="Select a sentence", elem_id="gcxr-sentence")

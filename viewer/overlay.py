@@ -91,13 +91,13 @@ def legend_html(names: Iterable[str], highlight: Iterable[str] = ()) -> str:
         by_group.setdefault(taxonomy.DISPLAY_GROUP.get(n, n), []).append(n)
     parts = ['<div class="gcxr-legend">']
     for group, members in by_group.items():
-        parts.append(f'<div class="gcxr-legend-group"><span class="gcxr-legend-title">{html.escape(group)}</span>')
+        parts.append(f'<div class="gcxr-legend-group"><span class="gcxr-legend-title" style="margin-right:0.6em;color:#57606a">{html.escape(group)}:</span>')
         for n in members:
             r, g, b = taxonomy.color(n)
             label = f"<b>{html.escape(n)}</b>" if n in lit else html.escape(n)
             parts.append(f'<span class="gcxr-legend-item" data-region="{html.escape(n, quote=True)}">'
                          f'<span class="gcxr-swatch" style="display:inline-block;width:0.9em;height:0.9em;'
-                         f'background:rgb({r},{g},{b});margin-right:0.3em"></span>{label}</span> ')
+                         f'background:rgb({r},{g},{b});margin-right:0.3em"></span>{label}</span>&ensp;')
         parts.append("</div>")
     parts.append("</div>")
     return "".join(parts)
