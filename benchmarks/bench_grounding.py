@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model  # noqa: E402,F401
 from model.grounding import ground_detailed, harness  # noqa: E402
+from model.grounding.forced import teacher_force  # noqa: E402
 from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
 from model.taxonomy import CLASS_INDEX  # noqa: E402
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         class_masks = {n: v for n, v in seg.masks.items() if n in CLASS_INDEX}
         for m in methods:
             t0 = time.perf_counter()
-            forced = gen.teacher_force(image, seg.masks, report)
+            forced = teacher_force(gen, image, seg.masks, report)
             out, _ = ground_detailed(gen, image, seg, forced, m, ig_steps=args.ig_steps)
             dt = time.perf_counter() - t0
             texts = [s.text for s in out.sentences]
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
 
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
-        forced = gen.teacher_force(image, seg.masks, " ".join(pert))
+        forced = teacher_force(gen, image, seg.masks, " ".join(pert))
         out, js = ground_detailed(gen, image, seg, forced, "rollout")
         if [s.text.strip() for s in out.sentences] != [p.strip() for p in pert]:
             skipped += 1

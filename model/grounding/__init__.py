@@ -123,7 +123,9 @@ def ground_text(generator, image: np.ndarray, segmentation: Segmentation, report
     """Ground any report text (a reviewer's edit, an inserted sentence) with one teacher-forced pass."""
     if not report_text or not report_text.strip():
         raise ValueError("report_text is empty: nothing to ground")
-    forced = generator.teacher_force(np.asarray(image), segmentation.masks, report_text)
+    from model.grounding.forced import teacher_force
+
+    forced = teacher_force(generator, np.asarray(image), segmentation.masks, report_text)
     return ground(generator, image, segmentation, forced, method, **kwargs)
 
 

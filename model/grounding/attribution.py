@@ -166,3 +166,33 @@ def ablation_scores(drops_row: np.ndarray, regions: list[str]) -> dict[str, floa
     if top <= 0:
         return {n: 0.5 for n in regions}
     return {n: float(0.5 + 0.5 * v / top) for n, v in zip(regions, drops_row)}
+
+
+def integrated_gradients(generator, image: np.ndarray, segmentation, report_text: str, key_layout, n_steps: int,
+                         shape: tuple[int, int]) -> dict[int, np.ndarray]:
+    """The slow reference: captum LayerIntegratedGradients on the vision encoder's patch embeddings, per sentence
+    (its teacher-forced log-likelihood as the target), from a featureless baseline image (all zeros after
+    normalisation: the mean grey). Attribution [1, Np, D] is summed over D; the positive part is the patch
+    evidence, spread onto the image. n_steps forward+backward passes per sentence."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    from model.grounding.forced import sentence_loglik_fn
+
+    layout = KeyLayout.from_any(key_layout)
+    forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
+    layer = generator.model.vision.embeddings.patch_embeddings
+    lig = LayerIntegratedGradients(forward, layer)
+    masks = segmentation.masks
+    out = {}
+    for i in range(len(sentences)):
+        attr = lig.attribute(px, baselines=torch.zeros_like(px), target=i, n_steps=n_steps,
+                             internal_batch_size=n_steps)  # [1, Np, D]
+        patch = attr[0].sum(-1).detach().double().numpy()  # [Np]
+        if patch.shape[0] != layout.n_patches:
+            raise ValueError(f"integrated gradients gave {patch.shape[0]} patches, the layout has "
+                             f"{layout.n_patches}")
+        key_w = np.zeros(layout.n_keys)
+        key_w[:layout.n_patches] = np.clip(patch, 0, None)
+        out[i] = key_weights_to_density(key_w, layout, masks, shape)
+    return out

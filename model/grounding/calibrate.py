@@ -39,6 +39,7 @@ def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
 
 def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     from model.grounding import ground_detailed
+    from model.grounding.forced import teacher_force
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
     from model.segmentation import segment
@@ -50,14 +51,14 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     for entry in harness.load_split(data_dir, "val", n):
         image, _, _, findings, report = harness.read_case(data_dir, entry)
         seg = segment(image)
-        m = measurement_view(seg.measurements)
-        if m.get("cardiothoracic_ratio") is not None:
-            meas["ctr"][0 if harness.present(findings, "Cardiomegaly", None) else 1].append(
-                m["cardiothoracic_ratio"])
+        checks = image_checks(image, seg.masks)
+        m = measurement_view({**seg.measurements, **checks})
+        ctr = m.get("cardiothoracic_ratio_image", m.get("cardiothoracic_ratio"))
+        if ctr is not None:
+            meas["ctr"][0 if harness.present(findings, "Cardiomegaly", None) else 1].append(ctr)
         for side, value in (m.get("costophrenic_sharpness") or {}).items():
             if value is not None:
                 meas["cp"][0 if harness.present(findings, "Pleural Effusion", side) else 1].append(value)
-        checks = image_checks(image, seg.masks)
         for side, value in checks["apex_lucency"].items():
             meas["apex"][0 if harness.present(findings, "Pneumothorax", side) else 1].append(value)
         zones = checks["zone_opacity"]
@@ -69,7 +70,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, n_drop=0,
                                            sentence_types=harness.sentence_positive_types)
-        out, js = ground_detailed(gen, image, seg, gen.teacher_force(image, seg.masks, " ".join(pert)), "rollout")
+        out, js = ground_detailed(gen, image, seg, teacher_force(gen, image, seg.masks, " ".join(pert)), "rollout")
         if len(js) != len(labels):
             continue
         for j, y in zip(js, labels):
