@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.store import Store, StoreError
     try:
         store = Store(args.db)
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
     except (StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:  # e.g. the server is down, or the file is not a database
+        print(f"error: database {args.db}: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
         return 1
 
 

@@ -12,6 +12,7 @@ completes it; files that do not match the manifest trigger a full rebuild.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -113,6 +114,15 @@ def _remove_stale_temps(out_dir: str) -> None:
 
 def export(store: Store, out_dir: str, full: bool = False) -> ExportResult:
     os.makedirs(out_dir, exist_ok=True)
+    dir_fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)  # two exports into one folder take turns (the lock dies with the process)
+        return _export(store, out_dir, full)
+    finally:
+        os.close(dir_fd)
+
+
+def _export(store: Store, out_dir: str, full: bool) -> ExportResult:
     _remove_stale_temps(out_dir)
     result = ExportResult(out_dir=os.path.abspath(out_dir), written=False)
     previous = None

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import make_engine, migrate, write_engine
 from db.models import Correction, Export, Generation, Image, ModelVersion, Review, Study, utcnow
-from db.replay import CONTENT_KINDS, REASON_CODES, CorrectionRecord, FinalSentence, replay, report_text
+from db.replay import CONTENT_KINDS, EVENT_KINDS, REASON_CODES, CorrectionRecord, FinalSentence, replay, report_text
 from model.taxonomy import is_valid_name
 from model.types import VERDICTS, ReportOutput
 
@@ -455,7 +455,8 @@ class Store:
             return self._append(s, r, kind, reviewer, **fields)
 
     def undo_last(self, review_id: int, reviewer: str) -> int:
-        """Undo the newest content correction still in force by appending a `revert` that points at it."""
+        """Undo the newest content correction still in force by appending a `revert` that points at it. Only what
+        was done since the last sign or amend event can be undone: a signed version is changed by corrections."""
         reviewer = _check_name(reviewer, "reviewer")
         with self._write() as s:
             r = self._locked_review(s, review_id)
@@ -463,9 +464,11 @@ class Store:
                 raise StoreError(f"review {review_id} is signed; amend it first (amend) to change it")
             trail = _trail(s, r.id)
             reverted = {c.target_id for c in trail if c.kind == "revert"}
-            live = [c for c in trail if c.kind in CONTENT_KINDS and c.id not in reverted]
+            since = max((c.id for c in trail if c.kind in EVENT_KINDS), default=0)
+            live = [c for c in trail if c.kind in CONTENT_KINDS and c.id not in reverted and c.id > since]
             if not live:
-                raise StoreError(f"review {review_id} has nothing to undo")
+                raise StoreError(f"review {review_id} has nothing to undo"
+                                 + (" since it was last signed or amended" if since else ""))
             return self._append(s, r, "revert", reviewer, target_id=max(c.id for c in live))
 
     def sign(self, review_id: int, reviewer: str) -> int:

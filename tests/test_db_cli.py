@@ -162,3 +162,10 @@ def test_default_url_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GROUNDCXR_DB", f"sqlite:///{tmp_path / 'env.db'}")
     assert main(["init"]) == 0
     assert (tmp_path / "env.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_reported(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    assert main(["init", "--db", f"sqlite:///{junk}"]) == 1
+    assert "file is not a database" in capsys.readouterr().err

@@ -109,6 +109,29 @@ def test_export_all_rewrites_everything_in_place(store, tmp_path):
     assert r.written and r.studies_new == ["S-1"] and _files(out) == before
 
 
+def test_concurrent_exports_into_one_folder_take_turns(store, tmp_path):
+    import threading
+    for k in range(3):
+        _signed_study(store, tmp_path, f"S-{k}", k)
+    out, results, errors = tmp_path / "out", [], []
+
+    def run():
+        try:
+            results.append(export(store, str(out)))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r.written for r in results) == 1, "one export writes, the others find nothing new"
+    assert json.load(open(out / "manifest.json"))["counts"]["entries"] == 3
+    assert store.counts()["exports"] == 1
+
+
 def test_a_tampered_export_is_rebuilt(store, tmp_path):
     out = tmp_path / "out"
     _signed_study(store, tmp_path, "S-1", 1)

@@ -128,6 +128,8 @@ def test_review_state_machine(store):
     assert store.review(rid).status == "amended"
     with pytest.raises(StoreError, match="not signed: there is nothing to amend"):
         store.amend(rid, "dr.b")
+    with pytest.raises(StoreError, match="nothing to undo since it was last signed or amended"):
+        store.undo_last(rid, "dr.b")  # the signed edit is changed by a correction, not silently undone
     store.apply_correction(rid, "delete", "dr.b", sentence_index=2)
     store.sign(rid, "dr.b")
     assert store.review(rid).status == "signed"
