@@ -327,6 +327,6 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
         spine |= m[f"vertebrae T{k}"]
     img += 0.035 * _blur(spine, 1.0 * px) * body
     img -= 0.10 * _blur(m["trachea"], 1.0 * px) + 0.05 * _blur(anat.airway & ~m["trachea"], 1.0 * px)
-    bones = 0.06 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
+    bones = 0.045 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
     return {"base": img.astype(np.float32), "vessels": vessels, "bones": bones.astype(np.float32),
             "body": body, "lung_soft": lung_soft}

@@ -144,8 +144,9 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         # layering fluid: denser towards the base, merging with the diaphragm below
         depth = np.clip((yy - meniscus) / 0.05, 0, 1)
         layer = _blur(mask, 1.2 * px) * (0.6 + 0.4 * depth)
-        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side]
-        opacity[...] = np.maximum(opacity, strength * 0.40 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side] & ~m["heart"]
+        opacity[...] = np.maximum(opacity, strength * 0.45 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        layers["vessel_keep"] *= 1.0 - 0.8 * _blur(mask, 1.5 * px)  # fluid hides the vessels behind it
         if not mask.any():
             raise RuntimeError(f"{spec['size']} {side} pleural effusion came out empty")
         meas["fluid_top_y"] = round(float(np.flatnonzero(mask.any(1))[0] / S), 3)
@@ -205,7 +206,7 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
             thick = 0.010 if spec["size"] == "linear" else 0.02
             cx, cy = _pick_center(base, thick * S + 2, rng)
             mask |= ellipse(S, (cx / S, cy / S), (0.08, thick), rng.uniform(-12, 12)) & base
-        opacity[...] = np.maximum(opacity, strength * 0.22 * _blur(mask, 0.8 * px))
+        opacity[...] = np.maximum(opacity, strength * 0.16 * _blur(mask, 1.2 * px))
         return mask, meas, None
 
     if t == "Edema":

@@ -121,10 +121,12 @@ def write_report(findings: list[dict], rng: np.random.Generator) -> tuple[str, l
     if rng.random() < 0.5:
         sentences.append(pick(["The mediastinal contours are normal.", "The mediastinum is not widened."]))
     sentences += [p[0] for f, p in zip(ordered, positives) if f["type"] != "Support Devices"]
-    if not types & set(PARENCHYMAL):
-        sentences.append(pick(["The lungs are clear.", "The lungs are clear without focal consolidation.",
-                               "No focal airspace consolidation."]))
-        negatives.append("lungs are clear")
+    if not types & set(PARENCHYMAL) and "Pneumothorax" not in types:
+        text, key = pick([("The lungs are clear.", "lungs are clear"),
+                          ("The lungs are clear without focal consolidation.", "lungs are clear"),
+                          ("No focal airspace consolidation.", "no focal consolidation")])
+        sentences.append(text)
+        negatives.append(key)
     elif not types & {"Consolidation", "Lung Opacity"}:
         sentences.append("No focal consolidation.")
         negatives.append("no focal consolidation")
