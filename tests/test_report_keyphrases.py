@@ -20,7 +20,8 @@ from model.report.keyphrases import extract_key_phrases, radgraph_phrases
     ("Interval removal of the chest tube.", ["no chest tube"]),
     ("Mild scoliosis. No emphysema.", ["mild scoliosis"]),
     ("Stable small left effusion. Stable small left effusion.", ["stable small left effusion"]),
-    ("The lungs are clear.", []),
+    ("The lungs are clear.", ["lungs are clear"]),
+    ("Heart normal.", ["normal heart size"]),
 ])
 def test_rules_backend(text, expected):
     assert extract_key_phrases(text) == expected

@@ -101,6 +101,9 @@ _NEGATION_CUES: list[tuple[str, str]] = [
      r"demonstrated|detected|apparent|enlarged|widened)\b", "bwd"),
     (r"\b(?:(?:has|have) )?(?:resolved|cleared|been removed|been withdrawn)\b", "bwd"),
     (r"\b(?:is|are|was|were) (?:removed|absent|negative)\b", "bwd"),
+    # "pulmonary vascular engorgement appears within limits of normal"
+    (r"\b(?:within (?:the )?(?:normal limits|limits of normal)|(?:is|are|appears?|remains?) (?:normal|unremarkable))"
+     r"\b", "bwd"),
     (r"\b(?:no(?! longer)(?! (?:significant |interval |appreciable |definite )?change)|"
      r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|negative for|free of|clear of|absence of|absent|resolution of|resolved|"
      r"removal of|removed|interval removal of|rather than|never|nor|neither)\b", "fwd"),
