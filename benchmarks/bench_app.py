@@ -1,0 +1,62 @@
+"""App speed and memory: open a demo case to the full Review view, re-open it from the cache, resident memory.
+
+    python benchmarks/bench_app.py [--model DIR] [--case ID] [--repeats N]
+
+Goals (docs/app.md): first open (segment + generate + ground + store + render) <= 2 s with the embedded default
+model; a cached re-open <= 0.3 s; app resident memory < 2 GB. Uses the real services (model.pipeline, a temporary
+SQLite review store, the demo cases) and the same `Backend.view` the Review screen calls; no browser.
+Prints one JSON line and exits 1 when a goal is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import model  # noqa: E402,F401  (offline environment first)
+from app import DEFAULT_SUPERCLASSES, ViewSettings, build_app, make_backend  # noqa: E402
+
+GOALS = {"open_s": 2.0, "reopen_s": 0.3, "max_rss_mb": 2048.0}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model directory (default: the embedded default)")
+    p.add_argument("--case", default=None, help="demo case id (default: the first demo case)")
+    p.add_argument("--repeats", type=int, default=5, help="cached re-opens to time (the median is reported)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = make_backend(args.model, None, tmp)
+        build_app(backend)  # the UI is part of the app's memory
+        case_id = args.case or next(iter(backend.cases))
+        settings = ViewSettings(list(DEFAULT_SUPERCLASSES), [], 0.35, 1.0)
+        t0 = time.perf_counter()
+        v = backend.view(case_id, None, None, settings)
+        first = backend.view(case_id, v["state"].current[0].index if v["state"].current else None, None, settings)
+        open_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            backend.view(case_id, first["sentence"], None, settings)
+            times.append(time.perf_counter() - t)
+        reopen_s = sorted(times)[len(times) // 2]
+        result = {"case": case_id, "open_s": round(open_s, 3), "reopen_s": round(reopen_s, 3),
+                  "max_rss_mb": round(_rss_mb(), 1), "n_sentences": len(v["state"].current),
+                  "model_version": backend.analyser.model_version, "cpu_count": os.cpu_count()}
+    result["goals_met"] = {k: result[k] <= g for k, g in GOALS.items()}
+    print(json.dumps(result))
+    return 0 if all(result["goals_met"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Screenshots of the app's main screens with Playwright and Debian chromium (never a downloaded browser).
+
+    python docs/screenshots/take_screenshots.py            # the real app: embedded model, demo cases
+    python docs/screenshots/take_screenshots.py --stand-in # the UI over the test analyser (tests/app_fakes.py)
+
+Writes docs/screenshots/{worklist,review,sentence,corrections,model}.png (the stand-in run prefixes "standin_").
+Starts the app on a free local port with a temporary SQLite store.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+
+import model  # noqa: E402,F401
+from app import launch, make_backend  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stand-in", action="store_true", help="use the test analyser instead of the real model")
+    p.add_argument("--case", default=None, help="case to show (default: the first phantom demo case)")
+    args = p.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    tmp = tempfile.mkdtemp(prefix="gcxr-shots-")
+    if args.stand_in:
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        from app_fakes import make_backend as fake_backend
+        backend, prefix = fake_backend(tmp, n_cases=3), "standin_"
+    else:
+        backend, prefix = make_backend(None, None, tmp), ""
+    case = args.case or next(iter(backend.cases))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = launch(backend, port=port, block=False)
+    url = f"http://127.0.0.1:{port}/"
+    shot = lambda page, name: page.screenshot(path=os.path.join(HERE, f"{prefix}{name}.png"), full_page=True)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#gcxr-worklist [role=gridcell]", timeout=60_000)
+            shot(page, "worklist")
+            page.locator("#gcxr-worklist [role=gridcell]", has_text=case).first.click()
+            page.wait_for_selector("#gcxr-report li", timeout=120_000)
+            shot(page, "review")
+            page.locator("#gcxr-sentence label").first.click()
+            page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=60_000)
+            page.wait_for_selector("#gcxr-heatmap img", timeout=60_000)
+            shot(page, "sentence")
+            page.locator("#gcxr-reviewer textarea, #gcxr-reviewer input").first.fill("dr.demo")
+            page.locator("#gcxr-text textarea, #gcxr-text input").first.fill("The heart size is at the upper limit "
+                                                                              "of normal.")
+            page.locator("#gcxr-edit").click()
+            page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('Saved')",
+                                   timeout=60_000)
+            page.locator("#gcxr-sentence label").last.click()
+            page.wait_for_timeout(1500)
+            page.locator("#gcxr-flag").click()
+            page.wait_for_timeout(2000)
+            shot(page, "corrections")
+            page.get_by_role("tab", name="Model").click()
+            page.wait_for_selector("#gcxr-model-card", timeout=30_000)
+            shot(page, "model")
+            browser.close()
+    finally:
+        demo.close()
+    print(f"wrote {prefix}*.png to {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

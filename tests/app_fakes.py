@@ -1,0 +1,64 @@
+"""A test double for the app's analyser (small, deterministic) and a backend over a real temporary SQLite store.
+
+Used only by the app tests, so the UI can be exercised without a trained model; the app itself wires
+model.pipeline (app.make_backend)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from app import Backend, Case, DbReviewStore
+from db.store import Store
+from model.types import RegionScore, ReportOutput, Segmentation, Sentence
+
+
+class FakeAnalyser:
+    def __init__(self, model_version="fake-0"):
+        self.model_version = model_version
+        self.card = {"name": model_version, "trained_on": "nothing: a test double"}
+        self.calls = 0
+
+    def analyse(self, image):
+        self.calls += 1
+        h, w = image.shape
+        heart = np.zeros((h, w), bool)
+        heart[h // 2:h * 3 // 4, w * 2 // 5:w * 3 // 5] = True
+        rl = np.zeros((h, w), bool)
+        rl[h // 8:h * 7 // 8, w // 10:w * 9 // 20] = True
+        ll = np.zeros((h, w), bool)
+        ll[h // 8:h * 7 // 8, w * 11 // 20:w * 9 // 10] = True
+        masks = {"heart": heart, "right lung": rl, "left lung": ll}
+        sentences = [
+            Sentence(0, "The heart is normal in size.", regions=[RegionScore("heart", 0.91)], verdict="grounded",
+                     reasons=["attention inside heart"]),
+            Sentence(1, "No focal consolidation in the right lung.", regions=[RegionScore("right lung", 0.55)],
+                     verdict="weak", reasons=["attention partly outside the lung"]),
+            Sentence(2, "A pacemaker is present.", regions=[], verdict="ungrounded",
+                     reasons=["no region above threshold"]),
+        ]
+        heat = {i: np.clip(m.astype(np.float32) * 0.9, 0, 1) for i, m in enumerate([heart, rl, ll])}
+        report = ReportOutput(" ".join(s.text for s in sentences), sentences, model_version=self.model_version,
+                              grounding_method="fake attention")
+        return type("CaseAnalysis", (), {"segmentation": Segmentation(masks, "fake"), "report": report,
+                                         "heatmaps": heat})()
+
+
+def make_cases(directory, n=2):
+    cases = []
+    for i in range(n):
+        yy, xx = np.mgrid[0:128, 0:128]
+        img = ((np.sin(xx / (7 + i)) + 1) * 100 + yy // 2).astype(np.uint8)
+        path = os.path.join(directory, f"case{i}.png")
+        Image.fromarray(img).save(path)
+        cases.append(Case(f"demo-{i}", "phantom", path))
+    return cases
+
+
+def make_backend(tmp_dir, n_cases=2):
+    cases_dir = os.path.join(tmp_dir, "cases")
+    os.makedirs(cases_dir, exist_ok=True)
+    store = DbReviewStore(Store("sqlite:///" + os.path.join(tmp_dir, "review.db")))
+    return Backend(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"),
+                   load_analyser=FakeAnalyser, models={"fake-0": "fake-0", "fake-1": "fake-1"})

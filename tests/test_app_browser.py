@@ -1,0 +1,154 @@
+"""The review app in Debian chromium: open, select, correct, reload, upload, hostile text; and the API client.
+
+One app per module (started in a thread on a free port, a fake analyser over a real temporary SQLite store);
+each test works on its own case so the order of tests does not matter."""
+import os
+import re
+import socket
+
+import numpy as np
+import pytest
+
+from app import launch
+from app_fakes import make_backend
+
+pytestmark = pytest.mark.browser
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    backend = make_backend(str(tmp_path_factory.mktemp("app")), n_cases=5)
+    port = _free_port()
+    demo = launch(backend, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def _open(page, url, case):
+    page.goto(url)
+    page.locator("#gcxr-worklist [role=gridcell]", has_text=case).first.click()
+    page.wait_for_selector(f"#gcxr-report h4:has-text('{case}')", timeout=30_000)
+
+
+def _select_sentence(page, text):
+    page.locator("#gcxr-sentence label", has_text=text).click()
+    page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=30_000)
+
+
+def _act(page, button, reviewer="dr.test"):
+    page.locator("#gcxr-reviewer textarea, #gcxr-reviewer input").first.fill(reviewer)
+    page.locator(button).click()
+    page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('Saved')", timeout=30_000)
+
+
+def test_open_case_and_select_sentence_highlights_its_regions(page, app_url):
+    _open(page, app_url, "demo-0")
+    assert page.locator("#gcxr-report li").count() == 3
+    assert page.locator("#gcxr-report .gcxr-ungrounded").count() == 1
+    assert page.locator("#gcxr-overlay img").count() == 1
+    _select_sentence(page, "The heart is normal")
+    assert "The heart is normal" in page.locator("#gcxr-report li.gcxr-selected").inner_text()
+    page.wait_for_selector("#gcxr-legend b:has-text('heart')", timeout=30_000)
+    page.wait_for_selector("#gcxr-heatmap img", timeout=30_000)
+    # Selecting a region lists the sentences grounded in it.
+    page.locator("#gcxr-region input").click()
+    page.get_by_role("option", name="right lung", exact=True).click()
+    page.wait_for_selector("#gcxr-in-region li", timeout=30_000)
+    assert "No focal consolidation" in page.locator("#gcxr-in-region").inner_text()
+
+
+def test_edit_and_flag_persist_after_reload(page, app_url):
+    _open(page, app_url, "demo-1")
+    _select_sentence(page, "The heart is normal")
+    page.locator("#gcxr-text textarea, #gcxr-text input").first.fill("The heart is mildly enlarged.")
+    _act(page, "#gcxr-edit")
+    assert "edited by dr.test" in page.locator("#gcxr-status").inner_text()
+    _select_sentence(page, "No focal consolidation")
+    _act(page, "#gcxr-flag")
+    page.reload()
+    _open(page, app_url, "demo-1")
+    report = page.locator("#gcxr-report").inner_text()
+    assert "The heart is mildly enlarged." in report and "flagged: not_in_image" in report
+    assert page.locator("#gcxr-report .gcxr-ungrounded").count() == 2
+    compare = page.locator("#gcxr-compare").inner_text()
+    assert "The heart is normal in size." in compare and "The heart is mildly enlarged." in compare
+
+
+def test_hostile_text_is_shown_escaped_never_executed(page, app_url):
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    _open(page, app_url, "demo-2")
+    _select_sentence(page, "A pacemaker")
+    page.locator("#gcxr-text textarea, #gcxr-text input").first.fill(HOSTILE)
+    _act(page, "#gcxr-edit", reviewer='<b onmouseover="x">eve</b>')
+    page.wait_for_timeout(500)
+    assert HOSTILE in page.locator("#gcxr-report").inner_text()
+    assert page.locator("#gcxr-report img, #gcxr-report script, #gcxr-compare img").count() == 0
+    assert page.evaluate("window.__pwned") is None and not dialogs
+
+
+def _upload(page, path):
+    page.locator("#gcxr-upload input[type=file]").set_input_files(path)
+    page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('Opened')", timeout=60_000)
+    return re.search(r"upload-[0-9a-f]+", page.locator("#gcxr-status").inner_text()).group(0)
+
+
+def test_upload_png_and_dicom_without_patient_tags(page, app_url, tmp_path):
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    png = tmp_path / "Jane_Doe_chest.png"
+    Image.fromarray((np.add.outer(np.arange(96), np.arange(96)) % 256).astype(np.uint8)).save(png)
+    page.goto(app_url)
+    png_id = _upload(page, str(png))
+    assert page.locator("#gcxr-report li").count() == 3
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID-12345", "DX"
+    ds.Rows = ds.Columns = 80
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(80 * 80, dtype=np.uint16).reshape(80, 80) % 4096).tobytes()
+    dcm = tmp_path / "Doe_Jane.dcm"
+    ds.save_as(dcm, enforce_file_format=True)
+    page.goto(app_url)
+    dcm_id = _upload(page, str(dcm))
+    assert dcm_id != png_id
+    body = page.locator("body").inner_text()
+    assert "Doe" not in body and "PID-12345" not in body and "Jane" not in body
+
+
+def test_bad_upload_is_refused_with_a_clear_message(page, app_url, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    page.goto(app_url)
+    page.locator("#gcxr-upload input[type=file]").set_input_files(str(bad))
+    page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('upload refused')",
+                           timeout=60_000)
+    assert "not a PNG, JPEG or DICOM" in page.locator("#gcxr-status").inner_text()
+
+
+def test_gradio_client_api(app_url):
+    from gradio_client import Client
+    client = Client(app_url, verbose=False)
+    out = client.predict("demo-3", api_name="/generate")
+    assert out["case_id"] == "demo-3" and len(out["report"]["sentences"]) == 3
+    assert out["report"]["sentences"][2]["verdict"] == "ungrounded"
+    res = client.predict("demo-3", "api-user", "edit", 1, "Lungs are clear.", [], "", api_name="/correct")
+    assert "sentence 2 edited by api-user" in res["message"]
+    assert res["review"]["sentences"][1]["text"] == "Lungs are clear."
+    rows = client.predict(api_name="/worklist")
+    assert any(r[0] == "demo-3" and r[1] == "in_review" for r in rows)

@@ -1,0 +1,117 @@
+"""The app's backend and view rendering with test doubles (no browser)."""
+import numpy as np
+import pytest
+
+from app import Backend, ViewSettings, build_app, render_view
+from app_fakes import make_backend
+from model.imageio import ImageReadError
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return make_backend(str(tmp_path))
+
+
+def test_open_is_cached(backend):
+    image, analysis = backend.open("demo-0")
+    assert image.shape == (128, 128) and backend.analyser.calls == 1
+    again = backend.open("demo-0")
+    assert again[1] is analysis and backend.analyser.calls == 1
+    assert backend.store.has_generation("demo-0", "fake-0") and not backend.store.has_generation("demo-0", "v9")
+
+
+def test_unknown_case_names_it(backend):
+    with pytest.raises(KeyError, match="nope"):
+        backend.open("nope")
+
+
+def test_render_view_highlights_selected_sentence_regions(backend):
+    image, analysis = backend.open("demo-0")
+    state = backend.store.state("demo-0")
+    plain = render_view(image, analysis, state, None, None, ViewSettings([], [], 0.4, 1.0))
+    sel = render_view(image, analysis, state, 0, None, ViewSettings([], [], 0.4, 1.0))
+    heart = analysis.segmentation.masks["heart"]
+    assert not np.array_equal(plain["overlay"][heart], sel["overlay"][heart])
+    assert np.array_equal(plain["overlay"][~heart], sel["overlay"][~heart])
+    assert plain["heatmap"] is None and sel["heatmap"].shape[0] == 128
+    assert "<b>heart</b>" in sel["legend"]
+    by_region = render_view(image, analysis, state, None, "right lung", ViewSettings([], [], 0.4, 1.0))
+    assert "No focal consolidation" in by_region["in_region"] and "heart is normal" not in by_region["in_region"]
+
+
+def test_upload_keeps_only_pixels_with_pseudonymous_id(backend, tmp_path):
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)).save(buf, format="PNG")
+    case = backend.upload(buf.getvalue(), "Smith_John_1950.png")
+    assert case.case_id.startswith("upload-") and "Smith" not in case.case_id
+    assert "Smith" not in case.image_path
+    assert backend.upload(buf.getvalue(), "other.png").case_id == case.case_id
+    with pytest.raises(ImageReadError):
+        backend.upload(b"not an image", "x.png")
+
+
+def test_build_app_exposes_api(backend):
+    demo = build_app(backend)
+    names = {d.api_name for d in demo.fns.values()}
+    assert {"generate", "correct", "worklist"} <= names
+
+
+def test_corrections_go_through_the_store_and_survive_a_restart(backend, tmp_path):
+    backend.open("demo-0")
+    st = backend.store
+    with pytest.raises(ValueError, match="select a sentence"):
+        st.correct("demo-0", "dr.a", "edit", index=None, text="x")
+    assert "sentence 1 edited by dr.a" == st.correct("demo-0", "dr.a", "edit", index=0, text="Heart is large.")
+    st.correct("demo-0", "dr.a", "flag", index=1, reason="not_in_image")
+    st.correct("demo-0", "dr.a", "add", text="Small left effusion.", regions=["left lung"])
+    st.correct("demo-0", "dr.a", "delete", index=2)
+    state = st.state("demo-0")
+    assert [s.text for s in state.current] == ["Heart is large.", "No focal consolidation in the right lung.",
+                                               "Small left effusion."]
+    assert state.current[1].verdict == "ungrounded" and "flagged: not_in_image" in state.notes[1][0]
+    assert state.current[2].regions[0].name == "left lung" and state.current[2].verdict is None
+    assert state.original_text.startswith("The heart is normal in size.")
+    st.undo("demo-0", "dr.a")  # undoes the delete
+    assert len(st.state("demo-0").current) == 4
+    with pytest.raises(ValueError, match="unknown reason code"):
+        st.correct("demo-0", "dr.a", "flag", index=0, reason="because")
+    # A fresh app on the same database sees the same review.
+    from app import Backend, DbReviewStore
+    from app_fakes import FakeAnalyser
+    from db.store import Store
+    again = Backend(FakeAnalyser(), DbReviewStore(Store("sqlite:///" + str(tmp_path / "review.db"))),
+                    list(backend.cases.values()), data_dir=str(tmp_path / "data"))
+    again.open("demo-0")
+    assert [s.text for s in again.store.state("demo-0").current][0] == "Heart is large."
+    assert len([r for r in again.store.worklist() if r.case_id == "demo-0"]) == 1
+
+
+def test_sign_then_export_zip(backend):
+    import zipfile
+    backend.open("demo-1")
+    backend.store.correct("demo-1", "dr.b", "accept")
+    assert "signed by dr.b" in backend.store.sign("demo-1", "dr.b")
+    with pytest.raises(ValueError, match="signed"):
+        backend.store.correct("demo-1", "dr.b", "edit", index=0, text="late edit")
+    row = next(r for r in backend.store.worklist() if r.case_id == "demo-1")
+    assert row.status == "signed" and row.reviewer == "dr.b" and row.n_ungrounded == 1
+    msg, path = backend.export()
+    assert "exported 1 signed report" in msg
+    names = zipfile.ZipFile(path).namelist()
+    assert "annotation.json" in names and "pairs.jsonl" in names
+
+
+def test_switching_model_generates_a_new_report_and_review(backend):
+    backend.open("demo-0")
+    backend.store.correct("demo-0", "dr.a", "edit", index=0, text="Edited under fake-0.")
+    with pytest.raises(ValueError, match="unknown model version 'nope'"):
+        backend.switch_model("nope")
+    assert backend.switch_model("fake-1") == "now using model fake-1"
+    _, analysis = backend.open("demo-0")
+    assert analysis.report.model_version == "fake-1" and backend.analyser.calls == 1
+    state = backend.store.state("demo-0")
+    assert state.model_version == "fake-1" and state.current[0].text == "The heart is normal in size."
+    row = next(r for r in backend.store.worklist() if r.case_id == "demo-0")
+    assert row.model_version == "fake-1" and row.status == "new"

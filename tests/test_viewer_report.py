@@ -1,0 +1,45 @@
+import pytest
+
+from model.types import RegionScore, Sentence
+from viewer.report import report_html, sentences_in_region, side_by_side_html, verdict_badge
+
+HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+def _sentences():
+    return [Sentence(0, "The heart is enlarged.", regions=[RegionScore("heart", 0.9), RegionScore("right lung", 0.2)],
+                     verdict="grounded", reasons=["mask overlap 0.9"]),
+            Sentence(1, HOSTILE, regions=[], verdict="ungrounded", reasons=[HOSTILE]),
+            Sentence(2, "Lungs are clear.", regions=[RegionScore("right lung", 0.6)], verdict="weak")]
+
+
+def test_each_sentence_has_badge_text_and_regions():
+    h = report_html(_sentences(), selected=0, notes={2: ["accepted by dr <b>"]})
+    assert h.count("<li") == 3
+    assert "gcxr-grounded" in h and "gcxr-ungrounded" in h and "gcxr-weak" in h
+    assert "heart (0.90)" in h and "no linked region" in h
+    assert 'data-index="0" style="background:#fff8c5' in h
+    assert "accepted by dr &lt;b&gt;" in h
+
+
+def test_all_text_is_escaped():
+    h = report_html(_sentences(), title="<i>t</i>", disclaimer="<b>x</b>") + side_by_side_html(HOSTILE, HOSTILE)
+    assert "<script>" not in h and "<img" not in h and "<i>t" not in h and "<b>x" not in h
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in h
+
+
+def test_badge_rejects_unknown_verdict():
+    with pytest.raises(ValueError, match="unknown verdict"):
+        verdict_badge("maybe")
+    assert "not grounded yet" in verdict_badge(None)
+
+
+def test_side_by_side_shows_both_reports():
+    h = side_by_side_html("Original text.", "")
+    assert "Original text." in h and "(empty)" in h and "Model original" in h
+
+
+def test_sentences_in_region_orders_by_score():
+    got = sentences_in_region(_sentences(), "right lung")
+    assert [s.index for s in got] == [2, 0]
+    assert sentences_in_region(_sentences(), "trachea") == []

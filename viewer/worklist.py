@@ -1,0 +1,31 @@
+"""Worklist rows: one per study, sortable; "most ungrounded first" is the default triage order."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+HEADERS = ["case", "status", "model version", "ungrounded", "reviewer", "source"]
+ORDERS = {
+    "most ungrounded first": lambda r: (-r.n_ungrounded, r.case_id),
+    "case": lambda r: (r.case_id,),
+    "status": lambda r: (r.status, r.case_id),
+    "reviewer": lambda r: (r.reviewer or "", r.case_id),
+}
+
+
+@dataclass
+class WorklistRow:
+    case_id: str  # a pseudonymous id, never a patient name
+    status: str  # e.g. "new", "generated", "in review", "signed"
+    model_version: str = ""
+    n_ungrounded: int = 0
+    reviewer: str | None = None
+    source: str = ""  # "phantom", "IU X-ray", "NIH CXR14", "upload"
+
+
+def worklist_table(rows: Iterable[WorklistRow], order: str = "most ungrounded first") -> list[list]:
+    """Rows as table cells in the HEADERS column order, sorted by `order` (one of ORDERS)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown worklist order {order!r}; expected one of {sorted(ORDERS)}")
+    rows = sorted(rows, key=ORDERS[order])
+    return [[r.case_id, r.status, r.model_version, int(r.n_ungrounded), r.reviewer or "", r.source] for r in rows]
