@@ -45,7 +45,9 @@ def test_importing_model_sets_offline_env_and_stays_light():
             "assert os.environ['HF_HUB_OFFLINE'] == '1' and os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'; "
             "assert os.environ['HF_HUB_DISABLE_TELEMETRY'] == '1'; "
             "assert 'torch' not in sys.modules, 'model.types must not pull torch'")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED")}
+    # Start from an environment without the variables, whatever earlier tests in this process set.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY")}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
