@@ -50,6 +50,9 @@ def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path):
 def test_bad_urls_are_named():
     with pytest.raises(ValueError, match="not a database URL"):
         make_engine("no-such-scheme")
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ValueError, match="in-memory SQLite database cannot hold a review store"):
+            make_engine(memory)
     with pytest.raises(ValueError, match="folder does not exist"):
         make_engine("sqlite:////nonexistent-dir-xyz/a.db")
 
