@@ -92,9 +92,15 @@ def test_generation_is_stored_verbatim_and_validated(store):
     dup["sentences"][1]["index"] = 0
     with pytest.raises(StoreError, match="not unique"):
         store.add_generation(sid, "m1", dup)
+    nan = model_output()
+    nan["sentences"][0]["regions"][0]["score"] = float("nan")
+    with pytest.raises(StoreError, match="not plain JSON"):
+        store.add_generation(sid, "m1", nan)
+    extra = {**model_output(), "heatmap_dir": "/tmp/h"}  # keys beyond ReportOutput are kept, not dropped
+    assert store.generation(store.add_generation(sid, "m1", extra)).output == extra
     with pytest.raises(NotFoundError, match="no study with id 999"):
         store.add_generation(999, "m1", model_output())
-    assert store.counts()["generations"] == 1
+    assert store.counts()["generations"] == 2
 
 
 def test_model_versions_keep_path_parent_and_card(store, tmp_path):
