@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "import":
             p.add_argument("path", help="a folder of images (.png/.jpg/.dcm) or an annotation.json")
             p.add_argument("--images", help="folder the annotation's image paths are relative to "
-                                            "(default: images/ beside it, else its own folder)")
+                                            "(default: its own folder, else images/ beside it)")
             p.add_argument("--source", help="where the studies come from (default: from the path)")
         elif name == "register-model":
             p.add_argument("dir", help="model directory (model_card.json inside gives name, parent, metrics)")
