@@ -171,6 +171,13 @@ def test_export_through_the_cli(url, images, model_dir, tmp_path, capsys):
     assert "nothing new since the last export" in capsys.readouterr().out
     ann = json.load(open(out / "annotation.json"))
     assert ann["train"][0]["report"] == "The heart is normal in size. No opacity."
+    assert main(["history", "--db", url, item.pseudo_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(tiny-v1), signed")
+    assert "dr.a: edit sentence=1 text='No opacity.'" in lines[1] and "dr.a: sign" in lines[2]
+    assert lines[3] == "  final: The heart is normal in size. No opacity."
+    assert main(["history", "--db", url, "S-nope"]) == 1
+    assert "no study 'S-nope'" in capsys.readouterr().err
     assert ann["train"][0]["provenance"]["model_version"] == "tiny-v1"
 
 
