@@ -334,7 +334,13 @@ class Store:
             raise StoreError(f"unknown verdicts {bad}; expected one of {VERDICTS} or null")
         for s in parsed.sentences:
             _check_text(s.text, f"sentence {s.index}")
-        self.register_model(model_version)
+        try:
+            return self._add_generation(study_id, model_version, parsed, output, image_path)
+        except IntegrityError:  # another writer registered the same new model version name first
+            return self._add_generation(study_id, model_version, parsed, output, image_path)
+
+    def _add_generation(self, study_id: int, model_version: str, parsed: ReportOutput, output: dict[str, Any],
+                        image_path: str | None) -> int:
         with self._write() as s:
             if s.get(Study, study_id) is None:
                 raise NotFoundError(f"no study with id {study_id}")
@@ -342,10 +348,17 @@ class Store:
             if image_path:
                 image_id = s.scalar(select(Image.id).where(Image.study_id == study_id,
                                                            Image.path == os.path.abspath(image_path)))
+                if image_id is None:
+                    raise StoreError(f"{image_path} is not a registered image of study {study_id}")
             mv_id = s.scalar(select(ModelVersion.id).where(ModelVersion.name == model_version))
+            if mv_id is None:
+                mv = ModelVersion(name=model_version, path=None, card={})
+                s.add(mv)
+                s.flush()
+                mv_id = mv.id
             g = Generation(study_id=study_id, model_version_id=mv_id, image_id=image_id, report=parsed.report,
                            output=output, timings=dict(parsed.timings), n_sentences=len(parsed.sentences),
-                           n_ungrounded=sum(s.verdict == "ungrounded" for s in parsed.sentences))
+                           n_ungrounded=sum(x.verdict == "ungrounded" for x in parsed.sentences))
             s.add(g)
             s.flush()
             return g.id

@@ -99,7 +99,11 @@ def test_generation_is_stored_verbatim_and_validated(store):
     extra = {**model_output(), "heatmap_dir": "/tmp/h"}  # keys beyond ReportOutput are kept, not dropped
     assert store.generation(store.add_generation(sid, "m1", extra)).output == extra
     with pytest.raises(NotFoundError, match="no study with id 999"):
-        store.add_generation(999, "m1", model_output())
+        store.add_generation(999, "m2", model_output())
+    with pytest.raises(StoreError, match="elsewhere.png is not a registered image of study"):
+        store.add_generation(sid, "m2", model_output(), image_path="elsewhere.png")
+    with pytest.raises(NotFoundError):
+        store.model_version("m2")  # a refused generation registers no model version either
     assert store.counts()["generations"] == 2
 
 
