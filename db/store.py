@@ -314,7 +314,8 @@ class Store:
         registered on the fly (no path); register it first to keep its path and card."""
         model_version = _check_name(model_version, "model version")
         if not isinstance(report_output, dict):
-            raise StoreError(f"report output must be a dict (ReportOutput.to_dict()), got {type(report_output).__name__}")
+            raise StoreError("report output must be a dict (ReportOutput.to_dict()), "
+                             f"got {type(report_output).__name__}")
         try:
             parsed = ReportOutput.from_dict(report_output)
         except (KeyError, TypeError, ValueError) as exc:

@@ -59,7 +59,8 @@ def test_export_writes_the_r2gen_layout_pairs_and_manifest(store, tmp_path):
     by = {(p["study"], p["sentence_index"]): p for p in pairs}
     assert len(pairs) == 7
     assert by[("S-1", 1)]["model_sentence"] == "There is a left pleural effusion."
-    assert by[("S-1", 1)]["corrected_sentence"] == "There is a right pleural effusion." and by[("S-1", 1)]["kind"] == "edited"
+    assert by[("S-1", 1)]["corrected_sentence"] == "There is a right pleural effusion."
+    assert by[("S-1", 1)]["kind"] == "edited"
     assert by[("S-2", 2)]["corrected_sentence"] is None and by[("S-2", 2)]["reason_code"] == "not_in_image"
     assert by[("S-2", 0)]["kind"] == "deleted" and by[("S-2", 0)]["corrected_sentence"] is None
     assert by[("S-2", 3)]["model_sentence"] is None and by[("S-2", 3)]["kind"] == "added"

@@ -57,7 +57,7 @@ def test_bad_urls_are_named():
         make_engine("sqlite:////nonexistent-dir-xyz/a.db")
 
 
-# ---- studies, images, generations -------------------------------------------------------------------------------------
+# ---- studies, images, generations ------------------------------------------------------------------------------------
 
 
 def test_register_study_hashes_images_and_dedups(store, tmp_path):
@@ -165,7 +165,7 @@ def test_start_review_needs_a_generation(store):
         store.start_review(12345, "dr.a")
 
 
-# ---- correction kinds --------------------------------------------------------------------------------------------------
+# ---- correction kinds ------------------------------------------------------------------------------------------------
 
 
 def test_every_correction_kind_shapes_the_final_report(store):
@@ -304,7 +304,7 @@ def test_a_failure_inside_a_write_leaves_no_partial_rows(store, monkeypatch):
     assert store.final_text(rid) == model_output()["report"]
 
 
-# ---- worklist and signed versions -------------------------------------------------------------------------------------
+# ---- worklist and signed versions ------------------------------------------------------------------------------------
 
 
 def test_worklist_orders_and_filters(store):
