@@ -18,7 +18,8 @@ def test_migrations_apply_on_empty_db_and_are_idempotent(db_url):
     assert {"studies", "images", "model_versions", "generations", "reviews", "corrections", "exports",
             "alembic_version"} <= tables
     migrate(engine)  # again: nothing to do, nothing breaks
-    Store(db_url).close()  # and the store's own start-up migration
+    with Store(db_url) as again:  # and the store's own start-up migration
+        assert again.counts()["studies"] == 0
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
