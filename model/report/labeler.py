@@ -94,9 +94,11 @@ _STATE_MENTIONS: dict[str, str] = {
 }
 # Abnormalities outside the 14 observations that still block No Finding.
 _OTHER_ABNORMAL = (
-    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|scoliosis|kyphosis|"
-    r"hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|calcifi\w+|tortuous|"
-    r"tortuosity|ectatic|ectasia|aneurysm\w*|degenerative|spondylosis|osteophytes?|osteopenia|"
+    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|\w*scolio\w+|"
+    r"kyphos\w+|kyphotic|hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|"
+    r"calcifi\w+|tortuous|tortuosity|ectatic|ectasia|aneurysm\w*|degenerat\w+|arthriti\w+|"
+    r"atheroscler\w+|foreign bod(?:y|ies)|bullets?|lesions?|pectus|hyperlucen\w+|"
+    r"(?:lung )?volumes are (?:low|decreased|diminished)|spondylosis|osteophytes?|osteopenia|"
     r"demineralization|eventration|elevat(?:ed|ion)|adenopathy|lymphadenopathy|cysts?|sternotomy|"
     r"cabg|surgical clips|clips|postsurgical|post-surgical|post surgical|thoracotomy|lobectomy|"
     r"pneumonectomy|deformity|compression|lucenc\w+|cavitation|thickening|blunt\w*|flatten\w*|"
