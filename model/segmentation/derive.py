@@ -1,13 +1,14 @@
 """Geometric derivations: from two lung fields (and optionally a heart) to zones, lobes, mediastinum, trachea,
-hemidiaphragms and the costophrenic-angle landmarks.
+hemidiaphragms and landmarks (docs/segmentation.md).
 
 Shared by every backend that predicts lung fields, so zones and lobes mean the same thing whichever backend found
 the lungs. Conventions (patient's right lung is on the image's LEFT):
 - A lung's height runs from its apex row to its lowest row; zone and lobe cuts are fractions of that height
   (`DeriveConfig`), the usual radiological thirds with an apical cap.
-- Lobes on a frontal view overlap in projection: the cuts below overlap on purpose (masks are multi-label).
-- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic angles,
-  rounded at the top; cardiomediastinum is all of the space between the lungs from the apices down.
+- Lobes follow the phantom world's frontal projection: a horizontal fissure on the right, an oblique line from
+  high laterally to low medially on both sides.
+- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic level,
+  rounded at the top; cardiomediastinum is a midline band between the lungs plus the heart.
 """
 from __future__ import annotations
 
