@@ -226,7 +226,11 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     for side, lung in (("right", right), ("left", left)):
         dia = np.zeros((h, w), bool)
         bottom = _bottom_contour(lung)
-        for x in np.flatnonzero(bottom >= 0):
+        lrows = _rows(lung)
+        # Only columns whose lung ends in its lowest quarter sit on the dome; higher column ends are the heart
+        # border (the lung's lower medial edge), not diaphragm.
+        dome_level = lrows[0] + 0.75 * (lrows[-1] - lrows[0])
+        for x in np.flatnonzero(bottom >= dome_level):
             dia[bottom[x] + 1:min(h, bottom[x] + 1 + thick), x] = True
         masks[f"{side} hemidiaphragm"] = dia
     masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
