@@ -31,7 +31,6 @@ class Geometry:
     medial: float        # half-width of the mediastinum between the lungs
     carina_y: float
     ctr: float           # target cardiothoracic ratio (heart width / thoracic width)
-    heart_height: float
     clavicle_y: float    # medial end height of the clavicles
     rib_phase: float
     rib_spacing: float
@@ -46,7 +45,7 @@ def sample_geometry(rng: np.random.Generator, ctr: float) -> Geometry:
         cx=0.5 + rng.normal(0, 0.008), half_width=rng.uniform(0.33, 0.37), apex_y=apex,
         dome_y={"right": dome_r, "left": dome_l}, cp_y={"right": dome_r + cp_drop, "left": dome_l + cp_drop},
         medial=rng.uniform(0.045, 0.06), carina_y=apex + rng.uniform(0.19, 0.23), ctr=ctr,
-        heart_height=rng.uniform(0.27, 0.31), clavicle_y=apex + rng.uniform(0.05, 0.08),
+clavicle_y=apex + rng.uniform(0.05, 0.08),
         rib_phase=rng.uniform(0, 1), rib_spacing=rng.uniform(0.052, 0.060))
 
 
@@ -129,13 +128,17 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
     cols = np.flatnonzero(both.any(0))
     thorax_w = (cols[-1] - cols[0] + 1) / S
 
-    # heart: an ellipse whose horizontal extent is ctr * thoracic width, 1/3 right of the midline, 2/3 left of it
+    # heart: a pear-shaped silhouette widening from the mediastinum down to the diaphragm; its widest extent is
+    # ctr * thoracic width, about a third right of the midline (right atrium) and two thirds left (left ventricle)
     hw = g.ctr * thorax_w
-    right_border = g.cx - 0.36 * hw
-    hcx = right_border + hw / 2
-    floor = max(g.dome_y.values()) + 0.025
-    hcy = floor - 0.42 * g.heart_height
-    heart = ellipse(S, (hcx, hcy), (hw / 2, g.heart_height / 2), angle_deg=-8) & (yy < floor)
+    right_border, left_border = g.cx - 0.36 * hw, g.cx + 0.64 * hw
+    floor = max(g.dome_y.values()) + 0.045
+    top = g.carina_y + 0.10
+    t = np.linspace(0, 1, 40)
+    y = top + t * (floor - top)
+    left_x = g.cx + g.medial + (left_border - g.cx - g.medial) * np.sin(np.clip(t * 1.25, 0, 1) * np.pi / 2) ** 0.9
+    right_x = g.cx - g.medial - (g.cx - g.medial - right_border) * np.sin(np.clip(t * 1.15, 0, 1) * np.pi / 2) ** 1.3
+    heart = fill(np.concatenate([np.stack([left_x, y], 1), np.stack([right_x[::-1], y[::-1]], 1)]), S)
     masks["heart"] = heart
 
     # aortic knob bulging into the left lung's medial border above the left hilum
@@ -275,13 +278,15 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
         s = side_sign(side)
         off = np.clip((xx - g.cx) * s, 0, None)
         below |= (off > 0) & (yy > dome_curve(g, side, np.maximum(off, g.medial)))
-    img += 0.16 * _blur(below, 2 * px) * body
+    img += 0.16 * _blur(below & ~m["heart"], 2 * px) * body
     bubble = ellipse(S, (g.cx + 0.17, g.dome_y["left"] + 0.06), (0.06, 0.03)) & below
     img -= 0.14 * _blur(bubble, 2 * px)
 
     # lungs: aerated fields, slightly less dark at the apices where soft tissue overlies them
     lung = m["lung"]
-    aeration = 0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+    # (soft tissue of the shoulders over the apices, breasts and diaphragm curvature over the bases)
+    aeration = (0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+                - 0.05 * np.clip((yy - g.carina_y - 0.15) / 0.25, 0, 1) * np.clip(np.abs(xx - g.cx) / g.half_width, 0, 1))
     lung_soft = _blur(lung, 1.8 * px)
     img -= aeration * lung_soft
 
@@ -290,11 +295,20 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
     for side in SIDES:
         s = side_sign(side)
         hx, hy = anat.hilum[side]
-        for base in np.linspace(-1.25, 1.15, 7):  # from up-and-out to down-and-out
-            ang = base + rng.normal(0, 0.12)
+        for base in np.linspace(-1.35, 1.2, 9):  # from up-and-out to down-and-out
+            ang = base + rng.normal(0, 0.1)
             direction = np.arctan2(np.sin(ang), s * np.cos(ang))
-            _vessel_tree(vessels, rng, (hx, hy), direction, rng.uniform(0.07, 0.10), 0.012, 3, S)
-    vessels = _blur(vessels, 0.8 * px) * lung_soft
+            _vessel_tree(vessels, rng, (hx, hy), direction, rng.uniform(0.05, 0.07), 0.010, 4, S)
+    vessels = _blur(vessels, 1.0 * px) * lung_soft
+    # hila: the pulmonary arteries and bronchi bunch up beside the mediastinum
+    for side in SIDES:
+        hx, hy = anat.hilum[side]
+        img += 0.07 * _blur(ellipse(S, (hx, hy), (0.03, 0.05)), 3 * px) * lung_soft
+    # breast shadows over the lower lateral lung fields in about half of the phantoms
+    if rng.random() < 0.5:
+        for side in SIDES:
+            c = (g.cx + side_sign(side) * 0.6 * g.half_width, g.dome_y[side] - 0.02)
+            img += 0.05 * _blur(ellipse(S, c, (0.16, 0.10)), 6 * px) * body
 
     # ribs: posterior arcs leave the spine, rise a little and curve down along the chest wall
     ribs = np.zeros((S, S), np.float32)
@@ -304,7 +318,7 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
             y0 = g.apex_y + 0.02 + (k + g.rib_phase * 0.3) * g.rib_spacing
             t = np.linspace(0, 1, 24)
             off = 0.04 + (g.half_width + 0.02) * np.sin(t * np.pi / 2)
-            y = y0 - 0.03 * np.sin(t * np.pi) + 0.10 * t ** 2
+            y = y0 - 0.02 * np.sin(t * np.pi) + 0.16 * t ** 2.2
             pts = np.stack([g.cx + s * off, y], 1)
             cv2.polylines(ribs, [_poly(pts, S)], False, 1.0, max(1, int(round(0.016 * S))), cv2.LINE_AA)
             # anterior rib: fainter, running down and in from the lateral wall
@@ -312,15 +326,16 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
             pts2 = np.stack([g.cx + s * (g.half_width + 0.01 - 0.22 * t2), y0 + 0.05 + 0.08 * t2 + 0.03 * t2 ** 2], 1)
             cv2.polylines(ribs, [_poly(pts2, S)], False, 0.5, max(1, int(round(0.012 * S))), cv2.LINE_AA)
     ribs = _blur(ribs, 0.7 * px) * _blur(anat.fields["right"] | anat.fields["left"], 3 * px)
+    ribs *= 1.0 - 0.6 * _blur(m["heart"], 2 * px)  # the dense heart washes out the ribs behind it
 
     # mediastinum and heart: water density; spine faintly through it; airway darker
-    img += 0.10 * _blur(m["cardiomediastinum"], 1.2 * px) + 0.10 * _blur(m["heart"], 1.5 * px)
+    img += 0.07 * _blur(m["cardiomediastinum"], 1.5 * px) + 0.08 * _blur(m["heart"], 1.5 * px)
     img += 0.05 * _blur(m["aortic arch"], 1.0 * px)
     spine = np.zeros((S, S), bool)
     for k in range(1, 13):
         spine |= m[f"vertebrae T{k}"]
-    img += 0.07 * _blur(spine, 0.8 * px) * body
-    img -= 0.10 * _blur(anat.airway, 1.0 * px)
-    bones = 0.09 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
+    img += 0.035 * _blur(spine, 1.0 * px) * body
+    img -= 0.10 * _blur(m["trachea"], 1.0 * px) + 0.05 * _blur(anat.airway & ~m["trachea"], 1.0 * px)
+    bones = 0.045 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
     return {"base": img.astype(np.float32), "vessels": vessels, "bones": bones.astype(np.float32),
             "body": body, "lung_soft": lung_soft}

@@ -41,9 +41,13 @@ def sample_spec(rng: np.random.Generator, ftype: str, **fixed) -> dict:
         spec["side"] = "bilateral"
     if ftype == "Support Devices":
         spec["subtype"] = str(rng.choice(DEVICES))
+    spec.update({k: v for k, v in fixed.items() if v is not None})
+    if ftype == "Support Devices" and spec["subtype"] in DEVICES:  # each device has its usual side
         spec["side"] = {"endotracheal tube": None, "central venous catheter": "right", "pacemaker": "left"}[
             spec["subtype"]]
-    spec.update({k: v for k, v in fixed.items() if v is not None})
+    if fixed.get("location") and not fixed.get("side"):  # a named place fixes the side
+        spec["side"] = "right" if "right" in fixed["location"] else "left"
+    _validate(spec)
     side = spec["side"]
     if "location" not in spec:
         if ftype == "Consolidation":
@@ -55,6 +59,30 @@ def sample_spec(rng: np.random.Generator, ftype: str, **fixed) -> dict:
     if ftype == "Cardiomegaly" and "ctr" not in spec:
         spec["ctr"] = round(float(rng.uniform(*CTR_BY_SEVERITY[spec["size"]])), 3)
     return spec
+
+
+_ALLOWED_SIDES = {"Cardiomegaly": (None,), "Edema": ("bilateral",), "Atelectasis": ("right", "left", "bilateral"),
+                  "Support Devices": (None, "right", "left")}
+_LOCATIONS = {"Consolidation": LOBES["right"] + LOBES["left"],
+              "Lung Opacity": tuple(f"{s} {z}" for s in SIDES for z in ZONES),
+              "Lung Lesion": tuple(f"{s} {z}" for s in SIDES for z in ZONES)}
+
+
+def _validate(spec: dict) -> None:
+    """Reject a planned finding that cannot be drawn, naming the field and the allowed values."""
+    t = spec["type"]
+    sides = _ALLOWED_SIDES.get(t, SIDES)
+    if spec["side"] not in sides:
+        raise ValueError(f"{t}: side must be one of {sides}, got {spec['side']!r}")
+    if t in SIZES and spec.get("size") not in SIZES[t]:
+        raise ValueError(f"{t}: size must be one of {SIZES[t]}, got {spec.get('size')!r}")
+    if "location" in spec:
+        allowed = _LOCATIONS.get(t, ())
+        if spec["location"] not in allowed or not spec["location"].count(spec["side"] or "-"):
+            raise ValueError(f"{t}: location must be one of {allowed} on side {spec['side']!r}, got "
+                             f"{spec['location']!r}")
+    if t == "Support Devices" and spec.get("subtype") not in DEVICES:
+        raise ValueError(f"Support Devices: subtype must be one of {DEVICES}, got {spec.get('subtype')!r}")
 
 
 def sample_specs(rng: np.random.Generator, abnormal_prob: float, max_findings: int) -> list[dict]:
@@ -110,14 +138,15 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         off = np.clip((xx - g.cx) * s, g.medial, None)
         rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)
         dome, cp = g.dome_y[side], g.cp_y[side]
-        level = {"small": cp - 0.035, "moderate": dome - 0.05, "large": dome - 0.20}[spec["size"]]
+        level = {"small": cp - 0.035, "moderate": dome - 0.08, "large": dome - 0.20}[spec["size"]]
         meniscus = level - {"small": 0.02, "moderate": 0.06, "large": 0.08}[spec["size"]] * rel ** 2
         mask = lung & (yy > meniscus)
         # layering fluid: denser towards the base, merging with the diaphragm below
         depth = np.clip((yy - meniscus) / 0.05, 0, 1)
         layer = _blur(mask, 1.2 * px) * (0.6 + 0.4 * depth)
-        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side]
-        opacity[...] = np.maximum(opacity, strength * 0.32 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side] & ~m["heart"]
+        opacity[...] = np.maximum(opacity, strength * 0.45 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        layers["vessel_keep"] *= 1.0 - 0.8 * _blur(mask, 1.5 * px)  # fluid hides the vessels behind it
         if not mask.any():
             raise RuntimeError(f"{spec['size']} {side} pleural effusion came out empty")
         meas["fluid_top_y"] = round(float(np.flatnonzero(mask.any(1))[0] / S), 3)
@@ -133,9 +162,8 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         mask = m[f"{side} lung"] & ~inner
         layers["vessel_keep"] *= 1.0 - _blur(mask, 0.8 * px)
         layers["extra"] -= strength * 0.06 * _blur(mask, 1.0 * px)
-        line = stroke(collapsed, S, 1.0 / S) & _blur(mask, 2 * px).astype(bool) & m[f"{side} lung"]
+        line = stroke(collapsed, S, 1.0 / S) & (_blur(mask, 1.5 * px) > 0.15) & m[f"{side} lung"]
         layers["extra"] += strength * 0.16 * _blur(line, 0.5 * px)
-        layers["extra"] += strength * 0.05 * _blur(inner & m[f"{side} lung"], 2 * px)  # the collapsed lung is denser
         rows = np.flatnonzero(mask.any(1))
         meas["apical_gap_cm"] = round(float((np.flatnonzero(inner.any(1))[0] - rows[0]) / S * CM_PER_IMAGE), 1)
         return mask, meas, None
@@ -175,12 +203,10 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         mask = np.zeros((S, S), bool)
         for sd in (SIDES if side == "bilateral" else (side,)):
             base = m[f"{sd} lung base"]
-            rows = np.flatnonzero(base.any(1))
-            cy = (rows[0] + 0.55 * (rows[-1] - rows[0])) / S
-            cx = g.cx + side_sign(sd) * (g.medial + 0.45 * (g.half_width - g.medial))
             thick = 0.010 if spec["size"] == "linear" else 0.02
-            mask |= ellipse(S, (cx, cy), (0.09, thick), rng.uniform(-12, 12)) & base
-        opacity[...] = np.maximum(opacity, strength * 0.22 * _blur(mask, 0.8 * px))
+            cx, cy = _pick_center(base, thick * S + 2, rng)
+            mask |= ellipse(S, (cx / S, cy / S), (0.08, thick), rng.uniform(-12, 12)) & base
+        opacity[...] = np.maximum(opacity, strength * 0.16 * _blur(mask, 1.2 * px))
         return mask, meas, None
 
     if t == "Edema":
@@ -190,8 +216,10 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
             hx, hy = anat.hilum[sd]
             field = np.maximum(field, np.exp(-(((xx - hx) / reach) ** 2 + ((yy - hy) / (reach * 1.2)) ** 2)))
         mask = (field > 0.35) & m["lung"]
-        amp = {"mild": 0.12, "moderate": 0.17, "severe": 0.22}[spec["size"]]
-        opacity[...] = np.maximum(opacity, strength * amp * field * _blur(m["lung"], 1.5 * px))
+        amp = {"mild": 0.16, "moderate": 0.21, "severe": 0.27}[spec["size"]]
+        # interstitial texture: the haze is patchy, not a smooth glow
+        patchy = 0.75 + 0.25 * np.tanh(_blur(rng.normal(0, 1, (S, S)), 1.5 * px) * 3)
+        opacity[...] = np.maximum(opacity, strength * amp * field * patchy * _blur(m["lung"], 1.5 * px))
         layers["vessel_keep"] *= 1.0 - 0.5 * _blur(mask, 3 * px)  # vessels blur into the haze
         return mask, meas, None
 
@@ -212,7 +240,6 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         else:
             gen_c = (g.cx + 0.24, g.clavicle_y + 0.06)
             box = ellipse(S, gen_c, (0.045, 0.03), rng.uniform(-20, 20))
-            hx, hy = anat.hilum["left"]
             tip = (g.cx + 0.05, max(g.dome_y.values()) - 0.04)
             lead = np.array([[gen_c[0], gen_c[1]], [g.cx + 0.08, g.clavicle_y + 0.02], [g.cx - 0.02, g.carina_y + 0.05],
                              [g.cx - 0.04, g.carina_y + 0.16], tip])

@@ -48,18 +48,18 @@ def _prior_findings(current: list[dict], rng: np.random.Generator) -> list[dict]
         keep = {k: v for k, v in f.items() if k in ("type", "side", "size", "location", "subtype", "diameter_mm",
                                                     "ctr", "measurements")}
         r = rng.random()
-        sizes = SIZES.get(f["type"])
-        if r < 0.45 or (f["type"] in ("Support Devices", "Lung Lesion") and r < 0.75):
+        sizes = SIZES.get(f["type"], ())
+        if r < 0.45 or (r >= 0.75 and f["type"] in ("Support Devices", "Lung Lesion")):
             f["change"] = "unchanged"
             prior.append({**keep, "change": "unchanged"})
         elif r < 0.75:
             f["change"] = "new"
-        else:
+        else:  # the same finding at a different size or severity
             others = [s for s in sizes if s != f["size"]]
             old = others[int(rng.integers(len(others)))]
             f["change"] = "increased" if sizes.index(old) < sizes.index(f["size"]) else "decreased"
             p = sample_spec(rng, f["type"], side=f["side"], size=old, location=f.get("location"))
-            prior.append({**{k: v for k, v in p.items()}, "change": f["change"]})
+            prior.append({**p, "change": f["change"]})
     if rng.random() < 0.3:
         absent = [t for t in _RESOLVABLE if t not in {f["type"] for f in current}]
         gone = sample_spec(rng, absent[int(rng.integers(len(absent)))])
