@@ -284,7 +284,9 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
 
     # lungs: aerated fields, slightly less dark at the apices where soft tissue overlies them
     lung = m["lung"]
-    aeration = 0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+    # (soft tissue of the shoulders over the apices, breasts and diaphragm curvature over the bases)
+    aeration = (0.27 + 0.06 * np.clip((yy - g.apex_y) / 0.25, 0, 1)
+                - 0.05 * np.clip((yy - g.carina_y - 0.15) / 0.25, 0, 1) * np.clip(np.abs(xx - g.cx) / g.half_width, 0, 1))
     lung_soft = _blur(lung, 1.8 * px)
     img -= aeration * lung_soft
 
@@ -298,6 +300,15 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
             direction = np.arctan2(np.sin(ang), s * np.cos(ang))
             _vessel_tree(vessels, rng, (hx, hy), direction, rng.uniform(0.05, 0.07), 0.010, 4, S)
     vessels = _blur(vessels, 1.0 * px) * lung_soft
+    # hila: the pulmonary arteries and bronchi bunch up beside the mediastinum
+    for side in SIDES:
+        hx, hy = anat.hilum[side]
+        img += 0.07 * _blur(ellipse(S, (hx, hy), (0.03, 0.05)), 3 * px) * lung_soft
+    # breast shadows over the lower lateral lung fields in about half of the phantoms
+    if rng.random() < 0.5:
+        for side in SIDES:
+            c = (g.cx + side_sign(side) * 0.6 * g.half_width, g.dome_y[side] - 0.02)
+            img += 0.05 * _blur(ellipse(S, c, (0.16, 0.10)), 6 * px) * body
 
     # ribs: posterior arcs leave the spine, rise a little and curve down along the chest wall
     ribs = np.zeros((S, S), np.float32)
@@ -325,6 +336,6 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
         spine |= m[f"vertebrae T{k}"]
     img += 0.035 * _blur(spine, 1.0 * px) * body
     img -= 0.10 * _blur(m["trachea"], 1.0 * px) + 0.05 * _blur(anat.airway & ~m["trachea"], 1.0 * px)
-    bones = 0.06 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
+    bones = 0.045 * ribs + 0.13 * _blur(m["clavicle right"] | m["clavicle left"], 0.8 * px)
     return {"base": img.astype(np.float32), "vessels": vessels, "bones": bones.astype(np.float32),
             "body": body, "lung_soft": lung_soft}

@@ -138,14 +138,15 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         off = np.clip((xx - g.cx) * s, g.medial, None)
         rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)
         dome, cp = g.dome_y[side], g.cp_y[side]
-        level = {"small": cp - 0.035, "moderate": dome - 0.05, "large": dome - 0.20}[spec["size"]]
+        level = {"small": cp - 0.035, "moderate": dome - 0.08, "large": dome - 0.20}[spec["size"]]
         meniscus = level - {"small": 0.02, "moderate": 0.06, "large": 0.08}[spec["size"]] * rel ** 2
         mask = lung & (yy > meniscus)
         # layering fluid: denser towards the base, merging with the diaphragm below
         depth = np.clip((yy - meniscus) / 0.05, 0, 1)
         layer = _blur(mask, 1.2 * px) * (0.6 + 0.4 * depth)
-        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side]
-        opacity[...] = np.maximum(opacity, strength * 0.40 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        below = (yy > dome_curve(g, side, off) - 0.01) & anat.fields[side] & ~m["heart"]
+        opacity[...] = np.maximum(opacity, strength * 0.45 * np.maximum(layer, _blur(below & (yy > meniscus), 1.5 * px)))
+        layers["vessel_keep"] *= 1.0 - 0.8 * _blur(mask, 1.5 * px)  # fluid hides the vessels behind it
         if not mask.any():
             raise RuntimeError(f"{spec['size']} {side} pleural effusion came out empty")
         meas["fluid_top_y"] = round(float(np.flatnonzero(mask.any(1))[0] / S), 3)
@@ -205,7 +206,7 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
             thick = 0.010 if spec["size"] == "linear" else 0.02
             cx, cy = _pick_center(base, thick * S + 2, rng)
             mask |= ellipse(S, (cx / S, cy / S), (0.08, thick), rng.uniform(-12, 12)) & base
-        opacity[...] = np.maximum(opacity, strength * 0.22 * _blur(mask, 0.8 * px))
+        opacity[...] = np.maximum(opacity, strength * 0.16 * _blur(mask, 1.2 * px))
         return mask, meas, None
 
     if t == "Edema":
@@ -215,8 +216,10 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
             hx, hy = anat.hilum[sd]
             field = np.maximum(field, np.exp(-(((xx - hx) / reach) ** 2 + ((yy - hy) / (reach * 1.2)) ** 2)))
         mask = (field > 0.35) & m["lung"]
-        amp = {"mild": 0.12, "moderate": 0.17, "severe": 0.22}[spec["size"]]
-        opacity[...] = np.maximum(opacity, strength * amp * field * _blur(m["lung"], 1.5 * px))
+        amp = {"mild": 0.16, "moderate": 0.21, "severe": 0.27}[spec["size"]]
+        # interstitial texture: the haze is patchy, not a smooth glow
+        patchy = 0.75 + 0.25 * np.tanh(_blur(rng.normal(0, 1, (S, S)), 1.5 * px) * 3)
+        opacity[...] = np.maximum(opacity, strength * amp * field * patchy * _blur(m["lung"], 1.5 * px))
         layers["vessel_keep"] *= 1.0 - 0.5 * _blur(mask, 3 * px)  # vessels blur into the haze
         return mask, meas, None
 
@@ -237,7 +240,6 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         else:
             gen_c = (g.cx + 0.24, g.clavicle_y + 0.06)
             box = ellipse(S, gen_c, (0.045, 0.03), rng.uniform(-20, 20))
-            hx, hy = anat.hilum["left"]
             tip = (g.cx + 0.05, max(g.dome_y.values()) - 0.04)
             lead = np.array([[gen_c[0], gen_c[1]], [g.cx + 0.08, g.clavicle_y + 0.02], [g.cx - 0.02, g.carina_y + 0.05],
                              [g.cx - 0.04, g.carina_y + 0.16], tip])

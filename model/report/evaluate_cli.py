@@ -67,7 +67,7 @@ def _load_split(args: argparse.Namespace) -> list:
         raise SystemExit(f"error: {exc}") from exc
     if args.split not in splits:
         raise SystemExit(f"error: split {args.split!r} not in {annotation} (has {sorted(splits)})")
-    examples = splits[args.split][:args.limit] if args.limit else splits[args.split]
+    examples = splits[args.split][:args.limit] if args.limit is not None else splits[args.split]
     if not examples:
         raise SystemExit(f"error: split {args.split!r} of {annotation} is empty")
     return examples
@@ -155,10 +155,12 @@ def _figures(result: dict[str, Any], out: str) -> list[str]:
             continue
         c = per[obs]
         m = [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]  # rows: reference neg/pos; columns: generated neg/pos
-        ax.imshow(m, cmap="Blues")
+        ax.imshow(m, cmap="Blues", vmin=0)
+        top = max(max(row) for row in m)
         for r in range(2):
             for k in range(2):
-                ax.text(k, r, str(m[r][k]), ha="center", va="center", fontsize=9)
+                ax.text(k, r, str(m[r][k]), ha="center", va="center", fontsize=9,
+                        color="white" if top and m[r][k] > top / 2 else "black")
         ax.set_xticks([0, 1], ["gen -", "gen +"], fontsize=7)
         ax.set_yticks([0, 1], ["ref -", "ref +"], fontsize=7)
         ax.set_title(obs, fontsize=8)
@@ -174,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: give --model DIR to generate, or --predictions FILE to evaluate saved reports",
               file=sys.stderr)
         return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+    for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            print(f"error: {name} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     examples = _load_split(args)
     if args.predictions:
         preds = read_predictions(args.predictions)

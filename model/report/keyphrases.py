@@ -29,7 +29,8 @@ _MODIFIERS = {
     "basal", "apical", "biapical", "perihilar", "retrocardiac", "lingular", "midlung", "pleural", "pulmonary",
     "lung", "cardiac", "vascular", "central", "venous", "displaced", "nondisplaced", "compression", "rib",
     "small-volume", "tension", "posterior", "anterior", "lateral", "medial", "chest", "feeding", "nasogastric",
-    "endotracheal", "tracheostomy", "enteric", "dual-lead", "transvenous", "focal"}
+    "endotracheal", "tracheostomy", "enteric", "dual-lead", "transvenous", "faint", "ill-defined", "dense",
+    "rounded", "irregular", "spiculated", "cavitary", "perihilar", "bibasal"}
 _DEGREE = {"mildly", "moderately", "severely", "markedly", "slightly", "borderline", "minimally"}
 _ANATOMY_WORDS = _MODIFIERS | {"base", "bases", "apex", "apices", "lobes", "lungs", "hemithorax", "zone", "zones",
                                "costophrenic", "angle", "angles", "lingula", "hilum", "chest", "mid", "the"}
@@ -49,11 +50,12 @@ def _words_before(s: str, start: int) -> list[str]:
 
 
 def _location_after(s: str, end: int) -> str:
-    m = re.match(r" (in|at|of|within|involving|along|over) ((?:[a-z-]+ ){0,5}?)"
+    m = re.match(r" (?:in|at|of|within|involving|along|over|overlying|projecting over|projects over) "
+                 r"((?:[a-z-]+ ){0,5})"
                  r"(lobe|lobes|base|bases|apex|apices|lung|lungs|lingula|hemithorax|zone|angle|angles)\b", s[end:])
-    if not m or not all(w in _ANATOMY_WORDS for w in m.group(2).split()):
+    if not m or not all(w in _ANATOMY_WORDS for w in m.group(1).split()):
         return ""
-    words = [w for w in (m.group(2) + m.group(3)).split() if w != "the"]
+    words = [w for w in (m.group(1) + m.group(2)).split() if w != "the"]
     return f" in the {' '.join(words)}"
 
 
@@ -72,10 +74,16 @@ def _phrase(s: str, m: Mention, mods: list[str]) -> str:
     return f"possible {phrase}" if m.label == UNCERTAIN else phrase
 
 
+# Normal statements that name no observation but are worth keeping ("the lungs are clear").
+_CLEAR_LUNGS = re.compile(r"\b(?:lungs? (?:are |is |appear |remain )?(?:otherwise )?clear|clear lungs?)\b")
+
+
 def _rules(text: str) -> list[str]:
     phrases: list[str] = []
     for span in split_sentences(text):
         s = normalise(span.text)  # the text the mention offsets index
+        if _CLEAR_LUNGS.search(s) and "lungs are clear" not in phrases:
+            phrases.append("lungs are clear")
         mentions = sentence_mentions(span.text)
         mods = {m: _words_before(s, m.start) for m in mentions}
         # A mention that is itself a modifier of another ("calcified" in "calcified granuloma") is not a phrase.
@@ -147,7 +155,12 @@ def radgraph_phrases(annotation: dict[str, Any]) -> list[str]:
             kind, status = _radgraph_label(ent["label"])
             if kind != "observation" or eid in modifiers:
                 continue
-            parts = sorted([entities[x] for x in attached[eid]] + [ent], key=lambda e: e.get("start_ix", 0))
+            group, todo = {eid}, [eid]  # everything attached, transitively ("left" modifies "pleural")
+            while todo:
+                for x in attached[todo.pop()] - group:
+                    group.add(x)
+                    todo.append(x)
+            parts = sorted((entities[x] for x in group), key=lambda e: e.get("start_ix", 0))
             phrase = " ".join(e["tokens"] for e in parts).lower()
             phrase = {"absent": f"no {ent['tokens'].lower()}", "uncertain": f"possible {phrase}"}.get(status, phrase)
             if phrase not in phrases:

@@ -162,7 +162,7 @@ class S2DAlign(nn.Module):
                            seg_features: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
                            ) -> ImageFeatures:
         """pixel_values [B, C, S, S]; seg_maps [B, R, H, W]; seg_features [B, C', h, w]; key_mask [B|1, N_keys]
-        (True = keep) -> soft tokens [B, M, D_dec] and SMA_v cross-attention [B, heads, M, N_keys]."""
+        (bool: True = keep; float: weights in [0, 1]) -> soft tokens [B, M, D_dec] and SMA_v cross-attention [B, heads, M, N_keys]."""
         B = pixel_values.shape[0]
         for name, t in (("seg_maps", seg_maps), ("seg_features", seg_features)):
             if t is not None and t.shape[0] != B:
@@ -178,7 +178,7 @@ class S2DAlign(nn.Module):
         elif seg_maps is not None and self.cfg.ablation != "no-segmentation" and self.cfg.asarg.enabled:
             raise ValueError("seg_maps given but ASaRG is off")
         if key_mask is not None:
-            key_mask = key_mask.to(torch.bool).expand(B, -1)
+            key_mask = key_mask.expand(B, -1)
             if key_mask.shape[1] != layout.n_keys:
                 raise ValueError(f"key_mask has {key_mask.shape[1]} entries but SMA_v has {layout.n_keys} keys")
         out: SMAOutput = self.sma_v(self.memory_for("v"), patches, key_mask=key_mask, extra=extra, gate=gate)

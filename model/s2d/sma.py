@@ -62,9 +62,14 @@ class CrossAttention(nn.Module):
 
 
 def masked_softmax(logits: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis; key_mask [B, N] (True = keep). A row with no valid key gets all zeros."""
+    """Softmax over the last axis. key_mask [B, N]: bool (True = keep) removes keys exactly; float weights in
+    [0, 1] scale each key's share (log-weight added to its logit) so that attributions can differentiate through
+    key presence. A row with no valid key gets all zeros."""
     if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        if key_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        else:
+            logits = logits + torch.log(key_mask.clamp(min=1e-12))[:, None, None, :]
     return torch.nan_to_num(F.softmax(logits, dim=-1), nan=0.0)
 
 
@@ -136,7 +141,7 @@ class MLPProjector(nn.Module):
         if extra is not None:
             keys = torch.cat([keys, torch.tanh(gate) * extra], dim=1)
         if key_mask is not None:
-            keys = keys * key_mask[..., None]
+            keys = keys * key_mask[..., None].to(keys.dtype)
         B, N, _ = keys.shape
         eye = torch.eye(N, device=keys.device, dtype=keys.dtype)
         return SMAOutput(tokens=self.mlp(keys), attention=eye.expand(B, 1, N, N))

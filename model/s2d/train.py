@@ -80,13 +80,21 @@ def set_trainable(model: S2DAlign, phase: Phase, last: bool) -> list[torch.nn.Pa
 class CaseBatcher:
     """Turns lists of cases into model inputs (tokenisation done once up front)."""
 
-    def __init__(self, cases: list[Case], tokenizer, cfg: S2DConfig):
-        self.cases, self.tok, self.cfg = cases, tokenizer, cfg
+    def __init__(self, cases: list[Case], tokenizer, cfg: S2DConfig, training: bool = False, seed: int = 0):
+        self.cases, self.tok, self.cfg, self.training = cases, tokenizer, cfg, training
+        self.rng = torch.Generator().manual_seed(seed)
         self.images = np.stack([c.image for c in cases]) if cases else None
         self.maps = torch.from_numpy(np.stack([c.maps for c in cases])) if cases else None
 
     def __len__(self) -> int:
         return len(self.cases)
+
+    def _maps(self, idx: list[int]) -> torch.Tensor:
+        maps = self.maps[idx].float()  # [B, R, 32, 32]
+        if self.training and self.cfg.train.seg_dropout > 0:
+            keep = torch.rand(len(idx), generator=self.rng) >= self.cfg.train.seg_dropout
+            maps = maps * keep[:, None, None, None]
+        return maps
 
     def batch(self, idx: list[int], aux: tuple[str, ...]) -> dict:
         cfg, cs = self.cfg, [self.cases[i] for i in idx]
@@ -94,7 +102,7 @@ class CaseBatcher:
         out = {"pixel_values": pixel_tensor(self.images[idx], cfg.vision.image_mean, cfg.vision.image_std,
                                             cfg.vision.num_channels),
                "input_ids": ids, "attention_mask": mask,
-               "seg_maps": self.maps[idx].float() if cfg.use_segmentation else None, "aux": {}}
+               "seg_maps": self._maps(idx) if cfg.use_segmentation else None, "aux": {}}
         for a in aux:
             texts = [c.reference if a == "t" else "; ".join(c.key_phrases) for c in cs]
             out["aux"][a] = encode(self.tok, texts, cfg.text.max_tokens)
@@ -168,7 +176,7 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
             ids_all, mask_all = encode(tokenizer, texts, cfg.train.max_report_tokens)
             n = len(texts)
         else:
-            batcher = CaseBatcher(cases, tokenizer, cfg)
+            batcher = CaseBatcher(cases, tokenizer, cfg, training=True, seed=seed + phase.stage)
             n = len(batcher)
         if n == 0:
             raise ValueError(f"stage {phase.stage} has no training data")

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default=None, help="override epochs per stage, e.g. 0:2,1:4,2:2,3:1")
     p.add_argument("--from-export", default=None, help="fine-tune stage 3 on an exported corrections set")
     p.add_argument("--init", default=None, help="model directory to start from (with --from-export)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest for the tiny "
+                                                                  "preset on a busy shared CPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
 
 
@@ -31,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from model.s2d.data import load_cases, report_texts
     from model.s2d.train import train
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.from_export:
         raise SystemExit("error: --from-export is not implemented yet (fine-tuning on exported corrections is "
                          "planned; see docs/model.md)")

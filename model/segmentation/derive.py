@@ -105,45 +105,29 @@ def medial_edges(right: np.ndarray, left: np.ndarray, rows: np.ndarray) -> tuple
 
 
 def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int, heart_bottom: int,
-               shape: tuple[int, int], lungs: np.ndarray) -> np.ndarray:
-    """The heart is where the space between the lungs bulges beyond the mediastinum's width above it: fit an
-    ellipse to those bulging borders (the heart's silhouette is convex), keep it above the cardiophrenic level
-    and out of the lung fields."""
+               shape: tuple[int, int], lungs: np.ndarray, widest_fraction: float = 0.6) -> np.ndarray:
+    """The space between the lungs' medial borders from `heart_top` to `heart_bottom`, with two corrections:
+    below the heart's widest part (`widest_fraction` of its height) a border may not move outwards (there the
+    lung is curving away over its dome, not the heart widening), and the top is rounded (the heart's upper
+    border is convex, not a horizontal cut)."""
     h, w = shape
-    gap = le - re
-    upper = (rows >= rows[0] + (heart_top - rows[0]) // 2) & (rows < heart_top)
-    base_w = float(np.median(gap[upper])) if upper.any() else float(np.median(gap))
-    sel = (rows >= heart_top - (heart_bottom - heart_top) // 4) & (rows <= heart_bottom) & (gap > 1.25 * base_w)
+    re, le = re.copy(), le.copy()
+    start = np.searchsorted(rows, heart_top + widest_fraction * (heart_bottom - heart_top))
+    if start < rows.size:
+        re[start:] = np.maximum.accumulate(re[start:])
+        le[start:] = np.minimum.accumulate(le[start:])
     heart = np.zeros(shape, bool)
-    if sel.sum() >= 3:
-        ys = rows[sel].astype(np.float32)
-        pts = np.concatenate([np.stack([re[sel] + 1, ys], 1), np.stack([le[sel] - 1, ys], 1)]).astype(np.float32)
-        ell = cv2.fitEllipse(pts.reshape(-1, 1, 2))
-        m = np.zeros(shape, np.uint8)
-        (cx, cy), (a, b), ang = ell
-        # A fit from noisy borders can run away; keep it only if its centre sits in the heart's rows and between
-        # the lungs, and it is no wider than the space between the lungs' outer borders allows.
-        mid = (re[sel] + le[sel]) / 2
-        plausible = (heart_top <= cy <= heart_bottom and mid.min() - 0.2 * w <= cx <= mid.max() + 0.2 * w
-                     and max(a, b) < 1.5 * (heart_bottom - heart_top + gap[sel].max()))
-        if plausible:
-            cv2.ellipse(m, ((cx, cy), (a, b), ang), 1, thickness=cv2.FILLED)
-            heart = m.astype(bool)
-    if not heart.any():  # no bulge (a narrow heart): the space between the lungs in the heart's rows
-        r0 = np.searchsorted(rows, heart_top)
-        for r, a_, b_ in zip(rows[r0:], re[r0:], le[r0:]):
-            heart[r, int(a_) + 1:int(b_)] = True
-    heart[heart_bottom + 1:] = False
-    heart[: heart_top - (heart_bottom - heart_top) // 4] = False
-    between = np.zeros(shape, bool)
     cols = np.arange(w)[None, :]
-    # Rows where the space between the lungs is most of the chest lie below a cardiophrenic angle (a lung has
-    # curved away over its dome): that space is abdomen, not heart.
-    r_outer = np.argmax(lungs[rows][:, : w // 2], axis=1)
-    l_outer = w - 1 - np.argmax(lungs[rows][:, ::-1][:, : w // 2], axis=1)
-    open_below = gap > 0.62 * np.maximum(l_outer - r_outer, 1)
-    between[rows] = (cols > re[:, None]) & (cols < le[:, None]) & ~open_below[:, None]
-    return heart & between
+    sel = (rows >= heart_top) & (rows <= heart_bottom)
+    heart[rows[sel]] = (cols > re[sel, None]) & (cols < le[sel, None])
+    ys, xs = np.nonzero(heart)
+    if ys.size:
+        cx, half_w = (xs.min() + xs.max()) / 2, max((xs.max() - xs.min()) / 2, 1)
+        half_h = max(heart_bottom - heart_top, 1) * 0.6
+        yy, xx = np.mgrid[0:h, 0:w]
+        cap = (yy < heart_top + half_h) & (((xx - cx) / half_w) ** 2 + ((yy - heart_top - half_h) / half_h) ** 2 > 1)
+        heart &= ~cap
+    return heart & ~lungs
 
 
 def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,

@@ -1,0 +1,190 @@
+"""Report generation with the S2D-ALIGN image path only (SMA_v on the image; no reference report, no key phrases).
+
+    gen = load_generator()                  # the embedded default in assets/model/
+    out = gen.generate(image, masks)        # masks: CXAS name -> bool HxW (e.g. Segmentation.masks), optional
+    out.report, out.sentences, out.mem_attention, out.cross_attention, out.key_layout
+    gen.score_sentences(image, masks, report_text, key_mask)   # teacher-forced per-sentence log-likelihoods
+
+Greedy decoding with the KV cache. Every prompt is the same length (Nmem soft tokens + <s>), so a batch needs no
+padding at the prompt; sequences that finish early are padded on the right and ignored.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model import ASSETS_DIR
+from model.types import ReportOutput, Segmentation, Sentence
+
+DEFAULT_MODEL_DIR = os.path.join(ASSETS_DIR, "model")
+
+
+@dataclass
+class GenerationOutput:
+    report: str
+    sentences: list[Sentence]  # token_span indexes token_ids
+    token_ids: list[int]  # generated ids, without <s> and </s>
+    timings: dict[str, float]  # seconds
+    # [T_gen, Nmem]: for generated token t, the attention that the decoder query predicting t pays to each
+    # memory soft token, averaged over all decoder layers and heads (not renormalised: a row sums to the share
+    # of attention that went to the image memory rather than to the text so far).
+    mem_attention: np.ndarray = field(repr=False)
+    # [Nmem, N_keys]: SMA_v cross-attention averaged over heads; rows sum to 1 over the keys.
+    cross_attention: np.ndarray = field(repr=False)
+    key_layout: "KeyLayout" = field(repr=False)  # noqa: F821  (model.s2d.modeling.KeyLayout)
+    model_version: str = ""
+
+    def to_report_output(self) -> ReportOutput:
+        return ReportOutput(report=self.report, sentences=[Sentence(s.index, s.text, s.token_span)
+                                                           for s in self.sentences],
+                            model_version=self.model_version, timings=dict(self.timings))
+
+
+def split_sentences(text: str) -> list[tuple[int, int, str]]:
+    from model.report.sentences import split_sentences as split
+
+    return [(s.start, s.end, s.text) for s in split(text)]
+
+
+def masks_of(masks) -> dict[str, np.ndarray] | None:
+    return masks.masks if isinstance(masks, Segmentation) else masks
+
+
+class Generator:
+    def __init__(self, model, tokenizer, model_dir: str, state: dict, max_new_tokens: int = 128):
+        self.model, self.tok, self.model_dir = model.eval(), tokenizer, model_dir
+        self.cfg = model.cfg
+        self.max_new_tokens = max_new_tokens
+        self.model_version = f"s2d-{self.cfg.preset}:{os.path.basename(os.path.abspath(model_dir))}:" \
+                             f"stage{state.get('stage', '?')}"
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+    def _inputs(self, images: list[np.ndarray], masks: list | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from model.s2d.asarg import masks_to_maps
+        from model.s2d.data import MAP_SIZE, pixel_tensor, prepare_image
+
+        v = self.cfg.vision
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(masks)} mask sets: pass one per image (or None)")
+        px = pixel_tensor(np.stack([prepare_image(im, v.image_size) for im in images]), v.image_mean, v.image_std,
+                          v.num_channels)
+        if not self.cfg.use_segmentation:
+            return px, None
+        regions = tuple(self.cfg.asarg.regions)
+        # no masks: every region is "missing" (zero maps), which the model saw in training (seg_dropout)
+        maps = np.stack([masks_to_maps(masks_of(m) if masks is not None else None, regions, MAP_SIZE)
+                         for m in (masks if masks is not None else [None] * len(images))])
+        return px, torch.from_numpy(maps)
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def generate(self, image: np.ndarray, masks=None) -> GenerationOutput:
+        return self.generate_batch([image], None if masks is None else [masks])[0]
+
+    @torch.no_grad()
+    def generate_batch(self, images: list[np.ndarray], masks: list | None = None) -> list[GenerationOutput]:
+        if len(images) == 0:
+            return []
+        t0 = time.perf_counter()
+        px, maps = self._inputs(list(images), masks)
+        feats = self.model.get_image_features(px, maps)
+        t1 = time.perf_counter()
+        ids, mem = self._greedy(feats.tokens)  # [B, T], [B, T, M]
+        t2 = time.perf_counter()
+        cross = feats.cross_attention.mean(1).numpy()  # [B, M, N_keys]
+        outs = []
+        for b in range(len(images)):
+            row = ids[b].tolist()
+            n = row.index(self.tok.eos_token_id) if self.tok.eos_token_id in row else len(row)
+            token_ids = row[:n]
+            text = self.tok.decode(token_ids, skip_special_tokens=True)
+            outs.append(GenerationOutput(
+                report=text, sentences=self._sentences(token_ids, text), token_ids=token_ids,
+                timings={"encode_s": (t1 - t0) / len(images), "decode_s": (t2 - t1) / len(images),
+                         "total_s": (t2 - t0) / len(images), "n_tokens": float(n)},
+                mem_attention=mem[b, :n].numpy(), cross_attention=cross[b], key_layout=feats.key_layout,
+                model_version=self.model_version))
+        return outs
+
+    def _greedy(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """prefix [B, M, D] -> generated ids [B, T] and attention to the M memory positions [B, T, M]."""
+        dec, emb = self.model.decoder, self.model.embed_tokens()
+        B, M, _ = prefix.shape
+        bos = emb(torch.full((B, 1), self.tok.bos_token_id, dtype=torch.long))
+        embeds = torch.cat([prefix, bos], dim=1)  # [B, M + 1, D]
+        mask = torch.ones(B, M + 1, dtype=torch.long)
+        out = dec(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_attentions=True)
+        done = torch.zeros(B, dtype=torch.bool)
+        ids, mems = [], []
+        for _ in range(self.max_new_tokens):
+            # attentions: per layer [B, heads, q, k]; the last query predicts the next token
+            mems.append(torch.stack([a[:, :, -1, :M] for a in out.attentions]).mean((0, 2)))  # [B, M]
+            nxt = out.logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.tok.pad_token_id), nxt)
+            ids.append(nxt)
+            done |= nxt == self.tok.eos_token_id
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+            out = dec(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, past_key_values=out.past_key_values,
+                      use_cache=True, output_attentions=True)
+        return torch.stack(ids, 1), torch.stack(mems, 1)
+
+    def _char_ends(self, token_ids: list[int]) -> list[int]:
+        """Character end offset in the decoded text of each token prefix."""
+        return [len(self.tok.decode(token_ids[: i + 1], skip_special_tokens=True)) for i in range(len(token_ids))]
+
+    def _sentences(self, token_ids: list[int], text: str) -> list[Sentence]:
+        ends = self._char_ends(token_ids)
+        starts = [0] + ends[:-1]
+        out = []
+        for i, (a, b, s) in enumerate(split_sentences(text)):
+            toks = [k for k in range(len(token_ids)) if starts[k] < b and ends[k] > a]
+            span = (toks[0], toks[-1] + 1) if toks else (0, 0)
+            out.append(Sentence(index=i, text=s, token_span=span))
+        return out
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    def score_sentences(self, image: np.ndarray, masks, report_text: str, key_mask=None) -> torch.Tensor:
+        """Teacher-forced log-likelihood of each sentence of `report_text` (order of split_sentences) given the
+        image: float [S]. key_mask [N_keys] (bool: False removes a patch/region/feature key from SMA_v; float in
+        [0, 1]: soft removal, differentiable for integrated gradients; layout in `key_layout`)."""
+        px, maps = self._inputs([image], None if masks is None else [masks])
+        ids = [self.tok.bos_token_id] + self.tok(report_text, add_special_tokens=False)["input_ids"] + \
+              [self.tok.eos_token_id]
+        input_ids = torch.tensor([ids])
+        km = None
+        if key_mask is not None:
+            km = torch.as_tensor(key_mask)
+            km = km[None] if km.ndim == 1 else km
+        with torch.set_grad_enabled(km is not None and km.requires_grad):
+            out = self.model(px, input_ids, torch.ones_like(input_ids), seg_maps=maps, key_mask=km)
+            logp = torch.log_softmax(out.logits[0, out.n_prefix:-1].float(), -1)  # [L - 1, V]
+            tok_lp = logp.gather(1, input_ids[0, 1:, None])[:, 0]  # log p(token i + 1)
+        text_ids = ids[1:-1]
+        ends = self._char_ends(text_ids)
+        starts = [0] + ends[:-1]
+        # decoded text equals report_text for byte-level BPE; offsets are in its characters
+        scores = []
+        for a, b, _ in split_sentences(report_text):
+            toks = [k for k in range(len(text_ids)) if starts[k] < b and ends[k] > a]
+            scores.append(tok_lp[toks].sum() if toks else tok_lp.new_zeros(()))
+        return torch.stack(scores) if scores else tok_lp.new_zeros(0)
+
+    @property
+    def key_layout(self):
+        return self.model.key_layout()
+
+
+def load_generator(model_dir: str | None = None, max_new_tokens: int = 128) -> Generator:
+    """Load a trained checkpoint (None: the embedded default in assets/model/), LoRA merged for speed."""
+    from model.s2d.modeling import load_model
+
+    model_dir = model_dir or DEFAULT_MODEL_DIR
+    torch.manual_seed(0)
+    model, tok, state = load_model(model_dir)
+    model.merge_lora()
+    return Generator(model, tok, model_dir, state, max_new_tokens)
