@@ -39,7 +39,12 @@ def main(argv=None) -> int:
     ap.add_argument("--slow-cases", type=int, default=10, help="run ablation and ig on only the first N cases")
     ap.add_argument("--seed", type=int, default=0, help="seed for the hallucination insertions")
     ap.add_argument("--json", default=None, help="write the summary here (atomically)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared, loaded CPU)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     from model.report.sentences import split_sentences

@@ -19,9 +19,15 @@ TEXT = ("FINDINGS: Heart size is normal. There is a small left pleural effusion.
 
 @pytest.fixture(scope="module")
 def gen():
+    import torch
+
     from model.s2d.generate import Generator
 
-    return Generator(micro_model(), micro_tokenizer(), "micro", {"stage": 1}, max_new_tokens=12)
+    # One thread: the micro model's ops are tiny, and on a shared CPU extra threads only oversubscribe it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Generator(micro_model(), micro_tokenizer(), "micro", {"stage": 1}, max_new_tokens=12)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

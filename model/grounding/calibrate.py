@@ -110,7 +110,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=THRESHOLDS_PATH)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared, loaded CPU)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = calibrate(args.data, args.n, args.model, args.seed)
     result["command"] = "python -m model.grounding.calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
