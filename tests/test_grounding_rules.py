@@ -240,3 +240,10 @@ def test_apex_lucency_marks_the_darker_apex():
     luc = apex_lucency(image, masks)
     assert luc["right"] > 0 > luc["left"]
     assert luc["right"] == pytest.approx(-luc["left"])
+
+
+def test_unsupported_but_image_confirmed_finding_is_weak_not_ungrounded():
+    meas = {**NORMAL, "costophrenic_sharpness": {"left": 0.1, "right": 0.9}}
+    j = _judge("Small left pleural effusion.", {"Pleural Effusion": 1}, ["left lung base"], np.ones((H, W)), meas)
+    assert j.verdict == "weak"
+    assert "though the image agrees" in j.reasons[0]

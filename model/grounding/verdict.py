@@ -10,9 +10,9 @@ Rules (thresholds in assets/grounding/thresholds.json, calibrated on the phantom
     cardiothoracic ratio under the threshold, an effusion with a sharp costophrenic angle on its side, a
     pneumothorax whose apex is no more lucent than the other side's, an opacity / consolidation / nodule /
     atelectasis whose lung zone is no denser than its mirror zone), or no region supports it (best relevant score
-    under `support_min`);
+    under `support_min`) and no image check confirms it;
   * weak: supported, but the supporting regions do not overlap the anatomy the sentence names, or support is
-    only moderate (under `support_good`);
+    only moderate (under `support_good`), or no region supports it but an image check confirms the finding;
   * grounded: otherwise.
 - Negative sentence ("no pneumothorax"): judged against the whole region it denies (both lungs for a
   pneumothorax, both bases for an effusion, the heart for cardiomegaly ...): ungrounded when a measurement there
@@ -305,9 +305,12 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
             verdict = "ungrounded"
             reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}")
         if best_any < th.support_min:
-            verdict = "ungrounded"
+            # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
+            confirmed = contradiction is not None and contradiction[0] > 0.5
+            verdict = "weak" if confirmed and verdict != "ungrounded" else "ungrounded"
             reasons.append("no region supports it (best region score "
-                           f"{best_any:.2f} < {th.support_min:.2f})")
+                           f"{best_any:.2f} < {th.support_min:.2f})"
+                           + (f", though the image agrees: {contradiction[2]}" if confirmed else ""))
         elif support < th.support_min:
             verdict = "ungrounded" if verdict == "ungrounded" else "weak"
             reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
