@@ -262,18 +262,19 @@ def opacity_value(measurements: dict, side: str | None, th: Thresholds) -> tuple
     return max(cands) if cands else None
 
 
-def _overlap(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """Fraction of the smaller mask covered by the other (0 when either is missing)."""
+def _inside(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Fraction of mask a lying inside mask b (0 when either is missing or a is empty)."""
     if a is None or b is None:
         return 0.0
-    small = min(a.sum(), b.sum())
-    return float(np.logical_and(a, b).sum() / small) if small else 0.0
+    n = a.sum()
+    return float(np.logical_and(a, b).sum() / n) if n else 0.0
 
 
 def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], masks: dict[str, np.ndarray],
-              min_overlap: float = 0.5) -> list[RegionScore]:
-    """Scored regions that lie mostly inside / around one of `wanted` (e.g. `left lung base` for `left lung`)."""
-    return [r for r in regions if any(_overlap(masks.get(r.name), masks.get(w)) >= min_overlap for w in wanted)]
+              min_inside: float = 0.5) -> list[RegionScore]:
+    """Scored regions lying mostly inside one of `wanted` (for `left lung`: its zones, lobes and base; for
+    `left lung base`: the base and the lower lobe's part there, not the whole lung)."""
+    return [r for r in regions if any(_inside(masks.get(r.name), masks.get(w)) >= min_inside for w in wanted)]
 
 
 def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
