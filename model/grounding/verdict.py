@@ -8,7 +8,7 @@ Rules (thresholds in assets/grounding/thresholds.json, calibrated on the phantom
 - Positive / uncertain finding:
   * ungrounded: the image measurement contradicts the finding (ASaRG-style verification: cardiomegaly with a
     cardiothoracic ratio under the threshold, an effusion with a sharp costophrenic angle on its side, a
-    pneumothorax whose apex is no more lucent than the other side's, an opacity / consolidation / nodule /
+    pneumothorax whose lateral lung band is no darker than the other side's, an opacity / consolidation / nodule /
     atelectasis whose lung zone is no denser than its mirror zone), or no region supports it (best relevant score
     under `support_min`) and no image check confirms it;
   * weak: supported, but the supporting regions do not overlap the anatomy the sentence names, or support is
@@ -46,10 +46,10 @@ class Thresholds:
     support_good: float = 0.62  # at or above: well supported
     ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
     cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
-    apex_lucency_min: float = 0.15  # apex_lucency (below) at or above this: the apex is lucent (pneumothorax)
+    lucency_min: float = 0.15  # lateral_lucency (below) at or above this: air at the lung's edge (pneumothorax)
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
-        "ctr": 0.03, "cp": 0.1, "apex": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+        "ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -97,14 +97,14 @@ FINDING_REGIONS = {
     "Edema": lambda side: LUNGS,
     "Pleural Other": lambda side: _sided("{} lung", side),
 }
-CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex", "Consolidation": "opacity",
+CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "lucency", "Consolidation": "opacity",
           "Lung Opacity": "opacity", "Pneumonia": "opacity", "Lung Lesion": "opacity", "Atelectasis": "opacity"}
 ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 
 def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Image statistics the verdict checks beside the segmenter's measurements."""
-    out = {"zone_opacity": zone_opacity(image, masks), "apex_lucency": apex_lucency(image, masks)}
+    out = {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
     ctr = cardiac_width_ratio(image, masks)
     if ctr is not None:
         out["cardiothoracic_ratio_image"] = ctr
@@ -144,26 +144,28 @@ def cardiac_width_ratio(image: np.ndarray, masks: dict[str, np.ndarray]) -> floa
     return float(np.percentile(widths, 90) / thorax) if widths and thorax > 0 else None
 
 
-def apex_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per side: how lucent (dark) its apical zone is, in units of the lungs' intensity spread. A pneumothorax
-    replaces lung markings at the apex with air. Two comparisons must agree (the smaller is kept): the apex
-    against the other apex, and the apex-to-mid-zone contrast against the other lung's; the second cancels a
-    density change of one whole lung (a large effusion's haze), the first a contrast change of the whole film."""
-    image = np.asarray(image, dtype=np.float64)
-    names = [f"{s} {z}" for s in SIDES for z in ("apical zone lung", "mid zone lung")]
-    if any(masks.get(n) is None or not masks[n].any() for n in names):
-        return {}
-    lungs = [masks[n] for n in LUNGS if n in masks]
-    spread = float(image[np.logical_or.reduce(lungs)].std()) if lungs else 0.0
-    spread = spread or 1.0
-    apex = {s: float(image[masks[f"{s} apical zone lung"]].mean()) for s in SIDES}
-    mid = {s: float(image[masks[f"{s} mid zone lung"]].mean()) for s in SIDES}
-    out = {}
-    for s, o in (("right", "left"), ("left", "right")):
-        vs_other = apex[o] - apex[s]
-        vs_mid = (mid[s] - apex[s]) - (mid[o] - apex[o])
-        out[s] = min(vs_other, vs_mid) / spread
+def lateral_band(lung: np.ndarray, side: str, fraction: float = 0.35) -> np.ndarray:
+    """The outer `fraction` of a lung field on every row: where the air of a pneumothorax collects on a frontal
+    film. The patient's right lung lies on the image's left, so its lateral edge is its leftmost pixel."""
+    out = np.zeros_like(lung, dtype=bool)
+    for y in np.flatnonzero(lung.any(axis=1)):
+        xs = np.flatnonzero(lung[y])
+        k = int(fraction * (xs[-1] - xs[0] + 1)) + 1
+        cols = xs[xs < xs[0] + k] if side == "right" else xs[xs > xs[-1] - k]
+        out[y, cols] = True
     return out
+
+
+def lateral_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per side: how much darker the lung's lateral band is than the other lung's, in units of the lungs' intensity
+    spread. A pneumothorax puts air without lung markings between the chest wall and the collapsing lung."""
+    image = np.asarray(image, dtype=np.float64)
+    lungs = {s: masks.get(f"{s} lung") for s in SIDES}
+    if any(m is None or not m.any() for m in lungs.values()):
+        return {}
+    spread = float(image[lungs["right"] | lungs["left"]].std()) or 1.0
+    mean = {s: float(image[lateral_band(m, s)].mean()) for s, m in lungs.items()}
+    return {"right": (mean["left"] - mean["right"]) / spread, "left": (mean["right"] - mean["left"]) / spread}
 
 
 def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
@@ -204,9 +206,9 @@ def _logistic(x: float) -> float:
 def measurement_view(measurements: dict) -> dict:
     """The checks' inputs: cardiothoracic_ratio (float) and costophrenic_sharpness ({"left", "right"}: higher =
     sharper) from the segmenter's measurements (model.segmentation.measure: `costophrenic[side]["sharpness"]`),
-    plus the image checks of `image_checks` (zone_opacity, apex_lucency) when present. Missing entries stay
+    plus the image checks of `image_checks` (zone_opacity, lateral_lucency) when present. Missing entries stay
     absent. The segmenter's `apex_texture` is not used: on phantoms it does not separate pneumothorax (see
-    docs/grounding.md); apex_lucency does."""
+    docs/grounding.md); lateral_lucency does."""
     m = dict(measurements or {})
     if "costophrenic_sharpness" not in m and isinstance(m.get("costophrenic"), dict):
         m["costophrenic_sharpness"] = {s: v.get("sharpness") for s, v in m["costophrenic"].items()
@@ -226,10 +228,10 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
         return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f})"
-    if check in ("cp", "apex"):
-        # cp: below the limit = blunted angle = effusion; apex: above the limit = lucent apex = pneumothorax.
+    if check in ("cp", "lucency"):
+        # cp: below the limit = blunted angle = effusion; lucency: above the limit = air at the edge = pneumothorax.
         key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
-                                  if check == "cp" else ("apex_lucency", th.apex_lucency_min, "apex lucency", 1))
+                                  if check == "cp" else ("lateral_lucency", th.lucency_min, "lateral lung lucency", 1))
         per_side = measurements.get(key) or {}
         best = None
         for s in ((side,) if side else SIDES):
