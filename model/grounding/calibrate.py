@@ -22,7 +22,8 @@ import numpy as np
 
 import model  # noqa: F401
 from model.grounding import harness
-from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, image_checks, measurement_view, opacity_value
+from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
+                                     measurement_view, opacity_value)
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
@@ -78,6 +79,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             cut, scale, j = _fit(pos, neg, higher)
             setattr(th, field, round(cut, 4))
             th.measurement_scale[key] = round(scale, 4)
+            th.reliable[key] = j >= RELIABLE_J
             stats[key]["youden_j"] = round(j, 3)
 
     sides = ("right", "left")

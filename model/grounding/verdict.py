@@ -35,6 +35,7 @@ from model import ASSETS_DIR
 from model.types import RegionScore
 
 THRESHOLDS_PATH = os.path.join(ASSETS_DIR, "grounding", "thresholds.json")
+RELIABLE_J = 0.6
 
 LUNGS = ("right lung", "left lung")
 SIDES = ("right", "left")
@@ -50,6 +51,10 @@ class Thresholds:
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
         "ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+    # A check whose calibration separates poorly (Youden J < RELIABLE_J) can only make a sentence weak, never
+    # ungrounded on its own.
+    reliable: dict[str, bool] = field(default_factory=lambda: {
+        "ctr": True, "cp": True, "lucency": True, "opacity": False})
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -294,7 +299,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in positive:
             ev = finding_evidence(obs, side, measurements, th)
             if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
-                contradiction = (ev[0], obs, ev[1])
+                contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
         expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
         where = list(anatomy) or expected
         relevant = _relevant(regions, where, masks)
@@ -305,8 +310,9 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
         verdict = "grounded"
         if m_against is not None and m_against > 0.5:
-            verdict = "ungrounded"
-            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}")
+            verdict = "ungrounded" if contradiction[3] else "weak"
+            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
+                           + ("" if contradiction[3] else " (a weak check: not enough to call it unsupported)"))
         if best_any < th.support_min:
             # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
             confirmed = contradiction is not None and contradiction[0] > 0.5
@@ -334,12 +340,15 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in shown:
             p, desc = finding_evidence(obs, side, measurements, th)
             if worst is None or p > worst[0]:
-                worst = (p, obs, desc)
+                worst = (p, obs, desc, th.reliable.get(CHECKS[obs], True))
         links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
         covered = max((r.score for r in links), default=0.0)
         if worst is not None and worst[0] > 0.5:
-            return Judgement("ungrounded", [f"the image measurements suggest {worst[1].lower()}, which it denies: "
-                                            f"{worst[2]}"], float(worst[0]), links)
+            why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
+            if worst[3]:
+                return Judgement("ungrounded", [why], float(worst[0]), links)
+            return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
+                             links)
         score = 0.0 if worst is None else float(worst[0])
         if regions and covered < th.support_min:
             return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
