@@ -83,8 +83,8 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             stats[key]["youden_j"] = round(j, 3)
 
     sides = ("right", "left")
-    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio_image", m.get("cardiothoracic_ratio")),
-                                         harness.present(f, "Cardiomegaly", None)) for f, m in cases])
+    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio"), harness.present(f, "Cardiomegaly", None))
+                                        for f, m in cases])
     fit("cp", "cp_sharp_min", False, [((m.get("costophrenic_sharpness") or {}).get(s),
                                        harness.present(f, "Pleural Effusion", s)) for f, m in cases for s in sides])
     fit("lucency", "lucency_min", True, [((m.get("lateral_lucency") or {}).get(s),

@@ -109,44 +109,7 @@ ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Image statistics the verdict checks beside the segmenter's measurements."""
-    out = {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
-    ctr = cardiac_width_ratio(image, masks)
-    if ctr is not None:
-        out["cardiothoracic_ratio_image"] = ctr
-    return out
-
-
-def cardiac_width_ratio(image: np.ndarray, masks: dict[str, np.ndarray]) -> float | None:
-    """A cardiothoracic ratio read from the image rather than from a heart mask: on lung rows between the middle
-    and 90% of the shared lung height, the width of the dense span around the midline (pixels brighter than
-    halfway between the lungs' and the mediastinum's median), its 90th percentile over rows, divided by the widest
-    outer lung-to-lung distance. On phantoms it separates cardiomegaly better than the mask-based ratio
-    (docs/grounding.md)."""
-    import cv2
-
-    right, left, med = (masks.get(n) for n in ("right lung", "left lung", "cardiomediastinum"))
-    if right is None or left is None or med is None or not med.any():
-        return None
-    rows = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
-    if len(rows) < 10:
-        return None
-    img = cv2.GaussianBlur(np.asarray(image, dtype=np.float64), (0, 0), 2)
-    lung_v, med_v = float(np.median(img[right | left])), float(np.median(img[med]))
-    bright = img > (lung_v + med_v) / 2
-    r_out = np.array([np.flatnonzero(right[y])[0] for y in rows])
-    l_out = np.array([np.flatnonzero(left[y])[-1] for y in rows])
-    thorax = int((l_out - r_out).max())
-    widths = []
-    for y in rows[len(rows) // 2: len(rows) * 9 // 10]:
-        cx = (np.flatnonzero(right[y])[-1] + np.flatnonzero(left[y])[0]) // 2
-        if not bright[y, cx]:
-            widths.append(0)
-            continue
-        run = bright[y]
-        a = cx - np.argmin(run[cx::-1]) + 1 if not run[:cx + 1].all() else 0
-        b = cx + np.argmin(run[cx:]) - 1 if not run[cx:].all() else len(run) - 1
-        widths.append(b - a + 1)
-    return float(np.percentile(widths, 90) / thorax) if widths and thorax > 0 else None
+    return {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
 
 
 def lateral_band(lung: np.ndarray, side: str, fraction: float = 0.35) -> np.ndarray:
@@ -228,7 +191,7 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
     measurements = measurement_view(measurements)
     check = CHECKS.get(observation)
     if check == "ctr":
-        ctr = measurements.get("cardiothoracic_ratio_image", measurements.get("cardiothoracic_ratio"))
+        ctr = measurements.get("cardiothoracic_ratio")
         if ctr is None:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
