@@ -230,10 +230,13 @@ def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
     wrong_side = _judge("Left lower lobe consolidation.", {"Consolidation": 1}, ["lung lower lobe left"],
                         blob(slice(44, 54), slice(40, 56)), meas, trusted)
     assert wrong_side.verdict == "ungrounded"
-    # An unreliable check (poor calibration) only weakens the sentence.
-    untrusted = Thresholds(reliable={"ctr": True, "cp": True, "lucency": True, "opacity": False})
-    weak = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, untrusted)
+    # An unreliable check (poor calibration) only weakens the sentence, unless its evidence is overwhelming.
+    reliable = {"ctr": True, "cp": True, "lucency": True, "opacity": False}
+    soft = Thresholds(reliable=reliable, measurement_scale={"ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 5.0})
+    weak = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, soft)
     assert weak.verdict == "weak" and "a weak check" in weak.reasons[0]
+    strong = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, Thresholds(reliable=reliable))
+    assert strong.verdict == "ungrounded"
 
 
 def test_lateral_lucency_marks_air_at_the_lung_edge():

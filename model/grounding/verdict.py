@@ -36,6 +36,7 @@ from model.types import RegionScore
 
 THRESHOLDS_PATH = os.path.join(ASSETS_DIR, "grounding", "thresholds.json")
 RELIABLE_J = 0.6
+STRONG = 0.95  # an unreliable check still calls a sentence unsupported when its evidence is this strong
 
 LUNGS = ("right lung", "left lung")
 SIDES = ("right", "left")
@@ -51,8 +52,8 @@ class Thresholds:
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
         "ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
-    # A check whose calibration separates poorly (Youden J < RELIABLE_J) can only make a sentence weak, never
-    # ungrounded on its own.
+    # A check whose calibration separates poorly (Youden J < RELIABLE_J) makes a sentence weak, and ungrounded
+    # only when its evidence is STRONG.
     reliable: dict[str, bool] = field(default_factory=lambda: {
         "ctr": True, "cp": True, "lucency": True, "opacity": False})
     source: str = "defaults (not calibrated)"
@@ -273,9 +274,10 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
         verdict = "grounded"
         if m_against is not None and m_against > 0.5:
-            verdict = "ungrounded" if contradiction[3] else "weak"
+            trusted = contradiction[3] or m_against >= STRONG
+            verdict = "ungrounded" if trusted else "weak"
             reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
-                           + ("" if contradiction[3] else " (a weak check: not enough to call it unsupported)"))
+                           + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
         if best_any < th.support_min:
             # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
             confirmed = contradiction is not None and contradiction[0] > 0.5
@@ -308,7 +310,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         covered = max((r.score for r in links), default=0.0)
         if worst is not None and worst[0] > 0.5:
             why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
-            if worst[3]:
+            if worst[3] or worst[0] >= STRONG:
                 return Judgement("ungrounded", [why], float(worst[0]), links)
             return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
                              links)
