@@ -8,7 +8,8 @@ Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, lateral lu
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
-`support_good` is the true sentences' median (never below `support_min`).
+`support_good` is the true sentences' median (never below `support_min`); `support_weight` (the share of
+support in a checked finding's score, at most 0.3) scales with that J / 0.6.
 """
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         cut, _, j = _fit(true_s, fake_s, True)
         th.support_min = round(cut, 4)
         th.support_good = round(max(cut, float(np.median(true_s))), 4)
+        # Attribution support counts in a checked finding's score only as far as it separates on its own.
+        th.support_weight = round(0.3 * float(np.clip(j / RELIABLE_J, 0.0, 1.0)), 4)
         stats["support"]["youden_j"] = round(j, 3)
     stats["segmentation_failures"] = seg_failures
     th.source = f"calibrated on {data_dir}'s val split ({n} cases, {seg_failures} not segmentable), seed {seed}"

@@ -46,6 +46,7 @@ SIDES = ("right", "left")
 class Thresholds:
     support_min: float = 0.55  # best relevant region score below this: no region supports the sentence
     support_good: float = 0.62  # at or above: well supported
+    support_weight: float = 0.3  # share of attribution support in a checked finding's score (rest: image check)
     ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
     cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
     lucency_min: float = 0.15  # lateral_lucency (below) at or above this: air at the lung's edge (pneumothorax)
@@ -271,7 +272,8 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         best_any = top[0].score if top else 0.0
         m_against = None if contradiction is None else 1.0 - contradiction[0]
         support_deficit = float(np.clip((th.support_good - support) / max(th.support_good - 0.5, 1e-6), 0, 1))
-        score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
+        w = th.support_weight
+        score = support_deficit if m_against is None else (1 - w) * m_against + w * support_deficit
         verdict = "grounded"
         if m_against is not None and m_against > 0.5:
             trusted = contradiction[3] or m_against >= STRONG
