@@ -32,22 +32,15 @@ class KeyLayout:
 
     @classmethod
     def from_any(cls, layout) -> "KeyLayout":
-        """Accept the generator's key_layout as an object with attributes or as a dict/tuple."""
+        """Accept the generator's key_layout (model.s2d.modeling.KeyLayout: grid, regions, n_feature_tokens) or
+        its to_dict() form."""
         if isinstance(layout, KeyLayout):
             return layout
-        if isinstance(layout, dict):
-            get = layout.get
-        elif isinstance(layout, (tuple, list)) and len(layout) == 3:
-            return cls(tuple(layout[0]), tuple(layout[1]), int(layout[2]))
-        else:
-            def get(k, d=None):
-                return getattr(layout, k, d)
-        grid = get("grid") or get("patch_grid")
-        names = get("region_names") or get("regions") or ()
-        n_feat = get("n_feature_tokens") if get("n_feature_tokens") is not None else get("num_feature_tokens", 0)
+        get = layout.get if isinstance(layout, dict) else (lambda k, d=None: getattr(layout, k, d))
+        grid, names = get("grid"), get("region_names") or get("regions") or ()
         if grid is None:
             raise ValueError(f"key_layout has no patch grid: {layout!r}")
-        return cls((int(grid[0]), int(grid[1])), tuple(names), int(n_feat or 0))
+        return cls((int(grid[0]), int(grid[1])), tuple(names), int(get("n_feature_tokens", 0) or 0))
 
 
 def _np(x) -> np.ndarray:
@@ -169,11 +162,12 @@ def ablation_scores(drops_row: np.ndarray, regions: list[str]) -> dict[str, floa
 
 
 def integrated_gradients(generator, image: np.ndarray, segmentation, report_text: str, key_layout, n_steps: int,
-                         shape: tuple[int, int]) -> dict[int, np.ndarray]:
+                         shape: tuple[int, int], sentence_indices=None) -> dict[int, np.ndarray]:
     """The slow reference: captum LayerIntegratedGradients on the vision encoder's patch embeddings, per sentence
     (its teacher-forced log-likelihood as the target), from a featureless baseline image (all zeros after
     normalisation: the mean grey). Attribution [1, Np, D] is summed over D; the positive part is the patch
-    evidence, spread onto the image. n_steps forward+backward passes per sentence."""
+    evidence, spread onto the image. n_steps forward+backward passes per sentence; `sentence_indices` limits the
+    work to some sentences (default: all)."""
     import torch
     from captum.attr import LayerIntegratedGradients
 
@@ -185,7 +179,7 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
     lig = LayerIntegratedGradients(forward, layer)
     masks = segmentation.masks
     out = {}
-    for i in range(len(sentences)):
+    for i in (range(len(sentences)) if sentence_indices is None else sentence_indices):
         attr = lig.attribute(px, baselines=torch.zeros_like(px), target=i, n_steps=n_steps,
                              internal_batch_size=n_steps)  # [1, Np, D]
         patch = attr[0].sum(-1).detach().double().numpy()  # [Np]
