@@ -226,9 +226,10 @@ class Backend:
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "uploads"), exist_ok=True)
         self.cases: dict[str, Case] = {}
-        self._cache: OrderedDict[str, tuple[np.ndarray, Analysis]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, Analysis]] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # the analyser and the cache are shared by all browser sessions
+        self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
+        self._analyse_lock = threading.Lock()
         for c in cases:
             self.add_case(c)
 
@@ -245,24 +246,35 @@ class Backend:
     def open(self, case_id: str) -> tuple[np.ndarray, Analysis]:
         """The radiograph and its analysis; analysed once, then served from the cache."""
         case = self.case(case_id)
-        with self._lock:
+        hit = self._cached(case_id)
+        if hit is not None:
+            return hit
+        with self._analyse_lock:  # one analysis at a time: it is CPU-bound, and a waiting request may want the same
+            hit = self._cached(case_id)
+            if hit is not None:
+                return hit
             analyser = self.analyser
-            if case_id in self._cache:
-                self._cache.move_to_end(case_id)
-                image, analysis = self._cache[case_id]
-                return image, analysis
             image = read_radiograph(case.image_path)  # H×W float32 in [0, 1]
             raw = analyser.analyse(image)
             analysis = Analysis(segmentation=raw.segmentation, report=raw.report,
                                 heatmaps=dict(getattr(raw, "heatmaps", None) or raw.report.heatmaps or {}))
-            self._cache[case_id] = (image, analysis)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[(analyser.model_version, case_id)] = (image, analysis)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         if not self.store.has_generation(case_id, analysis.report.model_version):
             self.store.add_generation(case_id, analysis.report)
         return image, analysis
 
-    def upload(self, data: bytes, filename: str) -> Case:
+    def _cached(self, case_id: str) -> tuple[np.ndarray, Analysis] | None:
+        with self._lock:
+            key = (self.analyser.model_version, case_id)
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def upload(self, data: bytes) -> Case:
         """Register an uploaded PNG/JPEG/DICOM. Only pixels are kept (saved as PNG); the id is a hash of them, so
         no patient tag or file name is shown or stored."""
         image = read_radiograph(data)  # raises ImageReadError naming the problem
@@ -583,7 +595,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
-                case = backend.upload(data, os.path.basename(path))
+                case = backend.upload(data)
             except ImageReadError as exc:
                 return {status: _note(f"upload refused: {_msg(exc)}", ok=False)}
             out = open_case(case.case_id, sup, cls, op, zm)
@@ -711,6 +723,10 @@ class PipelineAnalyser:
         self.model_version = str(self.card.get("name") or os.path.basename(os.path.normpath(self.model_dir)))
         self.pipeline = Pipeline(model_dir=model_dir)
 
+    def warm(self) -> None:
+        """Load the generator now (at start-up) rather than on the first case a reviewer opens."""
+        self.pipeline.generator  # noqa: B018  (the property loads it)
+
     def analyse(self, image: np.ndarray):
         return self.pipeline.analyse(image)
 
@@ -761,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
     args = p.parse_args(argv)
     backend = make_backend(args.model, args.db, args.data_dir)
+    backend.analyser.warm()
     launch(backend, args.host, args.port, auth=_parse_auth(args.user))
     return 0
 

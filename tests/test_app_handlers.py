@@ -44,12 +44,12 @@ def test_upload_keeps_only_pixels_with_pseudonymous_id(backend, tmp_path):
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)).save(buf, format="PNG")
-    case = backend.upload(buf.getvalue(), "Smith_John_1950.png")
+    case = backend.upload(buf.getvalue())
     assert case.case_id.startswith("upload-") and "Smith" not in case.case_id
     assert "Smith" not in case.image_path
-    assert backend.upload(buf.getvalue(), "other.png").case_id == case.case_id
+    assert backend.upload(buf.getvalue()).case_id == case.case_id
     with pytest.raises(ImageReadError):
-        backend.upload(b"not an image", "x.png")
+        backend.upload(b"not an image")
 
 
 def test_build_app_exposes_api(backend):
