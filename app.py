@@ -45,6 +45,7 @@ DISCLAIMER = ("Not for clinical use. The embedded default model is tiny and was 
 CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept; plus undo and sign
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
 CACHE_SIZE = 16
+DISPLAY_MIN_SIDE = 512
 
 
 # ---------------------------------------------------------------------------------------------- plain objects
@@ -379,7 +380,7 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
         overlay = zoom(overlay, view.zoom, center)
     legend_names = [n for n in masks if n in set(_expand(shown, masks)) | set(_expand(highlight, masks))]
     heat = analysis.heatmaps.get(sentence) if sentence is not None else None
-    heat_img = render_heatmap(image, heat) if heat is not None else None
+    heat_img = _display_size(render_heatmap(image, heat)) if heat is not None else None
     if sel is None:
         heat_note = "Select a sentence to see its attention map."
     elif heat is None:
@@ -392,7 +393,7 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
         in_region = report_html(hits, title=f"Sentences grounded in {region}") if hits else \
             f"<p><em>No sentence is grounded in {_esc(region)}.</em></p>"
     return {
-        "overlay": overlay, "legend": legend_html(legend_names, highlight=highlight), "heatmap": heat_img,
+        "overlay": _display_size(overlay), "legend": legend_html(legend_names, highlight=highlight), "heatmap": heat_img,
         "heat_note": heat_note,
         "report": report_html(state.current, selected=sentence, notes=state.notes,
                               title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER),
@@ -400,6 +401,12 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
         "sentence_choices": [(f"{s.index + 1}. {s.text}", str(s.index)) for s in state.current],
         "in_region": in_region,
     }
+
+
+def _display_size(rgb: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """Small radiographs (phantoms are 256 px) are enlarged by an integer factor, pixel-exact, for the screen."""
+    k = -(-min_side // min(rgb.shape[:2]))  # ceil
+    return rgb if k <= 1 else np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
 
 
 def _expand(names, masks) -> list[str]:
@@ -481,7 +488,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                         legend = gr.HTML(elem_id="gcxr-legend")
                         heat_note = gr.Markdown()
                         heatmap = gr.Image(label="Attention map of the selected sentence", format="png",
-                                           type="numpy", interactive=False, elem_id="gcxr-heatmap", height=420)
+                                           type="numpy", interactive=False, elem_id="gcxr-heatmap", height=380)
                     with gr.Column(scale=3):
                         report = gr.HTML(elem_id="gcxr-report")
                         sentence = gr.Radio([], label="Select a sentence", elem_id="gcxr-sentence")

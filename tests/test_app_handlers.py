@@ -30,10 +30,10 @@ def test_render_view_highlights_selected_sentence_regions(backend):
     state = backend.store.state("demo-0")
     plain = render_view(image, analysis, state, None, None, ViewSettings([], [], 0.4, 1.0))
     sel = render_view(image, analysis, state, 0, None, ViewSettings([], [], 0.4, 1.0))
-    heart = analysis.segmentation.masks["heart"]
+    heart = np.kron(analysis.segmentation.masks["heart"], np.ones((4, 4), bool))  # 128 px shown at 512
     assert not np.array_equal(plain["overlay"][heart], sel["overlay"][heart])
     assert np.array_equal(plain["overlay"][~heart], sel["overlay"][~heart])
-    assert plain["heatmap"] is None and sel["heatmap"].shape[0] == 128
+    assert plain["heatmap"] is None and sel["heatmap"].shape[0] == 512
     assert "<b>heart</b>" in sel["legend"]
     by_region = render_view(image, analysis, state, None, "right lung", ViewSettings([], [], 0.4, 1.0))
     assert "No focal consolidation" in by_region["in_region"] and "heart is normal" not in by_region["in_region"]

@@ -27,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stand-in", action="store_true", help="use the test analyser instead of the real model")
+    p.add_argument("--model", default=None, help="model directory (default: the embedded default)")
     p.add_argument("--case", default=None, help="case to show (default: the first phantom demo case)")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -37,7 +38,8 @@ def main(argv=None) -> int:
         from app_fakes import make_backend as fake_backend
         backend, prefix = fake_backend(tmp, n_cases=3), "standin_"
     else:
-        backend, prefix = make_backend(None, None, tmp), ""
+        backend, prefix = make_backend(args.model, None, tmp), ""
+        backend.analyser.warm()
     case = args.case or next(iter(backend.cases))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
             page.wait_for_selector("#gcxr-worklist [role=gridcell]", timeout=60_000)
             shot(page, "worklist")
             page.locator("#gcxr-worklist [role=gridcell]", has_text=case).first.click()
-            page.wait_for_selector("#gcxr-report li", timeout=120_000)
+            page.wait_for_selector("#gcxr-report h4", timeout=120_000)
             shot(page, "review")
             page.locator("#gcxr-sentence label").first.click()
             page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=60_000)
