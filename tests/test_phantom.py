@@ -230,7 +230,7 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
                  "--workers", "1"]) == 0
     assert "wrote 3 phantom cases" in capsys.readouterr().out
     assert main(["phantom", "--out", str(tmp_path / "d"), "--n", "3", "--seed", "1", "--size", "96"]) == 2
-    assert "exists" in capsys.readouterr().out
+    assert "exists" in capsys.readouterr().err
 
 
 def test_load_masks_rejects_missing_and_foreign_files(tmp_path):

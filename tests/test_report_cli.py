@@ -72,3 +72,12 @@ def test_metrics_cli_line_count_mismatch(tmp_path):
     hyps.write_text("a.\n")
     out = run_model("metrics", "--refs", str(refs), "--hyps", str(hyps), "--no-meteor")
     assert out.returncode == 2 and "has 2 lines" in out.stderr and "has 1" in out.stderr
+
+
+def test_label_radgraph_backend_missing_is_reported():
+    import importlib.util
+    if importlib.util.find_spec("radgraph") is not None:
+        import pytest
+        pytest.skip("radgraph is installed here")
+    out = run_model("label", "--key-phrases", "radgraph", stdin="No effusion.\n")
+    assert out.returncode == 1 and "radgraph" in out.stderr and out.stdout == ""

@@ -73,7 +73,8 @@ def test_clinical_efficacy_conventions_by_hand():
     hyp = [{"Cardiomegaly": 1, "Pneumonia": 1, "Edema": 0}, {"Pleural Effusion": 1, "Fracture": -1}]
     ce = clinical_efficacy(ref, hyp)
     # micro over 14: tp 2 (Cardiomegaly, Effusion), fp 1 (Pneumonia: reference uncertain = negative), fn 1 (Edema)
-    assert ce["r2gen_micro"]["precision"] == pytest.approx(2 / 3) and ce["r2gen_micro"]["recall"] == pytest.approx(2 / 3)
+    assert ce["r2gen_micro"]["precision"] == pytest.approx(2 / 3)
+    assert ce["r2gen_micro"]["recall"] == pytest.approx(2 / 3)
     # macro: F1 is 1 for Cardiomegaly and Pleural Effusion, 0 for the other 12 observations
     assert ce["r2gen_macro"]["f1"] == pytest.approx(2 / 14)
     # per report: report 1 P=1/2 R=1/2 F1=1/2; report 2 P=R=F1=1 → means 0.75

@@ -24,6 +24,8 @@ def test_numbered_lists_lose_their_numbers():
     assert texts("1. Stable mild cardiomegaly. 2. Hyperexpanded but clear lungs.") == [
         "Stable mild cardiomegaly.", "Hyperexpanded but clear lungs."]
     assert texts("IMPRESSION:\n1) Left effusion.\n2) No pneumothorax.") == ["Left effusion.", "No pneumothorax."]
+    assert texts("1.Lucency in the clavicle. 2.Stable nodule measuring 1.5 cm.") == [
+        "Lucency in the clavicle.", "Stable nodule measuring 1.5 cm."]
 
 
 def test_abbreviations_and_decimals_do_not_split():

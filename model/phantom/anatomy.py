@@ -300,6 +300,15 @@ def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
             direction = np.arctan2(np.sin(ang), s * np.cos(ang))
             _vessel_tree(vessels, rng, (hx, hy), direction, rng.uniform(0.05, 0.07), 0.010, 4, S)
     vessels = _blur(vessels, 1.0 * px) * lung_soft
+    # hila: the pulmonary arteries and bronchi bunch up beside the mediastinum
+    for side in SIDES:
+        hx, hy = anat.hilum[side]
+        img += 0.07 * _blur(ellipse(S, (hx, hy), (0.03, 0.05)), 3 * px) * lung_soft
+    # breast shadows over the lower lateral lung fields in about half of the phantoms
+    if rng.random() < 0.5:
+        for side in SIDES:
+            c = (g.cx + side_sign(side) * 0.6 * g.half_width, g.dome_y[side] - 0.02)
+            img += 0.05 * _blur(ellipse(S, c, (0.16, 0.10)), 6 * px) * body
 
     # ribs: posterior arcs leave the spine, rise a little and curve down along the chest wall
     ribs = np.zeros((S, S), np.float32)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from .generate import DEFAULT_KNOBS
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         ann = write_dataset(args.out, args.n, args.seed, args.size, fractions=tuple(args.split),
                             workers=args.workers, overwrite=args.overwrite, **knobs)
     except (ValueError, FileExistsError, TypeError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{k} {len(v)}" for k, v in ann.items())
     print(f"wrote {args.n} phantom cases to {args.out} ({counts}) in {time.perf_counter() - start:.1f} s")

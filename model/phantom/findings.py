@@ -240,7 +240,6 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
         else:
             gen_c = (g.cx + 0.24, g.clavicle_y + 0.06)
             box = ellipse(S, gen_c, (0.045, 0.03), rng.uniform(-20, 20))
-            hx, hy = anat.hilum["left"]
             tip = (g.cx + 0.05, max(g.dome_y.values()) - 0.04)
             lead = np.array([[gen_c[0], gen_c[1]], [g.cx + 0.08, g.clavicle_y + 0.02], [g.cx - 0.02, g.carina_y + 0.05],
                              [g.cx - 0.04, g.carina_y + 0.16], tip])

@@ -37,18 +37,17 @@ _MEDIASTINUM = (r"(?:mediastinum|mediastinal (?:silhouette|contours?|width|shado
                 r"cardiomediastinal(?: silhouette| contours?| structures| shadow)?|"
                 r"(?:cardiac and |heart and )mediastinal (?:silhouettes?|contours?)|heart and mediastinum)")
 _CLAUSE_GAP = r"(?:[^.;:]{0,60}?)"  # same clause, a few words at most
-_ENLARGED = r"(?:enlarged|enlargement|large|increased in size|widened|widening|wide)"
 
 _MENTIONS: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
         r"\b(?:widened mediastinum|mediastinal (?:widening|enlargement|prominence|mass)|enlarged cardiomediastinum|"
         r"(?:widened|enlarged|prominent) (?:cardio)?mediastinal (?:silhouette|contours?))\b|"
-        r"(?<=\b" + "mediastinum" + r" )(?:is |appears |remains )?(?:widened|enlarged|prominent)\b"),
+        r"(?<=\bmediastinum )(?:is |appears |remains )?(?:widened|enlarged|prominent)\b"),
     "Cardiomegaly": (
         r"\b(?:cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow|contour))|"
         r"enlargement of the (?:heart|cardiac silhouette|cardiomediastinal silhouette)|"
         r"(?:heart|cardiac silhouette) (?:is |appears |remains )?(?:mildly |moderately |severely |markedly |"
-        r"slightly |borderline )?(?:enlarged|large)|cardiomegaly|heart size (?:is |appears |remains )?"
+        r"slightly |borderline )?(?:enlarged|large)|heart size (?:is |appears |remains )?"
         r"(?:mildly |moderately |severely |markedly |slightly )?(?:enlarged|increased))\b"),
     "Lung Opacity": (
         r"\b(?:opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)|air[- ]?space (?:disease|opacit\w+)|"
@@ -84,11 +83,22 @@ _MENTIONS: dict[str, str] = {
         r"cannula|stents?|valve replacement|prosthetic (?:\w+ )?valve|hardware|loop recorder|"
         r"cardiac device|tracheostomy|endotracheal|nasogastric|dobhoff|coils?)\b"),
 }
+# A heart term and its state in one clause ("heart size remains mildly enlarged"); only the state word (group m)
+# is the mention, so a cue between them ("the heart is not enlarged") scopes over it.
+_STATE_MENTIONS: dict[str, str] = {
+    "Cardiomegaly": (r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: [a-z]+){0,4}? "
+                     r"(?P<m>enlarged|enlargement|large|borderline)\b|\b(?P<m2>borderline|increased?|increasing)"
+                     r"(?: in)? (?:heart|cardiac) size\b|\b(?:cardiac|heart) (?P<m3>enlargement)\b"),
+    "Enlarged Cardiomediastinum": (r"\bmediastin(?:um|al (?:silhouette|contours?|width))(?: [a-z]+){0,3}? "
+                                   r"(?P<m>widened|widening|enlarged|wide)\b"),
+}
 # Abnormalities outside the 14 observations that still block No Finding.
 _OTHER_ABNORMAL = (
-    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|scoliosis|kyphosis|"
-    r"hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|calcifi\w+|tortuous|"
-    r"tortuosity|ectatic|ectasia|aneurysm\w*|degenerative|spondylosis|osteophytes?|osteopenia|"
+    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|\w*scolio\w+|"
+    r"kyphos\w+|kyphotic|hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|"
+    r"calcifi\w+|tortuous|tortuosity|ectatic|ectasia|aneurysm\w*|degenerat\w+|arthriti\w+|"
+    r"atheroscler\w+|foreign bod(?:y|ies)|bullets?|lesions?|pectus|hyperlucen\w+|"
+    r"(?:lung )?volumes are (?:low|decreased|diminished)|spondylosis|osteophytes?|osteopenia|"
     r"demineralization|eventration|elevat(?:ed|ion)|adenopathy|lymphadenopathy|cysts?|sternotomy|"
     r"cabg|surgical clips|clips|postsurgical|post-surgical|post surgical|thoracotomy|lobectomy|"
     r"pneumonectomy|deformity|compression|lucenc\w+|cavitation|thickening|blunt\w*|flatten\w*|"
@@ -105,20 +115,24 @@ _NEGATION_CUES: list[tuple[str, str]] = [
     (r"\b(?:within (?:the )?(?:normal limits|limits of normal)|(?:is|are|appears?|remains?) (?:normal|unremarkable))"
      r"\b", "bwd"),
     (r"\b(?:no(?! longer)(?! (?:significant |interval |appreciable |definite )?change)|"
-     r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|negative for|free of|clear of|absence of|absent|resolution of|resolved|"
-     r"removal of|removed|interval removal of|rather than|never|nor|neither)\b", "fwd"),
+     r"not(?! (?:significantly |definitely )?changed)|without(?! (?:significant |interval )?change)|"
+     r"negative for|free of|clear of|absence of|absent|resolution of|resolved|removal of|removed|"
+     r"interval removal of|rather than|never|nor|neither)\b", "fwd"),
 ]
 _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:cannot|can ?not|could not|may not|not) (?:be )?(?:entirely |completely |totally |definitely )?"
      r"(?:excluded|ruled out)\b", "bwd"),
     (r"\b(?:cannot|can ?not|can't|could not|not) (?:entirely |completely |totally |definitely )?"
      r"(?:exclude|rule out)\b", "fwd"),
-    (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|probable|"
-     r"questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b", "bwd"),
-    (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b", "bwd"),
+    (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|"
+     r"probable|questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b",
+     "bwd"),
+    (r"\b(?:may|might|could) (?:also )?(?:be|have) (?:present|seen|noted|developing|developed|forming)\b",
+     "bwd"),
     (r"\b(?:suspected|questioned|not excluded|a consideration)(?=\s*(?:[.;,]|$))", "bwd"),
-    (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|suspected|suspect|suspicion of|concerning for|"
-     r"concern for|suggestive of|suggests?|suggesting|suggestion of|differential(?: diagnosis)?(?: includes?)?|"
+    (r"\b(?:evaluation for|evaluate for|assess for|rule out|r/o|question of|questionable|suspicious for|"
+     r"suspected|suspect|suspicion of|concerning for|concern for|suggestive of|suggests?|suggesting|"
+     r"suggestion of|differential(?: diagnosis)?(?: includes?)?|"
      r"indeterminate|equivocal|possible|possibly|probable|probably|presumed|presumably|likely|may|might|could|"
      r"represents?|representing|reflects?|reflecting|either|uncertain|unclear|question)\b", "fwd"),
     (r"\b(?:versus|vs\.?)(?=\s)", "both"),
@@ -133,7 +147,8 @@ _FWD_STOP = re.compile(
 _BWD_STOP = re.compile(r"[.;:,]|\b(?:but|however|although|though|whereas|while|which|with|without|and there)\b")
 
 # "heart size is normal": a heart / mediastinum term with a normal state in the same clause, either order.
-_NORMAL = r"(?:not enlarged|normal|within normal limits|unremarkable|upper limits? of normal|top[- ]normal|high[- ]normal)"
+_NORMAL = (r"(?:not enlarged|normal|within normal limits|unremarkable|upper limits? of normal|top[- ]normal|"
+           r"high[- ]normal)")
 _NORMAL_STATE = {
     "Cardiomegaly": re.compile(r"\b" + _HEART + r"\b" + _CLAUSE_GAP + r"\b" + _NORMAL + r"\b|\b"
                                + r"(?:normal|unremarkable)(?:[- ]sized?)?(?: in size)? " + r"(?:\w+ ){0,2}"
@@ -148,27 +163,8 @@ def _compile(patterns: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
     return [(re.compile(p), d) for p, d in patterns]
 
 
-# A heart term and its state in one clause ("heart size remains mildly enlarged"); only the state word (group m)
-# is the mention, so a cue between them ("the heart is not enlarged") scopes over it.
-_STATE_MENTIONS: dict[str, str] = {
-    "Cardiomegaly": (r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: [a-z]+){0,4}? "
-                     r"(?P<m>enlarged|enlargement|large|borderline)\b|\b(?P<m2>borderline|increased?|increasing)"
-                     r"(?: in)? (?:heart|cardiac) size\b|\b(?:cardiac|heart) (?P<m3>enlargement)\b"),
-    "Enlarged Cardiomediastinum": (r"\bmediastin(?:um|al (?:silhouette|contours?|width))(?: [a-z]+){0,3}? "
-                                   r"(?P<m>widened|widening|enlarged|wide)\b"),
-}
 _MENTION_RE = {obs: re.compile(p) for obs, p in _MENTIONS.items()}
 _STATE_RE = {obs: re.compile(p) for obs, p in _STATE_MENTIONS.items()}
-
-
-def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
-    if obs in _STATE_RE:
-        for m in _STATE_RE[obs].finditer(s):
-            g = next(k for k, v in m.groupdict().items() if v is not None)
-            if not any(a <= m.start(g) < b for a, b in spans):
-                spans.append(m.span(g))
-    return spans
 _OTHER_RE = re.compile(_OTHER_ABNORMAL)
 _NEG_RE = _compile(_NEGATION_CUES)
 _UNC_RE = _compile(_UNCERTAINTY_CUES)
@@ -214,6 +210,16 @@ def _scopes(s: str, cues: list[tuple[re.Pattern, str]]) -> list[tuple[int, int, 
                 starts = [b.end() for b in _BWD_STOP.finditer(s, 0, m.start())]
                 out.append((starts[-1] if starts else 0, m.start(), m.start(), m.end()))
     return out
+
+
+def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
+    if obs in _STATE_RE:
+        for m in _STATE_RE[obs].finditer(s):
+            g = next(k for k, v in m.groupdict().items() if v is not None)
+            if not any(a <= m.start(g) < b for a, b in spans):
+                spans.append(m.span(g))
+    return spans
 
 
 def _mention_label(start: int, end: int, neg: list, unc: list) -> int:

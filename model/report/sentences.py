@@ -25,8 +25,9 @@ _KNOWN_HEADERS = (r"findings|impression|impressions|comparison|comparisons|indic
 # case) or an all-capitals phrase, followed by a colon. "XXXX:" is a de-identified word, not a header.
 _HEADER = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))[ \t]*(?:(?i:" + _KNOWN_HEADERS + r")|(?!XXXX:)[A-Z][A-Z /&-]*[A-Z])"
                      r"[ \t]*:", re.MULTILINE)
-# A list marker "1." / "2)" in the same positions, followed by whitespace.
-_LIST_MARKER = re.compile(r"(?:^|(?<=\n)|(?<=[.!?:]\s)|(?<=[.!?:]))[ \t]*\(?\d{1,2}[.)](?=\s)", re.MULTILINE)
+# A list marker "1." / "2)" in the same positions.
+# "1.Lucency" (no space) is a marker too; "1.5 cm" is not (a digit follows).
+_LIST_MARKER = re.compile(r"(?:^|(?<=\n)|(?<=[.!?:]\s)|(?<=[.!?:]))[ \t]*\(?\d{1,2}[.)](?=\s|[A-Z])", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _NEWLINE_BEFORE_CAPITAL = re.compile(r"\n(?=[ \t]*[A-Z])")
