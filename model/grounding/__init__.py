@@ -137,3 +137,22 @@ def region_links(report: ReportOutput, verdicts=("grounded", "weak")) -> dict[st
             for r in s.regions:
                 links.setdefault(r.name, []).append(s.index)
     return links
+
+
+def save_heatmaps(report: ReportOutput, out_dir: str, stem: str) -> dict[int, str]:
+    """Write each sentence's heatmap as an 8-bit grey PNG `<stem>_s<index>.png` (atomically) -> index -> path."""
+    import os
+
+    from PIL import Image
+
+    if not report.heatmaps:
+        return {}
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for i, heat in sorted(report.heatmaps.items()):
+        path = os.path.join(out_dir, f"{stem}_s{i}.png")
+        tmp = path + ".tmp"
+        Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+        paths[i] = path
+    return paths

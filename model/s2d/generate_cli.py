@@ -63,8 +63,20 @@ def run(args: argparse.Namespace) -> int:
         masks = _masks_for(image, args.masks[i] if args.masks else None)
         out = gen.generate(image, masks)
         if ground is not None:
-            result = ground(gen, image, masks, out, method=args.method, out_dir=args.out)
-            payload = result.to_dict() if hasattr(result, "to_dict") else out.to_report_output().to_dict()
+            from model.grounding import save_heatmaps
+            from model.types import Segmentation
+
+            if masks is None:
+                raise SystemExit("error: --ground needs a segmentation: pass --masks or install the segmenter")
+            if not isinstance(masks, Segmentation):  # --masks npz: measure them on this image
+                from model.segmentation.measure import measure
+
+                masks = Segmentation(masks=masks, backend="file", measurements=measure(image, masks))
+            result = ground(gen, image, masks, out, method=args.method)
+            payload = result.to_dict()
+            if args.out:
+                stem = os.path.splitext(os.path.basename(path))[0]
+                payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, args.out, stem).items()}
         else:
             payload = out.to_report_output().to_dict()
         print(json.dumps({**payload, "image": path}))

@@ -2,7 +2,7 @@
 
 Backends (docs/segmentation.md):
 - "atlas" (default): lung fields from intensity and morphology, the rest by geometry; no learned weights.
-- "unet": reserved for a small UNet trained on phantom masks; not built yet, so it raises SegmentationError.
+- "unet": a small UNet trained on phantom masks (unet.py); SegmentationError when its weights are absent.
 - "cxas": the third-party `cxas` package (159 classes, CC BY-NC-SA 4.0) when the user has installed it.
 - "auto": `AUTO_RULE`; with no UNet shipped it is the atlas.
 
@@ -23,13 +23,13 @@ from model.segmentation.output import FEATURE_SIZE
 from model.types import Segmentation
 
 BACKENDS = ("atlas", "unet", "cxas", "auto")
+UNET_FEATURE_CHANNELS = 32  # 4 × UNetConfig.base (checked by tests/test_segmentation_unet.py)
 # Channels of `Segmentation.features` per backend (fixed, so a fusion layer can be sized from it): the atlas gives
-# the image, its fine detail and one pooled mask per derived region; cxas its 159 pooled class masks.
-FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "cxas": 159}
+# the image, its fine detail and one pooled mask per derived region; the UNet its decoder at 32×32; cxas its 159
+# pooled class masks.
+FEATURE_CHANNELS = {"atlas": 2 + len(DERIVED_REGIONS), "unet": UNET_FEATURE_CHANNELS, "cxas": 159}
 AUTO_RULE = ("auto would use a learned backend only where docs/segmentation.md measures it beating the atlas; "
              "none is shipped, so auto is the atlas")
-UNET_ABSENT = ("the 'unet' backend is not available in this build (no UNet has been trained and shipped in "
-               "assets/segmentation/); use --backend atlas")
 
 __all__ = ["segment", "SegmentationError", "BACKENDS", "FEATURE_CHANNELS", "FEATURE_SIZE", "load_image"]
 
@@ -49,8 +49,9 @@ def segment(image, backend: str = "atlas") -> Segmentation:
     t0 = time.perf_counter()
     x = load_image(image)
     if backend == "unet":
-        raise SegmentationError(UNET_ABSENT)
-    if backend in ("atlas", "auto"):
+        from model.segmentation.unet import segment_unet
+        seg = segment_unet(x)
+    elif backend in ("atlas", "auto"):
         from model.segmentation.atlas import segment_atlas
         seg = segment_atlas(x)
     else:

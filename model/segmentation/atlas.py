@@ -40,7 +40,7 @@ def _normalise(image: np.ndarray, size: int) -> np.ndarray:
     lo, hi = np.percentile(small, [1, 99])
     if hi - lo < 1e-6:
         return np.zeros_like(small)
-    return np.clip((small - lo) / (hi - lo), 0, 1)
+    return np.clip((small - lo) / (hi - lo), 0, 1).astype(np.float32)
 
 
 def check_radiograph(x: np.ndarray, cfg: AtlasConfig) -> None:

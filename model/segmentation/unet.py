@@ -35,8 +35,8 @@ UNET_CLASSES: tuple[str, ...] = tuple(n for n in DERIVED_REGIONS if n != "diaphr
 
 @dataclass
 class UNetConfig:
-    size: int = 128  # working resolution (square)
-    base: int = 12  # channels at full resolution; doubled at each of the 3 downsamplings
+    size: int = 96  # working resolution (square)
+    base: int = 8  # channels at full resolution; doubled at each of the 3 downsamplings
     classes: tuple[str, ...] = field(default=UNET_CLASSES)
 
     @property
@@ -223,8 +223,8 @@ def save(net: UNet, path: str, extra: dict | None = None) -> None:
         raise
 
 
-def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3e-3, size: int = 128,
-          base: int = 12, limit: int | None = None, seed: int = 0, threads: int = 2, log=print) -> dict:
+def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3e-3, size: int = 96,
+          base: int = 8, limit: int | None = None, seed: int = 0, threads: int = 1, log=print) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     cfg = UNetConfig(size=size, base=base)
@@ -251,8 +251,8 @@ def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3
         sched.step()
         if step % max(1, steps // 10) == 0 or step == steps:
             d = evaluate(net, xv, yv)
-            history.append({"step": step, "loss": round(float(loss), 4), "val_dice": round(float(d.mean()), 4)})
-            log(f"step {step}/{steps} loss {float(loss):.4f} val mean Dice {d.mean():.4f} ({time.time() - t0:.0f}s)")
+            history.append({"step": step, "loss": round(loss.item(), 4), "val_dice": round(float(d.mean()), 4)})
+            log(f"step {step}/{steps} loss {loss.item():.4f} val mean Dice {d.mean():.4f} ({time.time() - t0:.0f}s)")
             if d.mean() > best_dice:
                 best_dice = float(d.mean())
                 best = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -276,10 +276,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--base", type=int, default=12)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--limit", type=int, help="use at most this many training cases")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     try:
         train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, size=args.size, base=args.base,
