@@ -49,8 +49,9 @@ def _image_groups(folder: str) -> list[list[str]]:
 
 def import_path(store: Store, path: str, source: str | None = None, images_dir: str | None = None,
                 splits: tuple[str, ...] = ("train", "val", "test")) -> ImportResult:
-    """Register a folder of images, or the entries of an annotation.json (image paths relative to `images_dir`,
-    by default the `images` folder beside it, else its own folder)."""
+    """Register a folder of images, or the entries of an annotation.json. Its image paths are relative to
+    `images_dir`; by default to the annotation's own folder (the phantom layout: "images/<id>.png") or else to the
+    `images` folder beside it (the R2Gen IU layout: "CXR1_1_IM-0001/0.png")."""
     result = ImportResult()
     if os.path.isdir(path):
         source = source or f"folder:{os.path.basename(os.path.abspath(path))}"
@@ -73,18 +74,18 @@ def import_path(store: Store, path: str, source: str | None = None, images_dir: 
         raise StoreError(f"{path} is not a JSON annotation file: {exc}") from exc
     if not isinstance(annotation, dict) or not any(isinstance(annotation.get(k), list) for k in splits):
         raise StoreError(f"{path} has none of the splits {splits} (expected the R2Gen annotation.json layout)")
-    if images_dir is None:
-        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "images")
-        images_dir = beside if os.path.isdir(beside) else os.path.dirname(os.path.abspath(path))
+    here = os.path.dirname(os.path.abspath(path))
+    bases = [images_dir] if images_dir else [here, os.path.join(here, "images")]
     source = source or f"annotation:{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
     for split in splits:
         for n, entry in enumerate(annotation.get(split) or []):
             if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image_path"), list):
                 raise StoreError(f"{path}: {split}[{n}] needs an 'id' and an 'image_path' list")
-            images = [os.path.join(images_dir, p) for p in entry["image_path"]]
-            missing = [p for p in images if not os.path.isfile(p)]
-            if missing:
-                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: {missing[0]}")
+            found = [[os.path.join(b, p) for p in entry["image_path"]] for b in bases]
+            images = next((f for f in found if all(os.path.isfile(p) for p in f)), None)
+            if images is None:
+                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: "
+                                 f"{entry['image_path']} under {' or '.join(bases)}")
             try:
                 existing = store.study_id(str(entry["id"]))
             except StoreError:
@@ -119,38 +120,62 @@ def _frontal_first(study: StudyInfo) -> str:
     return (frontal or [i.path for i in study.images])[0]
 
 
+MAX_FAILURES_IN_A_ROW = 3  # then the generator itself is broken (no model, no grounding), not an image
+
+
 def generate(store: Store, model_dir: str, batch: int = 8, generator: list[str] | None = None,
              out_dir: str | None = None, limit: int | None = None) -> GenerateResult:
-    """Run the model over every study without a generation from this model version, `batch` images per call."""
+    """Run the model over every study without a generation from this model version, `batch` images per call.
+    When a call fails, what it printed is kept and its other images are retried one by one, so one unreadable
+    image costs only itself; after MAX_FAILURES_IN_A_ROW failing images in a row the run stops (StoreError)."""
     if batch < 1:
         raise StoreError(f"batch must be at least 1, got {batch}")
     name = register_model_dir(store, model_dir)
     result = GenerateResult(model_version=name)
     todo = [st for st in store.studies_without_generation(name) if st.images][:limit]
+    streak = [0]  # failing images since the last stored one
+
+    def run(by_image: dict[str, int], work_dir: str) -> None:
+        cmd = list(generator or DEFAULT_GENERATOR) + ["--model", model_dir, "--ground", "--out", work_dir]
+        proc = subprocess.run(cmd + list(by_image), capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            if not line.startswith("{"):
+                continue  # progress or log lines
+            try:
+                out = json.loads(line)
+                image = os.path.abspath(out.pop("image"))
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
+            if image not in by_image:
+                raise StoreError(f"generator returned an image it was not given: {image}")
+            try:
+                store.add_generation(by_image.pop(image), name, out, image_path=image)
+                result.stored += 1
+                streak[0] = 0
+            except StoreError as exc:  # one bad output must not lose the rest of the batch
+                fail(image, str(exc))
+        if proc.returncode != 0 and len(by_image) > 1:
+            for image, study_id in list(by_image.items()):
+                run({image: study_id}, work_dir)
+            return
+        why = (f"generator exited with {proc.returncode}: {_last_line(proc.stderr)}" if proc.returncode
+               else "no output from the generator")
+        for image in by_image:
+            fail(image, why)
+
+    def fail(image: str, why: str) -> None:
+        result.failed.append(f"{image}: {why}")
+        streak[0] += 1
+        if streak[0] >= MAX_FAILURES_IN_A_ROW:
+            raise StoreError(f"generator failed on {streak[0]} images in a row ({result.stored} stored); last: "
+                             f"{image}: {why}")
+
     with tempfile.TemporaryDirectory(prefix="groundcxr-gen-") as tmp:
         for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            by_image = {_frontal_first(st): st.id for st in chunk}
-            cmd = list(generator or DEFAULT_GENERATOR) + ["--model", model_dir, "--ground", "--out",
-                                                           out_dir or tmp] + list(by_image)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise StoreError(f"generator exited with {proc.returncode} on images {start}..{start + len(chunk)}:"
-                                 f" {proc.stderr.strip()[-2000:]}")
-            for line in proc.stdout.splitlines():
-                if not line.startswith("{"):
-                    continue  # progress or log lines
-                try:
-                    out = json.loads(line)
-                    image = os.path.abspath(out.pop("image"))
-                except (ValueError, KeyError) as exc:
-                    raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
-                if image not in by_image:
-                    raise StoreError(f"generator returned an image it was not given: {image}")
-                try:
-                    store.add_generation(by_image.pop(image), name, out, image_path=image)
-                    result.stored += 1
-                except StoreError as exc:  # one bad output must not lose the rest of the batch
-                    result.failed.append(f"{image}: {exc}")
-            result.failed += [f"{image}: no output from the generator" for image in by_image]
+            run({_frontal_first(st): st.id for st in todo[start:start + batch]}, out_dir or tmp)
     return result
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "(no message)"

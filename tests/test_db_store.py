@@ -18,7 +18,8 @@ def test_migrations_apply_on_empty_db_and_are_idempotent(db_url):
     assert {"studies", "images", "model_versions", "generations", "reviews", "corrections", "exports",
             "alembic_version"} <= tables
     migrate(engine)  # again: nothing to do, nothing breaks
-    Store(db_url).close()  # and the store's own start-up migration
+    with Store(db_url) as again:  # and the store's own start-up migration
+        assert again.counts()["studies"] == 0
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
@@ -50,11 +51,14 @@ def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path):
 def test_bad_urls_are_named():
     with pytest.raises(ValueError, match="not a database URL"):
         make_engine("no-such-scheme")
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ValueError, match="in-memory SQLite database cannot hold a review store"):
+            make_engine(memory)
     with pytest.raises(ValueError, match="folder does not exist"):
         make_engine("sqlite:////nonexistent-dir-xyz/a.db")
 
 
-# ---- studies, images, generations -------------------------------------------------------------------------------------
+# ---- studies, images, generations ------------------------------------------------------------------------------------
 
 
 def test_register_study_hashes_images_and_dedups(store, tmp_path):
@@ -89,9 +93,19 @@ def test_generation_is_stored_verbatim_and_validated(store):
     dup["sentences"][1]["index"] = 0
     with pytest.raises(StoreError, match="not unique"):
         store.add_generation(sid, "m1", dup)
+    nan = model_output()
+    nan["sentences"][0]["regions"][0]["score"] = float("nan")
+    with pytest.raises(StoreError, match="not plain JSON"):
+        store.add_generation(sid, "m1", nan)
+    extra = {**model_output(), "heatmap_dir": "/tmp/h"}  # keys beyond ReportOutput are kept, not dropped
+    assert store.generation(store.add_generation(sid, "m1", extra)).output == extra
     with pytest.raises(NotFoundError, match="no study with id 999"):
-        store.add_generation(999, "m1", model_output())
-    assert store.counts()["generations"] == 1
+        store.add_generation(999, "m2", model_output())
+    with pytest.raises(StoreError, match="elsewhere.png is not a registered image of study"):
+        store.add_generation(sid, "m2", model_output(), image_path="elsewhere.png")
+    with pytest.raises(NotFoundError):
+        store.model_version("m2")  # a refused generation registers no model version either
+    assert store.counts()["generations"] == 2
 
 
 def test_model_versions_keep_path_parent_and_card(store, tmp_path):
@@ -152,7 +166,7 @@ def test_start_review_needs_a_generation(store):
         store.start_review(12345, "dr.a")
 
 
-# ---- correction kinds --------------------------------------------------------------------------------------------------
+# ---- correction kinds ------------------------------------------------------------------------------------------------
 
 
 def test_every_correction_kind_shapes_the_final_report(store):
@@ -291,7 +305,7 @@ def test_a_failure_inside_a_write_leaves_no_partial_rows(store, monkeypatch):
     assert store.final_text(rid) == model_output()["report"]
 
 
-# ---- worklist and signed versions -------------------------------------------------------------------------------------
+# ---- worklist and signed versions ------------------------------------------------------------------------------------
 
 
 def test_worklist_orders_and_filters(store):
