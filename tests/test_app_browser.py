@@ -152,3 +152,16 @@ def test_gradio_client_api(app_url):
     assert res["review"]["sentences"][1]["text"] == "Lungs are clear."
     rows = client.predict(api_name="/worklist")
     assert any(r[0] == "demo-3" and r[1] == "in_review" for r in rows)
+
+
+def test_only_assets_and_data_folders_are_served(app_url):
+    import urllib.error
+    import urllib.request
+    from model import ASSETS_DIR
+    allowed = os.path.join(ASSETS_DIR, "cxas", "superclasses.json")
+    with urllib.request.urlopen(f"{app_url}gradio_api/file={allowed}") as r:
+        assert r.status == 200 and b"lung" in r.read()
+    for secret in ("/etc/passwd", os.path.join(os.path.dirname(ASSETS_DIR), "app.py")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{app_url}gradio_api/file={secret}")
+        assert err.value.code in (403, 404)
