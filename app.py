@@ -112,6 +112,8 @@ class ReviewStore(Protocol):
 
     def sign(self, case_id: str, reviewer: str) -> str: ...
 
+    def amend(self, case_id: str, reviewer: str) -> str: ...
+
     def worklist(self) -> list[WorklistRow]: ...
 
     def export(self, out_dir: str) -> tuple[str, list[str]]: ...
@@ -184,6 +186,10 @@ class DbReviewStore:
     def sign(self, case_id: str, reviewer: str) -> str:
         self.db.sign(self._review(case_id, reviewer), reviewer)
         return f"report signed by {reviewer}"
+
+    def amend(self, case_id: str, reviewer: str) -> str:
+        self.db.amend(self._review(case_id, reviewer), reviewer)
+        return f"signed report re-opened for amendment by {reviewer}"
 
     def worklist(self) -> list[WorklistRow]:
         return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
@@ -423,11 +429,14 @@ def _esc(text: str) -> str:
 def _model_md(analyser: Analyser) -> str:
     """The model card as a list; card values are escaped (a card is a file anyone can write)."""
     lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
-    if not analyser.card:
-        lines.append("No model card (model_card.json) in the model directory.")
+    card_md = getattr(analyser, "card_md", "")
+    if not analyser.card and not card_md:
+        lines.append("No model card (model_card.json or MODEL_CARD.md) in the model directory.")
     for k, v in analyser.card.items():
         v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
         lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
+    if card_md:  # the model directory's own card; gr.Markdown sanitises any HTML in it
+        lines += ["", card_md]
     return "\n".join(lines)
 
 
@@ -511,6 +520,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                                 b_accept = gr.Button("Accept", elem_id="gcxr-accept")
                                 b_undo = gr.Button("Undo last", elem_id="gcxr-undo")
                                 b_sign = gr.Button("Sign report", variant="primary", elem_id="gcxr-sign")
+                                b_amend = gr.Button("Amend signed", elem_id="gcxr-amend")
                         compare = gr.HTML(elem_id="gcxr-compare")
             with gr.Tab("Export", id="export"):
                 gr.Markdown("Export the signed reviews as a training set (R2Gen `annotation.json`, sentence "
@@ -582,6 +592,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                         msg = backend.store.undo(cid, who)
                     elif kind == "sign":
                         msg = backend.store.sign(cid, who)
+                    elif kind == "amend":
+                        msg = backend.store.amend(cid, who)
                     else:
                         msg = backend.store.correct(cid, who, kind, index=idx, text=txt, regions=links or [],
                                                     reason=rsn)
@@ -642,7 +654,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             ctl.input(redraw_keep_text, view_inputs, view_outputs)
         act_inputs = [case_id, reviewer, sentence, region, supers, classes, opacity, zoom_s, text, reason, relink]
         for btn, kind in ((b_edit, "edit"), (b_delete, "delete"), (b_add, "add"), (b_flag, "flag"),
-                          (b_relink, "relink"), (b_accept, "accept"), (b_undo, "undo"), (b_sign, "sign")):
+                          (b_relink, "relink"), (b_accept, "accept"), (b_undo, "undo"), (b_sign, "sign"),
+                          (b_amend, "amend")):
             btn.click(make_action(kind), act_inputs, view_outputs + [status, table])
         upload.upload(do_upload, [upload, supers, classes, opacity, zoom_s], all_out)
         order.input(sort_worklist, [order], [table])
@@ -664,7 +677,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
 
         def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
                     regions: list[str] | None = None, reason: str = "") -> dict:
-            """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign); returns the
+            """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign, amend); returns the
             review state after it."""
             if not reviewer or not reviewer.strip():
                 raise gr.Error("reviewer is required: it is recorded on every correction")
@@ -672,12 +685,14 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 msg = backend.store.undo(case_id, reviewer)
             elif kind == "sign":
                 msg = backend.store.sign(case_id, reviewer)
+            elif kind == "amend":
+                msg = backend.store.amend(case_id, reviewer)
             elif kind in CORRECTION_KINDS:
                 msg = backend.store.correct(case_id, reviewer, kind, index=sentence_index, text=text or None,
                                             regions=regions or [], reason=reason or None)
             else:
                 raise gr.Error(f"unknown correction kind {kind!r}; expected one of "
-                               f"{list(CORRECTION_KINDS) + ['undo', 'sign']}")
+                               f"{list(CORRECTION_KINDS) + ['undo', 'sign', 'amend']}")
             return {"message": msg, "review": _state_dict(backend.store.state(case_id))}
 
         def worklist() -> list[list]:
@@ -727,6 +742,8 @@ class PipelineAnalyser:
         from model.pipeline import Pipeline
         self.model_dir = model_dir or os.path.join(ASSETS_DIR, "model")
         self.card = _read_card(self.model_dir)
+        card_md = os.path.join(self.model_dir, "MODEL_CARD.md")
+        self.card_md = open(card_md, encoding="utf-8").read() if os.path.isfile(card_md) else ""
         self.model_version = str(self.card.get("name") or os.path.basename(os.path.normpath(self.model_dir)))
         self.pipeline = Pipeline(model_dir=model_dir)
 

@@ -95,6 +95,10 @@ def test_sign_then_export_zip(backend):
     assert "signed by dr.b" in backend.store.sign("demo-1", "dr.b")
     with pytest.raises(ValueError, match="signed"):
         backend.store.correct("demo-1", "dr.b", "edit", index=0, text="late edit")
+    backend.store.amend("demo-1", "dr.b")
+    backend.store.correct("demo-1", "dr.b", "edit", index=0, text="Amended sentence.")
+    backend.store.sign("demo-1", "dr.b")
+    assert backend.store.state("demo-1").final_text.startswith("Amended sentence.")
     row = next(r for r in backend.store.worklist() if r.case_id == "demo-1")
     assert row.status == "signed" and row.reviewer == "dr.b" and row.n_ungrounded == 1
     msg, path = backend.export()
