@@ -800,9 +800,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
     args = p.parse_args(argv)
+    auth = _parse_auth(args.user)
     backend = make_backend(args.model, args.db, args.data_dir)
-    backend.analyser.warm()
-    launch(backend, args.host, args.port, auth=_parse_auth(args.user))
+    try:
+        backend.analyser.warm()
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: cannot load the model: {exc} (pass --model DIR)") from None
+    launch(backend, args.host, args.port, auth=auth)
     return 0
 
 

@@ -119,3 +119,11 @@ def test_switching_model_generates_a_new_report_and_review(backend):
     assert state.model_version == "fake-1" and state.current[0].text == "The heart is normal in size."
     row = next(r for r in backend.store.worklist() if r.case_id == "demo-0")
     assert row.model_version == "fake-1" and row.status == "new"
+
+
+def test_cli_login_option_is_validated():
+    from app import _parse_auth, main
+    assert _parse_auth(["ann:pw", "bob:x:y"]) == [("ann", "pw"), ("bob", "x:y")]
+    assert _parse_auth([]) is None
+    with pytest.raises(SystemExit, match="NAME:PASSWORD"):
+        main(["--user", "nopassword"])
