@@ -390,9 +390,12 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
     if sel is None:
         heat_note = "Select a sentence to see its attention map."
     elif heat is None:
-        heat_note = "This sentence has no attention map (added or edited by the reviewer)."
+        heat_note = "This sentence has no attention map (the reviewer added it)."
     else:
         heat_note = f"Attention map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
+        original = next((s.text for s in state.original if s.index == sel.index), sel.text)
+        if original != sel.text:
+            heat_note += " It shows the model's attention for its original wording, before the reviewer's edit."
     in_region = ""
     if region:
         hits = sentences_in_region(state.current, region)
