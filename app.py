@@ -18,6 +18,9 @@ import hashlib
 import html
 import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import zipfile
@@ -225,8 +228,11 @@ class Backend:
 
     def __init__(self, analyser: Analyser, store: ReviewStore, cases: Sequence[Case], data_dir: str,
                  load_analyser: Callable[[str], Analyser] | None = None, models: dict[str, str] | None = None,
+                 finetune_data: str | None = None, finetune_cmd: Callable[..., list[str]] | None = None,
                  cache_size: int = CACHE_SIZE):
         self.analyser = analyser
+        self.finetune_data = finetune_data  # the training set replayed during fine-tuning (docs/model.md)
+        self.finetune_cmd = finetune_cmd or finetune_command
         self._load_analyser = load_analyser
         self.models = dict(models or {})  # model version -> directory, for the Model tab
         self.store = store
@@ -339,12 +345,75 @@ class Backend:
             raise
         return msg, zpath
 
+    def fine_tune(self, progress: Callable[[float, str], None]) -> str:
+        """Export the signed reviews, fine-tune the current model on them (`python -m model train --from-export`)
+        in a child process, and offer the result in the Model tab. progress(fraction, description) is called as
+        the trainer reports its epochs."""
+        if not self.finetune_data:
+            raise ValueError("fine-tuning needs the training set to replay: start the app with --finetune-data DIR")
+        init = self.models.get(self.analyser.model_version)
+        if init is None:
+            raise ValueError(f"the model in use ({self.analyser.model_version}) has no directory to start from")
+        export_dir = os.path.join(self.data_dir, "export")
+        self.store.export(export_dir)
+        with open(os.path.join(export_dir, "annotation.json"), encoding="utf-8") as fh:
+            n = len(json.load(fh).get("train", []))
+        if n == 0:
+            raise ValueError("there is no signed review to learn from yet; sign at least one report")
+        name = "ft-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = os.path.join(self.data_dir, "models", name)
+        cmd = self.finetune_cmd(export_dir=export_dir, init=init, data=self.finetune_data, out=out)
+        progress(0.0, f"fine-tuning on {n} signed reports")
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines, buf = [], b""
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            buf += chunk
+            *done, buf = re.split(rb"[\r\n]", buf)
+            for raw in done:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line:
+                    continue
+                lines = (lines + [line])[-30:]
+                m = _EPOCH.search(line)
+                if m:
+                    epoch, epochs, pct = (int(g) for g in m.groups())
+                    progress(min(1.0, (epoch - 1 + pct / 100) / epochs), line.split(":")[0])
+        rc = proc.wait()
+        ckpt = next((ln[len("done: "):] for ln in reversed(lines) if ln.startswith("done: ")), None)
+        if rc != 0 or ckpt is None or not os.path.isdir(ckpt):
+            raise RuntimeError(f"fine-tuning failed (exit code {rc}): " + " | ".join(lines[-5:]))
+        card = {"name": name, "parent": self.analyser.model_version, "fine_tuned_on": f"{n} signed reviews",
+                "export": export_dir}
+        _write_json_atomic(os.path.join(ckpt, "model_card.json"), card)
+        self.models[name] = ckpt
+        progress(1.0, "done")
+        return f"fine-tuned model {name} is ready (from {n} signed reports); choose it in the Model tab to use it"
+
     # -- API payloads (gradio_client) --
     def generate_payload(self, case_id: str) -> dict:
         _, analysis = self.open(case_id)
         state = self.store.state(case_id)
         return {"case_id": case_id, "model_version": analysis.report.model_version,
                 "report": analysis.report.to_dict(), "review": _state_dict(state), "disclaimer": DISCLAIMER}
+
+
+_EPOCH = re.compile(r"epoch (\d+)/(\d+):\s*(\d+)%")  # a tqdm line of model.s2d.train
+
+
+def finetune_command(export_dir: str, init: str, data: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", init, "--data", data,
+            "--out", out, "--threads", "1"]
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _state_dict(state: ReviewState) -> dict:
@@ -537,6 +606,9 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                                              elem_id="gcxr-model")
                     b_model = gr.Button("Use this model", scale=0)
                 model_card = gr.Markdown(_model_md(backend.analyser), elem_id="gcxr-model-card")
+                gr.Markdown("Fine-tune the model in use on the signed reviews (stage 3 again, with replayed "
+                            "training cases so it does not forget the rest); the new version appears above.")
+                b_ft = gr.Button("Fine-tune from corrections", elem_id="gcxr-finetune")
 
         view_inputs = [case_id, sentence, region, supers, classes, opacity, zoom_s]
         view_outputs = [overlay, legend, heatmap, heat_note, report, compare, sentence, in_region, region, relink,
@@ -645,6 +717,14 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 return {status: _note(_msg(exc), ok=False)}
             return {status: _note(msg, ok=True), model_card: _model_md(backend.analyser)}
 
+        def fine_tune(progress=gr.Progress()):
+            try:
+                msg = backend.fine_tune(lambda frac, desc: progress(frac, desc=desc))
+            except (ValueError, RuntimeError, OSError) as exc:
+                return {status: _note(_msg(exc), ok=False)}
+            return {status: _note(msg, ok=True),
+                    model_pick: gr.update(choices=sorted(set(backend.models) | {backend.analyser.model_version}))}
+
         def sort_worklist(o):
             return worklist_table(backend.store.worklist(), o)
 
@@ -665,6 +745,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         refresh.click(sort_worklist, [order], [table])
         b_export.click(do_export, None, [export_file, status])
         b_model.click(use_model, [model_pick], [status, model_card])
+        b_ft.click(fine_tune, None, [status, model_pick])
 
         def who_am_i(request: gr.Request):
             # With --user logins the reviewer is the logged-in name, not a free text field.
@@ -779,7 +860,8 @@ def find_models(roots: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Backend:
+def make_backend(model_dir: str | None, db_url: str | None, data_dir: str,
+                 finetune_data: str | None = None) -> Backend:
     """The real services: the S2D-ALIGN pipeline, the SQL review store and the demo cases in assets/demo."""
     from model.demo import load_demo_cases
     os.makedirs(data_dir, exist_ok=True)
@@ -789,7 +871,7 @@ def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Ba
     models = find_models([ASSETS_DIR, os.path.join(data_dir, "models")])
     models[analyser.model_version] = analyser.model_dir
     return Backend(analyser, DbReviewStore(Store(url)), cases, data_dir, load_analyser=PipelineAnalyser,
-                   models=models)
+                   models=models, finetune_data=finetune_data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -800,11 +882,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--data-dir", default=os.path.join(PROJECT_ROOT, ".groundcxr"),
                    help="where uploads, exports and the default database live")
+    p.add_argument("--finetune-data", default=None, metavar="DIR",
+                   help="training set (R2Gen layout, e.g. from `python -m model phantom`) replayed when fine-tuning "
+                        "from corrections in the Model tab; without it fine-tuning is off")
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
     args = p.parse_args(argv)
     auth = _parse_auth(args.user)
-    backend = make_backend(args.model, args.db, args.data_dir)
+    backend = make_backend(args.model, args.db, args.data_dir, args.finetune_data)
     try:
         backend.analyser.warm()
     except (FileNotFoundError, ValueError) as exc:

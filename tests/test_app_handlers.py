@@ -1,4 +1,6 @@
 """The app's backend and view rendering with test doubles (no browser)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,43 @@ def test_cli_login_option_is_validated():
     assert _parse_auth([]) is None
     with pytest.raises(SystemExit, match="NAME:PASSWORD"):
         main(["--user", "nopassword"])
+
+
+def _fake_trainer(export_dir, init, data, out):
+    # Stands in for `python -m model train --from-export`: the same progress lines and final "done: PATH".
+    code = ("import os, sys, json; a = json.load(open(sys.argv[1] + '/annotation.json'));"
+            "assert a['train'], 'no entries';"
+            "[print(f'stage 3 epoch {e}/2: {p}%|###| 1/2', end='\\r', flush=True) for e in (1, 2) for p in (50, 100)];"
+            "ck = os.path.join(sys.argv[2], 'stage3'); os.makedirs(ck); print('\\ndone: ' + ck)")
+    import sys
+    return [sys.executable, "-c", code, export_dir, out]
+
+
+def test_fine_tune_from_corrections_reports_progress_and_offers_the_new_model(backend, tmp_path):
+    backend.finetune_cmd = _fake_trainer
+    with pytest.raises(ValueError, match="--finetune-data"):
+        backend.fine_tune(lambda f, d: None)
+    backend.finetune_data = str(tmp_path)
+    backend.models["fake-0"] = str(tmp_path)
+    with pytest.raises(ValueError, match="no signed review"):
+        backend.fine_tune(lambda f, d: None)
+    backend.open("demo-0")
+    backend.store.sign("demo-0", "dr.a")
+    seen = []
+    msg = backend.fine_tune(lambda f, d: seen.append(round(f, 2)))
+    name = msg.split()[2]
+    assert name.startswith("ft-") and name in backend.models
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and 0.25 in seen and 0.75 in seen
+    import json
+    card = json.load(open(os.path.join(backend.models[name], "model_card.json")))
+    assert card["parent"] == "fake-0" and card["fine_tuned_on"] == "1 signed reviews"
+
+
+def test_failed_fine_tune_says_why(backend, tmp_path):
+    import sys
+    backend.finetune_data, backend.models["fake-0"] = str(tmp_path), str(tmp_path)
+    backend.finetune_cmd = lambda **kw: [sys.executable, "-c", "print('error: broken checkpoint'); raise SystemExit(2)"]
+    backend.open("demo-0")
+    backend.store.sign("demo-0", "dr.a")
+    with pytest.raises(RuntimeError, match="exit code 2.*broken checkpoint"):
+        backend.fine_tune(lambda f, d: None)
