@@ -61,7 +61,7 @@ def collect_checks(checks: dict, image, seg, findings) -> None:
         tex = (seg.measurements.get("apex_texture") or {}).get(side)
         add("apex texture, inverted (segmenter; not used)", None if tex is None else -tex,
             harness.present(findings, "Pneumothorax", side))
-        add("apex_lucency (used)", (m.get("apex_lucency") or {}).get(side),
+        add("lateral_lucency (used)", (m.get("lateral_lucency") or {}).get(side),
             harness.present(findings, "Pneumothorax", side))
         zones = [v for z, v in (m.get("zone_opacity") or {}).items() if z.startswith(side + " ")]
         add("zone_opacity max over the side's zones", max(zones) if zones else None,

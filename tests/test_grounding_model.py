@@ -115,3 +115,30 @@ def test_pipeline_analyses_a_batch(gen, case):
         Pipeline(method="nope")
     with pytest.raises(ValueError, match="grayscale"):
         p.analyse(np.zeros((4, 4, 4, 4)))
+
+
+LEFT_LOWER = {"left lung base", "lung lower lobe left", "left hemidiaphragm"}
+
+
+def test_left_effusion_sentence_links_first_to_a_left_lower_region(gen, case):
+    image, seg = case  # a phantom with a large left pleural effusion
+    out = ground_text(gen, image, seg, TEXT)
+    effusion = out.sentences[1]
+    assert effusion.labels == {"Pleural Effusion": 1}
+    assert effusion.regions[0].name in LEFT_LOWER, effusion.regions
+    assert effusion.verdict != "ungrounded", effusion.reasons  # the blunted left angle agrees
+
+
+def test_inserted_right_pneumothorax_is_ungrounded(gen):
+    from model.phantom import generate_case
+    from model.segmentation import segment
+
+    c = generate_case(4, findings=[])  # a normal phantom: no pneumothorax
+    image = c.image.astype(np.float32) / 255.0
+    seg = segment(image)
+    out = ground_text(gen, image, seg, c.report + " There is a right pneumothorax.")
+    inserted = out.sentences[-1]
+    assert inserted.text == "There is a right pneumothorax."
+    assert inserted.verdict == "ungrounded"
+    assert any("lateral lung lucency" in r for r in inserted.reasons)
+    assert all(s.verdict != "ungrounded" or "pneumothorax" not in s.text.lower() for s in out.sentences[:-1])

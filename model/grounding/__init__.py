@@ -95,7 +95,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     masks = _candidate_masks(segmentation, shape)
     dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
-    # Image checks beside the segmenter's measurements: zone density and apex lucency against the other side.
+    # Image checks beside the segmenter's measurements: zone density and lateral lung lucency against the other side.
     measurements = {**segmentation.measurements, **image_checks(image, masks)}
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):

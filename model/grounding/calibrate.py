@@ -4,7 +4,7 @@ assets/grounding/thresholds.json together with the command that produced them.
     python -m model phantom --out /tmp/phantom_cal --n 400 --seed 11
     nice python -m model.grounding.calibrate --data /tmp/phantom_cal --n 40
 
-Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apex lucency, zone opacity) maximise Youden's J between
+Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, lateral lucency, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
@@ -85,8 +85,8 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
                                          harness.present(f, "Cardiomegaly", None)) for f, m in cases])
     fit("cp", "cp_sharp_min", False, [((m.get("costophrenic_sharpness") or {}).get(s),
                                        harness.present(f, "Pleural Effusion", s)) for f, m in cases for s in sides])
-    fit("apex", "apex_lucency_min", True, [((m.get("apex_lucency") or {}).get(s),
-                                            harness.present(f, "Pneumothorax", s)) for f, m in cases for s in sides])
+    fit("lucency", "lucency_min", True, [((m.get("lateral_lucency") or {}).get(s),
+                                          harness.present(f, "Pneumothorax", s)) for f, m in cases for s in sides])
     # Opacity after cp: a blunted angle (by the fitted threshold) excludes its lung base, as the verdict does.
     fit("opacity", "opacity_min", True,
         [((opacity_value(m, s, th) or (None,))[0], any(harness.present(f, t, s) for t in OPACITY_TYPES))
