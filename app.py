@@ -828,8 +828,12 @@ class PipelineAnalyser:
         self.card = _read_card(self.model_dir)
         card_md = os.path.join(self.model_dir, "MODEL_CARD.md")
         self.card_md = open(card_md, encoding="utf-8").read() if os.path.isfile(card_md) else ""
-        self.model_version = str(self.card.get("name") or os.path.basename(os.path.normpath(self.model_dir)))
         self.pipeline = Pipeline(model_dir=model_dir)
+
+    @property
+    def model_version(self) -> str:
+        """The generator's own version string, the one it writes into every report (loads the model)."""
+        return self.pipeline.generator.model_version
 
     def warm(self) -> None:
         """Load the generator now (at start-up) rather than on the first case a reviewer opens."""
