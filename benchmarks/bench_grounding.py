@@ -52,8 +52,7 @@ def collect_checks(checks: dict, image, seg, findings) -> None:
             checks[name][1].append(bool(y))
 
     cardio = harness.present(findings, "Cardiomegaly", None)
-    add("cardiothoracic_ratio (segmenter masks)", m.get("cardiothoracic_ratio"), cardio)
-    add("cardiothoracic_ratio_image (used)", m.get("cardiothoracic_ratio_image"), cardio)
+    add("cardiothoracic_ratio (segmenter; used)", m.get("cardiothoracic_ratio"), cardio)
     for side in ("right", "left"):
         cp = (m.get("costophrenic_sharpness") or {}).get(side)
         add("costophrenic blunting = -sharpness (used)", None if cp is None else -cp,

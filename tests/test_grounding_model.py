@@ -142,3 +142,26 @@ def test_inserted_right_pneumothorax_is_ungrounded(gen):
     assert inserted.verdict == "ungrounded"
     assert any("lateral lung lucency" in r for r in inserted.reasons)
     assert all(s.verdict != "ungrounded" or "pneumothorax" not in s.text.lower() for s in out.sentences[:-1])
+
+
+def test_generate_cli_grounds_and_writes_heatmaps(tmp_path, capsys):
+    from PIL import Image
+
+    from model.__main__ import main
+    from model.phantom import generate_case
+    from model.s2d.modeling import save_model
+
+    model_dir = str(tmp_path / "micro")
+    save_model(micro_model(), model_dir, micro_tokenizer(), {"stage": 1})
+    png = str(tmp_path / "case.png")
+    Image.fromarray(generate_case(6).image).save(png)
+    out_dir = str(tmp_path / "heat")
+    assert main(["generate", "--model", model_dir, "--max-new-tokens", "12", "--ground", "--method", "rollout",
+                 "--out", out_dir, png]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["image"] == png and result["grounding_method"] == "rollout"
+    for s in result["sentences"]:
+        assert s["verdict"] in VERDICTS and isinstance(s["regions"], list)
+    assert len(result["heatmaps"]) == len(result["sentences"])
+    for path in result["heatmaps"].values():
+        assert Image.open(path).size == (256, 256)

@@ -224,11 +224,19 @@ def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
     assert abs(z["right upper zone lung"]) < 0.5
     meas = {**NORMAL, "zone_opacity": z}
     heat = np.ones((H, W)); heat[8:56, 4:60] = 3.0
-    denied = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas)
+    trusted = Thresholds(reliable={"ctr": True, "cp": True, "lucency": True, "opacity": True})
+    denied = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, trusted)
     assert denied.verdict == "ungrounded" and "right lung base opacity" in denied.reasons[0]
     wrong_side = _judge("Left lower lobe consolidation.", {"Consolidation": 1}, ["lung lower lobe left"],
-                        blob(slice(44, 54), slice(40, 56)), meas)
+                        blob(slice(44, 54), slice(40, 56)), meas, trusted)
     assert wrong_side.verdict == "ungrounded"
+    # An unreliable check (poor calibration) only weakens the sentence, unless its evidence is overwhelming.
+    reliable = {"ctr": True, "cp": True, "lucency": True, "opacity": False}
+    soft = Thresholds(reliable=reliable, measurement_scale={"ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 5.0})
+    weak = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, soft)
+    assert weak.verdict == "weak" and "a weak check" in weak.reasons[0]
+    strong = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, Thresholds(reliable=reliable))
+    assert strong.verdict == "ungrounded"
 
 
 def test_lateral_lucency_marks_air_at_the_lung_edge():

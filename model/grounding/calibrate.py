@@ -22,7 +22,8 @@ import numpy as np
 
 import model  # noqa: F401
 from model.grounding import harness
-from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, image_checks, measurement_view, opacity_value
+from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
+                                     measurement_view, opacity_value)
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
@@ -78,11 +79,12 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             cut, scale, j = _fit(pos, neg, higher)
             setattr(th, field, round(cut, 4))
             th.measurement_scale[key] = round(scale, 4)
+            th.reliable[key] = j >= RELIABLE_J
             stats[key]["youden_j"] = round(j, 3)
 
     sides = ("right", "left")
-    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio_image", m.get("cardiothoracic_ratio")),
-                                         harness.present(f, "Cardiomegaly", None)) for f, m in cases])
+    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio"), harness.present(f, "Cardiomegaly", None))
+                                        for f, m in cases])
     fit("cp", "cp_sharp_min", False, [((m.get("costophrenic_sharpness") or {}).get(s),
                                        harness.present(f, "Pleural Effusion", s)) for f, m in cases for s in sides])
     fit("lucency", "lucency_min", True, [((m.get("lateral_lucency") or {}).get(s),

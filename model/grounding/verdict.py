@@ -35,6 +35,8 @@ from model import ASSETS_DIR
 from model.types import RegionScore
 
 THRESHOLDS_PATH = os.path.join(ASSETS_DIR, "grounding", "thresholds.json")
+RELIABLE_J = 0.6
+STRONG = 0.95  # an unreliable check still calls a sentence unsupported when its evidence is this strong
 
 LUNGS = ("right lung", "left lung")
 SIDES = ("right", "left")
@@ -50,6 +52,10 @@ class Thresholds:
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
         "ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+    # A check whose calibration separates poorly (Youden J < RELIABLE_J) makes a sentence weak, and ungrounded
+    # only when its evidence is STRONG.
+    reliable: dict[str, bool] = field(default_factory=lambda: {
+        "ctr": True, "cp": True, "lucency": True, "opacity": False})
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -104,44 +110,7 @@ ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Image statistics the verdict checks beside the segmenter's measurements."""
-    out = {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
-    ctr = cardiac_width_ratio(image, masks)
-    if ctr is not None:
-        out["cardiothoracic_ratio_image"] = ctr
-    return out
-
-
-def cardiac_width_ratio(image: np.ndarray, masks: dict[str, np.ndarray]) -> float | None:
-    """A cardiothoracic ratio read from the image rather than from a heart mask: on lung rows between the middle
-    and 90% of the shared lung height, the width of the dense span around the midline (pixels brighter than
-    halfway between the lungs' and the mediastinum's median), its 90th percentile over rows, divided by the widest
-    outer lung-to-lung distance. On phantoms it separates cardiomegaly better than the mask-based ratio
-    (docs/grounding.md)."""
-    import cv2
-
-    right, left, med = (masks.get(n) for n in ("right lung", "left lung", "cardiomediastinum"))
-    if right is None or left is None or med is None or not med.any():
-        return None
-    rows = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
-    if len(rows) < 10:
-        return None
-    img = cv2.GaussianBlur(np.asarray(image, dtype=np.float64), (0, 0), 2)
-    lung_v, med_v = float(np.median(img[right | left])), float(np.median(img[med]))
-    bright = img > (lung_v + med_v) / 2
-    r_out = np.array([np.flatnonzero(right[y])[0] for y in rows])
-    l_out = np.array([np.flatnonzero(left[y])[-1] for y in rows])
-    thorax = int((l_out - r_out).max())
-    widths = []
-    for y in rows[len(rows) // 2: len(rows) * 9 // 10]:
-        cx = (np.flatnonzero(right[y])[-1] + np.flatnonzero(left[y])[0]) // 2
-        if not bright[y, cx]:
-            widths.append(0)
-            continue
-        run = bright[y]
-        a = cx - np.argmin(run[cx::-1]) + 1 if not run[:cx + 1].all() else 0
-        b = cx + np.argmin(run[cx:]) - 1 if not run[cx:].all() else len(run) - 1
-        widths.append(b - a + 1)
-    return float(np.percentile(widths, 90) / thorax) if widths and thorax > 0 else None
+    return {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
 
 
 def lateral_band(lung: np.ndarray, side: str, fraction: float = 0.35) -> np.ndarray:
@@ -223,7 +192,7 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
     measurements = measurement_view(measurements)
     check = CHECKS.get(observation)
     if check == "ctr":
-        ctr = measurements.get("cardiothoracic_ratio_image", measurements.get("cardiothoracic_ratio"))
+        ctr = measurements.get("cardiothoracic_ratio")
         if ctr is None:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
@@ -294,7 +263,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in positive:
             ev = finding_evidence(obs, side, measurements, th)
             if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
-                contradiction = (ev[0], obs, ev[1])
+                contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
         expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
         where = list(anatomy) or expected
         relevant = _relevant(regions, where, masks)
@@ -305,8 +274,10 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
         verdict = "grounded"
         if m_against is not None and m_against > 0.5:
-            verdict = "ungrounded"
-            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}")
+            trusted = contradiction[3] or m_against >= STRONG
+            verdict = "ungrounded" if trusted else "weak"
+            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
+                           + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
         if best_any < th.support_min:
             # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
             confirmed = contradiction is not None and contradiction[0] > 0.5
@@ -334,12 +305,15 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in shown:
             p, desc = finding_evidence(obs, side, measurements, th)
             if worst is None or p > worst[0]:
-                worst = (p, obs, desc)
+                worst = (p, obs, desc, th.reliable.get(CHECKS[obs], True))
         links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
         covered = max((r.score for r in links), default=0.0)
         if worst is not None and worst[0] > 0.5:
-            return Judgement("ungrounded", [f"the image measurements suggest {worst[1].lower()}, which it denies: "
-                                            f"{worst[2]}"], float(worst[0]), links)
+            why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
+            if worst[3] or worst[0] >= STRONG:
+                return Judgement("ungrounded", [why], float(worst[0]), links)
+            return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
+                             links)
         score = 0.0 if worst is None else float(worst[0])
         if regions and covered < th.support_min:
             return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
