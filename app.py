@@ -871,6 +871,7 @@ def make_backend(model_dir: str | None, db_url: str | None, data_dir: str,
     os.makedirs(data_dir, exist_ok=True)
     url = db_url or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "groundcxr.db")
     analyser = PipelineAnalyser(model_dir)
+    analyser.warm()  # at start-up, not on the first case a reviewer opens
     cases = [Case(c.id, c.source, c.image_path) for c in load_demo_cases()]
     models = find_models([ASSETS_DIR, os.path.join(data_dir, "models")])
     models[analyser.model_version] = analyser.model_dir
@@ -893,9 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
     args = p.parse_args(argv)
     auth = _parse_auth(args.user)
-    backend = make_backend(args.model, args.db, args.data_dir, args.finetune_data)
     try:
-        backend.analyser.warm()
+        backend = make_backend(args.model, args.db, args.data_dir, args.finetune_data)  # loads the model
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: cannot load the model: {exc} (pass --model DIR)") from None
     launch(backend, args.host, args.port, auth=auth)

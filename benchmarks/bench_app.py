@@ -36,11 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="cached re-opens to time (the median is reported)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        backend = make_backend(args.model, None, tmp)
-        build_app(backend)  # the UI is part of the app's memory
         t = time.perf_counter()
-        backend.analyser.warm()  # app.main does this at start-up
+        backend = make_backend(args.model, None, tmp)  # loads the model, as app.main does at start-up
         load_s = time.perf_counter() - t
+        build_app(backend)  # the UI is part of the app's memory
         case_id = args.case or next(iter(backend.cases))
         settings = ViewSettings(list(DEFAULT_SUPERCLASSES), [], 0.35, 1.0)
         t0 = time.perf_counter()

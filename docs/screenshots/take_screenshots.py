@@ -40,7 +40,6 @@ def main(argv=None) -> int:
         backend, prefix = fake_backend(tmp, n_cases=3), "standin_"
     else:
         backend, prefix = make_backend(args.model, None, tmp), ""
-        backend.analyser.warm()
     case = args.case or next(iter(backend.cases))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
