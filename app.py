@@ -527,7 +527,7 @@ CSS = """
 
 
 def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
-    present_classes = sorted({n for n in taxonomy.CLASS_NAMES})
+    present_classes = sorted(taxonomy.CLASS_NAMES)
     with gr.Blocks(title=title) as demo:
         # gr.Blocks overwrites this with "True" when analytics are off; keep the project's value (model/__init__.py)
         # so that processes started from here see one consistent offline environment.
@@ -747,12 +747,15 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         b_model.click(use_model, [model_pick], [status, model_card])
         b_ft.click(fine_tune, None, [status, model_pick])
 
-        def who_am_i(request: gr.Request):
-            # With --user logins the reviewer is the logged-in name, not a free text field.
+        def on_page_load(request: gr.Request):
+            # A fresh page sees the current worklist (uploads and reviews since start-up). With --user logins the
+            # reviewer is the logged-in name, not a free text field.
             user = getattr(request, "username", None)
-            return gr.update(value=user, interactive=False) if user else gr.update()
+            return {reviewer: gr.update(value=user, interactive=False) if user else gr.update(),
+                    table: worklist_table(backend.store.worklist()),
+                    pick: gr.update(choices=sorted(backend.cases))}
 
-        demo.load(who_am_i, None, [reviewer])
+        demo.load(on_page_load, None, [reviewer, table, pick])
 
         # gradio_client API (docs/app.md): JSON in, JSON out.
         def generate(case_id: str) -> dict:

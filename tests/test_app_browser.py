@@ -127,6 +127,9 @@ def test_upload_png_and_dicom_without_patient_tags(page, app_url, tmp_path):
     page.goto(app_url)
     dcm_id = _upload(page, str(dcm))
     assert dcm_id != png_id
+    page.goto(app_url)  # a fresh page lists both uploads in the worklist
+    for cid in (png_id, dcm_id):
+        page.wait_for_selector(f"#gcxr-worklist [role=gridcell]:has-text('{cid}')", timeout=30_000)
     body = page.locator("body").inner_text()
     assert "Doe" not in body and "PID-12345" not in body and "Jane" not in body
 
