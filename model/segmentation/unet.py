@@ -123,29 +123,60 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
     x = prepare(image, cfg.size)
     with torch.inference_mode():
         logits, feats = net(torch.from_numpy(x)[None, None])
-    probs = torch.sigmoid(logits[0]).numpy()  # [K, S, S]
-    val = getattr(net, "meta", {}).get("val_dice", {})
-    # A class the network never learned (validation Dice below MIN_VAL_DICE) is left out rather than shown.
-    masks = {name: probs[i] > 0.5 for i, name in enumerate(cfg.classes) if val.get(name, 1.0) >= MIN_VAL_DICE}
-    for name in ("right lung", "left lung", "heart"):
-        if name not in masks or masks[name].sum() < 0.02 * x.size:
-            raise SegmentationError(f"the UNet found no {name}; not a frontal chest radiograph")
-    _keep_largest(masks)
-    # Zones and lobes are definitions relative to the lung fields: derive them from the UNet's lungs with the
-    # atlas's geometry (same conventions), which also keeps them consistent with each other. A class the network
-    # did not learn falls back to its geometric derivation too.
-    try:
-        derived, _ = derive_regions(masks["right lung"], masks["left lung"], image=x, heart=masks["heart"])
-    except ValueError as exc:
-        raise SegmentationError(f"the UNet's lung fields cannot be divided into regions ({exc})") from None
-    for name in GEOMETRIC:
-        masks[name] = derived[name]
-    for name in DERIVED_REGIONS:
-        masks.setdefault(name, derived[name])
+    masks = _finish_masks(net, torch.sigmoid(logits[0]).numpy(), x)
     # Measure at MEASURE_SIZE: at the network's 96 px an apical zone is too few pixels for a texture statistic.
     xm = prepare(image, MEASURE_SIZE)
     masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
     return build(xm, masks, image.shape, "unet", pool_features(feats[0].numpy()))
+
+
+def _finish_masks(net: UNet, probs: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+    """probs [K, S, S] -> masks: thresholded, cleaned, and each class in the weights' `geometric_classes` (chosen
+    on the validation split, see `select_geometry`) replaced by its derivation from the UNet's lung fields."""
+    meta = getattr(net, "meta", {})
+    val = meta.get("val_dice", {})
+    # A class the network never learned (validation Dice below MIN_VAL_DICE) is left out rather than shown.
+    masks = {n: probs[i] > 0.5 for i, n in enumerate(net.cfg.classes) if val.get(n, 1.0) >= MIN_VAL_DICE}
+    for name in ("right lung", "left lung", "heart"):
+        if name not in masks or masks[name].sum() < 0.02 * x.size:
+            raise SegmentationError(f"the UNet found no {name}; not a frontal chest radiograph")
+    _keep_largest(masks)
+    try:
+        derived, _ = derive_regions(masks["right lung"], masks["left lung"], image=x, heart=masks["heart"])
+    except ValueError as exc:
+        raise SegmentationError(f"the UNet's lung fields cannot be divided into regions ({exc})") from None
+    for name in meta.get("geometric_classes", GEOMETRIC):
+        masks[name] = derived[name]
+    for name in DERIVED_REGIONS:  # unlearned classes fall back to geometry
+        masks.setdefault(name, derived[name])
+    return masks
+
+
+@torch.no_grad()
+def select_geometry(net: UNet, images: np.ndarray, masks: np.ndarray) -> list[str]:
+    """Classes whose geometric derivation from the UNet's lungs beats the UNet's own channel on these (validation)
+    cases: zones and lobes are definitions relative to the lung fields, and deriving them can be the better way."""
+    net.eval()
+    direct = {n: [0, 0] for n in DERIVED_REGIONS if n in net.cfg.classes}
+    geo = {n: [0, 0] for n in direct}
+    meta = getattr(net, "meta", {})
+    net.meta = {**meta, "geometric_classes": []}  # score the raw channels
+    for i in range(len(images)):
+        logits, _ = net(torch.from_numpy(images[i])[None, None])
+        probs = torch.sigmoid(logits[0]).numpy()
+        try:
+            out = _finish_masks(net, probs, images[i])
+        except SegmentationError:
+            continue
+        derived, _ = derive_regions(out["right lung"], out["left lung"], image=images[i], heart=out["heart"])
+        for n in direct:
+            t = masks[i, net.cfg.classes.index(n)].astype(bool)
+            p = probs[net.cfg.classes.index(n)] > 0.5
+            direct[n][0] += int((p & t).sum()); direct[n][1] += int(p.sum() + t.sum())
+            geo[n][0] += int((derived[n] & t).sum()); geo[n][1] += int(derived[n].sum() + t.sum())
+    net.meta = meta
+    dice = lambda a: 2 * a[0] / max(a[1], 1)  # noqa: E731
+    return [n for n in direct if dice(geo[n]) > dice(direct[n])]
 
 
 def _keep_largest(masks: dict[str, np.ndarray]) -> None:
@@ -269,7 +300,7 @@ def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
     gen = torch.Generator().manual_seed(seed)
     xs_t, ys_t = torch.from_numpy(xs)[:, None], torch.from_numpy(ys)
     best, best_dice, history = None, -1.0, []
@@ -289,12 +320,16 @@ def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3
             if d.mean() > best_dice:
                 best_dice = float(d.mean())
                 best = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best)
+    if best is not None:
+        net.load_state_dict(best)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "unet.pt")
     d = evaluate(net, xv, yv)
-    meta = {"steps": steps, "init": init, "lr": lr, "train_cases": len(xs), "val_mean_dice": round(float(d.mean()), 4),
-            "val_dice": {n: round(float(v), 4) for n, v in zip(cfg.classes, d)}, "seconds": round(time.time() - t0)}
+    net.meta = {"val_dice": {n: float(v) for n, v in zip(cfg.classes, d)}}
+    geometric = select_geometry(net, xv, yv)
+    log(f"derived from the lung fields instead of predicted (better on val): {geometric}")
+    meta = {"geometric_classes": geometric, "steps": steps, "init": init, "lr": lr, "train_cases": len(xs),
+            "val_mean_dice": round(float(d.mean()), 4), "val_dice": {n: round(float(v), 4) for n, v in zip(cfg.classes, d)}, "seconds": round(time.time() - t0)}
     save(net, path, meta)
     with open(os.path.join(out, "unet_train.json"), "w", encoding="utf-8") as fh:
         json.dump({**meta, "history": history}, fh, indent=1)
@@ -313,7 +348,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--limit", type=int, help="use at most this many training cases")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--init", help="start from these weights (a unet.pt of the same size/base)")
+    ap.add_argument("--init", help="start from these weights (a unet.pt of the same size/base); with --steps 0 "
+                                   "only re-scores them on the validation split and re-saves")
     args = ap.parse_args(argv)
     try:
         train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, size=args.size, base=args.base,
