@@ -45,7 +45,8 @@ from viewer.worklist import HEADERS, ORDERS, WorklistRow, worklist_table
 
 DISCLAIMER = ("Not for clinical use. The embedded default model is tiny and was trained on synthetic phantom "
               "radiographs only; its reports and groundings on real radiographs are unreliable.")
-CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept; plus undo and sign
+CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept
+ACTIONS = CORRECTION_KINDS + ("undo", "sign", "amend")
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
 CACHE_SIZE = 16
 DISPLAY_MIN_SIDE = 512
@@ -304,6 +305,22 @@ class Backend:
                 os.unlink(tmp)
                 raise
         return self.add_case(Case(case_id, "upload", path))
+
+    def apply(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+              regions: Sequence[str] = (), reason: str | None = None) -> str:
+        """One review action through the store, saved at once; returns the confirmation. Raises ValueError naming
+        the problem (nothing saved)."""
+        self.case(case_id)
+        if kind == "undo":
+            return self.store.undo(case_id, reviewer)
+        if kind == "sign":
+            return self.store.sign(case_id, reviewer)
+        if kind == "amend":
+            return self.store.amend(case_id, reviewer)
+        if kind in CORRECTION_KINDS:
+            return self.store.correct(case_id, reviewer, kind, index=index, text=text, regions=regions,
+                                      reason=reason)
+        raise ValueError(f"unknown action {kind!r}; expected one of {list(ACTIONS)}")
 
     def switch_model(self, version: str) -> str:
         """Serve another model version; cached analyses are dropped, and each case gets a new report (and a new
@@ -663,15 +680,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 try:
                     who = _reviewer(name, request)
                     idx = int(sent) if sent not in (None, "") else None
-                    if kind == "undo":
-                        msg = backend.store.undo(cid, who)
-                    elif kind == "sign":
-                        msg = backend.store.sign(cid, who)
-                    elif kind == "amend":
-                        msg = backend.store.amend(cid, who)
-                    else:
-                        msg = backend.store.correct(cid, who, kind, index=idx, text=txt, regions=links or [],
-                                                    reason=rsn)
+                    msg = backend.apply(cid, who, kind, idx, txt, links or [], rsn)
                 except (_UserError, ValueError, KeyError) as exc:
                     return {status: _note(f"{_msg(exc)} — nothing was saved.", ok=False)}
                 if kind in ("delete", "undo"):
@@ -760,7 +769,10 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
         # gradio_client API (docs/app.md): JSON in, JSON out.
         def generate(case_id: str) -> dict:
             """Analyse a case (cached) and return its report with per-sentence regions and verdicts, and the review."""
-            return backend.generate_payload(case_id)
+            try:
+                return backend.generate_payload(case_id)
+            except (KeyError, ImageReadError) as exc:
+                raise gr.Error(_msg(exc)) from None
 
         def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
                     regions: list[str] | None = None, reason: str = "") -> dict:
@@ -768,18 +780,11 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             review state after it."""
             if not reviewer or not reviewer.strip():
                 raise gr.Error("reviewer is required: it is recorded on every correction")
-            if kind == "undo":
-                msg = backend.store.undo(case_id, reviewer)
-            elif kind == "sign":
-                msg = backend.store.sign(case_id, reviewer)
-            elif kind == "amend":
-                msg = backend.store.amend(case_id, reviewer)
-            elif kind in CORRECTION_KINDS:
-                msg = backend.store.correct(case_id, reviewer, kind, index=sentence_index, text=text or None,
-                                            regions=regions or [], reason=reason or None)
-            else:
-                raise gr.Error(f"unknown correction kind {kind!r}; expected one of "
-                               f"{list(CORRECTION_KINDS) + ['undo', 'sign', 'amend']}")
+            try:
+                msg = backend.apply(case_id, reviewer.strip(), kind, sentence_index, text or None, regions or [],
+                                    reason or None)
+            except (ValueError, KeyError) as exc:  # the store's refusal, named; nothing was saved
+                raise gr.Error(_msg(exc)) from None
             return {"message": msg, "review": _state_dict(backend.store.state(case_id))}
 
         def worklist() -> list[list]:

@@ -153,6 +153,10 @@ def test_gradio_client_api(app_url):
     res = client.predict("demo-3", "api-user", "edit", 1, "Lungs are clear.", [], "", api_name="/correct")
     assert "sentence 2 edited by api-user" in res["message"]
     assert res["review"]["sentences"][1]["text"] == "Lungs are clear."
+    with pytest.raises(Exception, match="unknown reason code 'because'"):
+        client.predict("demo-3", "api-user", "flag", 0, "", [], "because", api_name="/correct")
+    with pytest.raises(Exception, match="unknown case 'nope'"):
+        client.predict("nope", api_name="/generate")
     rows = client.predict(api_name="/worklist")
     assert any(r[0] == "demo-3" and r[1] == "in_review" for r in rows)
 
