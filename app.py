@@ -36,7 +36,7 @@ from PIL import Image
 from db.replay import CONTENT_KINDS, REASON_CODES, FinalSentence
 from db.store import Store
 from model import ASSETS_DIR, PROJECT_ROOT, taxonomy
-from model.imageio import ImageReadError, read_radiograph
+from model.imageio import read_radiograph
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 from viewer.heatmap import render_heatmap
 from viewer.overlay import compose_overlay, legend_html, zoom
@@ -244,6 +244,7 @@ class Backend:
         self._cache_size = cache_size
         self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
         self._analyse_lock = threading.Lock()
+        self._stored: set[tuple[str, str]] = set()  # (model version, case) whose generation is in the store
         for c in cases:
             self.add_case(c)
 
@@ -258,7 +259,17 @@ class Backend:
         return self.cases[case_id]
 
     def open(self, case_id: str) -> tuple[np.ndarray, Analysis]:
-        """The radiograph and its analysis; analysed once, then served from the cache."""
+        """The radiograph and its analysis (analysed once, then served from the cache); the report is stored as a
+        generation the first time this model version reports on the case."""
+        image, analysis = self._analysis(case_id)
+        key = (analysis.report.model_version, case_id)
+        if key not in self._stored:
+            if not self.store.has_generation(case_id, analysis.report.model_version):
+                self.store.add_generation(case_id, analysis.report)
+            self._stored.add(key)
+        return image, analysis
+
+    def _analysis(self, case_id: str) -> tuple[np.ndarray, Analysis]:
         case = self.case(case_id)
         hit = self._cached(case_id)
         if hit is not None:
@@ -276,8 +287,6 @@ class Backend:
                 self._cache[(analyser.model_version, case_id)] = (image, analysis)
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        if not self.store.has_generation(case_id, analysis.report.model_version):
-            self.store.add_generation(case_id, analysis.report)
         return image, analysis
 
     def _cached(self, case_id: str) -> tuple[np.ndarray, Analysis] | None:
@@ -290,7 +299,8 @@ class Backend:
 
     def upload(self, data: bytes) -> Case:
         """Register an uploaded PNG/JPEG/DICOM. Only pixels are kept (saved as PNG); the id is a hash of them, so
-        no patient tag or file name is shown or stored."""
+        no patient tag or file name is shown or stored. Raises ImageReadError, or the analyser's ValueError (e.g.
+        segmentation finding no lung field), naming the problem; then nothing is registered."""
         image = read_radiograph(data)  # raises ImageReadError naming the problem
         pixels = np.round(image * 65535).astype(np.uint16)
         case_id = "upload-" + hashlib.sha256(pixels.tobytes()).hexdigest()[:10]
@@ -304,7 +314,17 @@ class Backend:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        return self.add_case(Case(case_id, "upload", path))
+        if case_id in self.cases:
+            return self.cases[case_id]
+        # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
+        case = Case(case_id, "upload", path)
+        self.cases[case_id] = case
+        try:
+            self._analysis(case_id)
+        except BaseException:
+            del self.cases[case_id]
+            raise
+        return self.add_case(case)
 
     def apply(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
               regions: Sequence[str] = (), reason: str | None = None) -> str:
@@ -657,8 +677,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 return {status: _note("choose a case first", ok=False)}
             try:
                 out = _view(cid, None, None, sup, cls, op, zm)
-            except (KeyError, ImageReadError) as exc:
-                return {status: _note(_msg(exc), ok=False)}
+            except (KeyError, ValueError) as exc:  # ImageReadError and SegmentationError are ValueErrors
+                return {status: _note(f"cannot open {cid}: {_msg(exc)}", ok=False)}
             return {**out, case_id: cid, tabs: gr.Tabs(selected="review"),
                     status: _note(f"Opened {cid} ({backend.case(cid).source}).", ok=True),
                     table: worklist_table(backend.store.worklist())}
@@ -699,7 +719,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 with open(path, "rb") as fh:
                     data = fh.read()
                 case = backend.upload(data)
-            except ImageReadError as exc:
+            except ValueError as exc:  # unreadable image, or one the model cannot analyse
                 return {status: _note(f"upload refused: {_msg(exc)}", ok=False)}
             out = open_case(case.case_id, sup, cls, op, zm)
             out[pick] = gr.update(choices=sorted(backend.cases), value=case.case_id)
@@ -771,7 +791,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             """Analyse a case (cached) and return its report with per-sentence regions and verdicts, and the review."""
             try:
                 return backend.generate_payload(case_id)
-            except (KeyError, ImageReadError) as exc:
+            except (KeyError, ValueError) as exc:
                 raise gr.Error(_msg(exc)) from None
 
         def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",

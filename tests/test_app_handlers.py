@@ -52,6 +52,12 @@ def test_upload_keeps_only_pixels_with_pseudonymous_id(backend, tmp_path):
     assert backend.upload(buf.getvalue()).case_id == case.case_id
     with pytest.raises(ImageReadError):
         backend.upload(b"not an image")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="PNG")
+    with pytest.raises(ValueError, match="no lung field"):
+        backend.upload(buf.getvalue())
+    assert [r.case_id for r in backend.store.worklist()].count(case.case_id) == 1
+    assert len(backend.store.worklist()) == 3 and len(backend.cases) == 3  # the blank image left no trace
 
 
 def test_build_app_exposes_api(backend):
