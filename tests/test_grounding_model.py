@@ -165,3 +165,12 @@ def test_generate_cli_grounds_and_writes_heatmaps(tmp_path, capsys):
     assert len(result["heatmaps"]) == len(result["sentences"])
     for path in result["heatmaps"].values():
         assert Image.open(path).size == (256, 256)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_empty_generated_report_grounds_to_nothing(gen, case, method):
+    image, seg = case
+    g = gen.generate(image, masks=seg.masks)
+    g.report, g.sentences = "", []
+    out = ground(gen, image, seg, g, method)
+    assert out.sentences == [] and out.heatmaps == {}

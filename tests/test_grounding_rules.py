@@ -258,3 +258,13 @@ def test_unsupported_but_image_confirmed_finding_is_weak_not_ungrounded():
     j = _judge("Small left pleural effusion.", {"Pleural Effusion": 1}, ["left lung base"], np.ones((H, W)), meas)
     assert j.verdict == "weak"
     assert "though the image agrees" in j.reasons[0]
+
+
+def test_key_layout_reads_the_generator_layout_and_its_dict():
+    from model.s2d.modeling import KeyLayout as ModelLayout
+
+    m = ModelLayout(grid=(4, 4), regions=["right lung", "left lung base", "heart"], n_feature_tokens=2)
+    assert attribution.KeyLayout.from_any(m) == LAYOUT
+    assert attribution.KeyLayout.from_any(m.to_dict()) == LAYOUT
+    with pytest.raises(ValueError, match="no patch grid"):
+        attribution.KeyLayout.from_any({"regions": []})

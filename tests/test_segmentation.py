@@ -215,10 +215,10 @@ def test_auto_keeps_the_unet_only_where_it_agrees_with_the_atlas(monkeypatch):
         return seg
     monkeypatch.setattr(unet, "segment_unet", lambda x, path=None: fake_unet(x, 0))
     agree = segment(img, backend="auto")
-    assert agree.backend == "unet" and agree.measurements["auto"]["lung_agreement"] == 1.0
+    assert agree.backend == "unet" and agree.measurements["auto"]["agreement"] == {"lungs": 1.0, "heart": 1.0}
     monkeypatch.setattr(unet, "segment_unet", lambda x, path=None: fake_unet(x, 40))  # lungs shifted: disagree
     disagree = segment(img, backend="auto")
-    assert disagree.backend == "atlas" and disagree.measurements["auto"]["lung_agreement"] < 0.85
+    assert disagree.backend == "atlas" and disagree.measurements["auto"]["agreement"]["lungs"] < 0.8
 
 
 def test_cli_writes_masks_overlay_and_json(tmp_path):

@@ -53,6 +53,8 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     shape = tuple(np.asarray(image).shape[:2])
     masks = _candidate_masks(segmentation, shape)
     spans = [tuple(s.token_span) for s in gen_output.sentences]
+    if not spans:  # an empty report: nothing to attribute (and captum cannot ablate zero outputs)
+        return {}, {}
     if method == "ig":
         dens = attribution.integrated_gradients(generator, image, segmentation, gen_output.report,
                                                 gen_output.key_layout, n_steps=ig_steps, shape=shape)

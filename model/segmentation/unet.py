@@ -148,7 +148,9 @@ def _finish_masks(net: UNet, probs: np.ndarray, x: np.ndarray) -> dict[str, np.n
     for name in meta.get("geometric_classes", GEOMETRIC):
         masks[name] = derived[name]
     for name in DERIVED_REGIONS:  # unlearned classes fall back to geometry
-        masks.setdefault(name, derived[name])
+        if name != "diaphragm":
+            masks.setdefault(name, derived[name])
+    masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
     return masks
 
 
