@@ -429,6 +429,9 @@ CSS = """
 def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
     present_classes = sorted({n for n in taxonomy.CLASS_NAMES})
     with gr.Blocks(title=title) as demo:
+        # gr.Blocks overwrites this with "True" when analytics are off; keep the project's value (model/__init__.py)
+        # so that processes started from here see one consistent offline environment.
+        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
         gr.Markdown(f"# {title}\n**{DISCLAIMER}**")
         case_id = gr.State(None)
         with gr.Row():

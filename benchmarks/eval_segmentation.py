@@ -17,9 +17,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model.phantom import generate_case  # noqa: E402
-from model.segmentation import SegmentationError, segment  # noqa: E402
+from model.segmentation import SegmentationError, load_image, segment  # noqa: E402
 from model.segmentation.derive import DERIVED_REGIONS  # noqa: E402
 
+EXTRA = ("aortic arch", "clavicle left", "clavicle right", "thoracic spine")  # only a learned backend has these
 TARGETS = {"right lung": 0.90, "left lung": 0.90, "heart": 0.85,
            **{f"{s} {z}": 0.80 for s in ("right", "left") for z in ("upper zone lung", "mid zone lung", "lung base")}}
 
@@ -36,8 +37,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--backend", default="atlas")
     ap.add_argument("--json", help="also write the per-structure means here")
+    ap.add_argument("--unet-weights", help="evaluate these UNet weights instead of the shipped ones")
     args = ap.parse_args(argv)
-    scores = {k: [] for k in DERIVED_REGIONS}
+    if args.unet_weights:
+        from model.segmentation.unet import segment_unet
+        args.backend = "unet"
+    scores = {k: [] for k in DERIVED_REGIONS + (EXTRA if args.backend == "unet" else ())}
     refused = []
     for seed in range(args.seed_start, args.seed_start + args.n):
         try:
@@ -46,14 +51,17 @@ def main(argv=None) -> int:
             print(f"skipped seed {seed}: phantom generation failed ({type(exc).__name__}: {exc})")
             continue
         try:
-            seg = segment(case.image, backend=args.backend)
+            if args.unet_weights:
+                seg = segment_unet(load_image(case.image), path=args.unet_weights)
+            else:
+                seg = segment(case.image, backend=args.backend)
         except SegmentationError as exc:
             refused.append((seed, str(exc)))
             for k in scores:
                 scores[k].append(0.0)
             continue
         for k in scores:
-            if k in case.masks:
+            if k in case.masks and k in seg.masks:
                 scores[k].append(dice(seg.masks[k], case.masks[k]))
     print(f"backend={args.backend} n={args.n} seeds={args.seed_start}..{args.seed_start + args.n - 1} "
           f"size={args.size} refused={len(refused)}")

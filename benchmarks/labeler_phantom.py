@@ -34,14 +34,17 @@ def _expected_region(spec: dict) -> str | None:
 
 def evaluate(n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    counts = {t: [0, 0, 0] for t in FINDING_TYPES}  # tp, fp, fn
+    observed = FINDING_TYPES + ("No Finding",)
+    counts = {t: [0, 0, 0] for t in observed}  # tp, fp, fn
     region_hits = region_total = phrase_hits = phrase_total = 0
     for _ in range(n):
         specs = sample_specs(rng, abnormal_prob=0.8, max_findings=3)
         text, gold_phrases = write_report(specs, rng)
         result = label_report(text)
         truth = {s["type"] for s in specs}
-        for t in FINDING_TYPES:
+        if not truth - {"Support Devices"}:
+            truth.add("No Finding")
+        for t in observed:
             pred, true = result.labels[t] == 1, t in truth
             counts[t][0] += pred and true
             counts[t][1] += pred and not true

@@ -119,38 +119,62 @@ def _frontal_first(study: StudyInfo) -> str:
     return (frontal or [i.path for i in study.images])[0]
 
 
+MAX_FAILURES_IN_A_ROW = 3  # then the generator itself is broken (no model, no grounding), not an image
+
+
 def generate(store: Store, model_dir: str, batch: int = 8, generator: list[str] | None = None,
              out_dir: str | None = None, limit: int | None = None) -> GenerateResult:
-    """Run the model over every study without a generation from this model version, `batch` images per call."""
+    """Run the model over every study without a generation from this model version, `batch` images per call.
+    When a call fails, what it printed is kept and its other images are retried one by one, so one unreadable
+    image costs only itself; after MAX_FAILURES_IN_A_ROW failing images in a row the run stops (StoreError)."""
     if batch < 1:
         raise StoreError(f"batch must be at least 1, got {batch}")
     name = register_model_dir(store, model_dir)
     result = GenerateResult(model_version=name)
     todo = [st for st in store.studies_without_generation(name) if st.images][:limit]
+    streak = [0]  # failing images since the last stored one
+
+    def run(by_image: dict[str, int], work_dir: str) -> None:
+        cmd = list(generator or DEFAULT_GENERATOR) + ["--model", model_dir, "--ground", "--out", work_dir]
+        proc = subprocess.run(cmd + list(by_image), capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            if not line.startswith("{"):
+                continue  # progress or log lines
+            try:
+                out = json.loads(line)
+                image = os.path.abspath(out.pop("image"))
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
+            if image not in by_image:
+                raise StoreError(f"generator returned an image it was not given: {image}")
+            try:
+                store.add_generation(by_image.pop(image), name, out, image_path=image)
+                result.stored += 1
+                streak[0] = 0
+            except StoreError as exc:  # one bad output must not lose the rest of the batch
+                fail(image, str(exc))
+        if proc.returncode != 0 and len(by_image) > 1:
+            for image, study_id in list(by_image.items()):
+                run({image: study_id}, work_dir)
+            return
+        why = (f"generator exited with {proc.returncode}: {_last_line(proc.stderr)}" if proc.returncode
+               else "no output from the generator")
+        for image in by_image:
+            fail(image, why)
+
+    def fail(image: str, why: str) -> None:
+        result.failed.append(f"{image}: {why}")
+        streak[0] += 1
+        if streak[0] >= MAX_FAILURES_IN_A_ROW:
+            raise StoreError(f"generator failed on {streak[0]} images in a row ({result.stored} stored); last: "
+                             f"{image}: {why}")
+
     with tempfile.TemporaryDirectory(prefix="groundcxr-gen-") as tmp:
         for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            by_image = {_frontal_first(st): st.id for st in chunk}
-            cmd = list(generator or DEFAULT_GENERATOR) + ["--model", model_dir, "--ground", "--out",
-                                                           out_dir or tmp] + list(by_image)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise StoreError(f"generator exited with {proc.returncode} on images {start}..{start + len(chunk)}:"
-                                 f" {proc.stderr.strip()[-2000:]}")
-            for line in proc.stdout.splitlines():
-                if not line.startswith("{"):
-                    continue  # progress or log lines
-                try:
-                    out = json.loads(line)
-                    image = os.path.abspath(out.pop("image"))
-                except (ValueError, KeyError) as exc:
-                    raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
-                if image not in by_image:
-                    raise StoreError(f"generator returned an image it was not given: {image}")
-                try:
-                    store.add_generation(by_image.pop(image), name, out, image_path=image)
-                    result.stored += 1
-                except StoreError as exc:  # one bad output must not lose the rest of the batch
-                    result.failed.append(f"{image}: {exc}")
-            result.failed += [f"{image}: no output from the generator" for image in by_image]
+            run({_frontal_first(st): st.id for st in todo[start:start + batch]}, out_dir or tmp)
     return result
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "(no message)"

@@ -35,10 +35,13 @@ def make_engine(url: str | None = None) -> Engine:
         raise ValueError(f"not a database URL: {url!r} (expected e.g. sqlite:///groundcxr.db)") from exc
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        folder = os.path.dirname(os.path.abspath(parsed.database))
-        if not os.path.isdir(folder):
-            raise ValueError(f"database folder does not exist: {folder}")
+    if not parsed.database or parsed.database == ":memory:" or "mode=memory" in str(parsed):
+        # Each pooled connection would get its own empty database: writes in one thread vanish in the next.
+        raise ValueError(f"an in-memory SQLite database cannot hold a review store ({url!r}); use a file, "
+                         "e.g. sqlite:///groundcxr.db")
+    folder = os.path.dirname(os.path.abspath(parsed.database))
+    if not os.path.isdir(folder):
+        raise ValueError(f"database folder does not exist: {folder}")
     engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

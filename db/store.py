@@ -319,9 +319,13 @@ class Store:
             parsed = ReportOutput.from_dict(report_output)
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"report output is not in the ReportOutput.to_dict() shape: {exc!r}") from exc
-        output = parsed.to_dict()
-        if len(json.dumps(output)) > MAX_OUTPUT_BYTES:
+        try:
+            blob = json.dumps(report_output, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # numpy scalars, NaN scores, ...
+            raise StoreError(f"report output is not plain JSON: {exc}") from exc
+        if len(blob.encode("utf-8")) > MAX_OUTPUT_BYTES:
             raise StoreError(f"report output is larger than {MAX_OUTPUT_BYTES} bytes as JSON")
+        output = json.loads(blob)  # kept as given (extra keys included), only made plain JSON
         indices = [s.index for s in parsed.sentences]
         if len(set(indices)) != len(indices):
             raise StoreError(f"sentence indices are not unique: {indices}")

@@ -11,6 +11,10 @@ def fresh_url(backend: str, tmp_path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'review.db'}"
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    if "test" not in (make_url(PG_URL).database or ""):
+        pytest.fail(f"GROUNDCXR_TEST_PG_URL must name a throw-away database with 'test' in its name (each test "
+                    f"drops its schema), got {make_url(PG_URL).database!r}")
     engine = create_engine(PG_URL)
     with engine.begin() as conn:  # a clean schema per test: this database is for tests only
         conn.execute(text("DROP SCHEMA public CASCADE"))

@@ -124,9 +124,10 @@ def test_generate_runs_the_model_process_in_batches_and_stores_outputs(url, imag
 
 
 @pytest.mark.parametrize("mode, code, message", [
-    ("fail", 1, "generator exited with 1"),
+    ("fail", 1, "generator failed on 3 images in a row (0 stored); last: "),
     ("skip_last", 1, "no output from the generator"),
     ("bad_verdict", 1, "unknown verdicts"),
+    ("crash_on_b", 1, "b.png: generator exited with 1: fake generator: cannot read"),
 ])
 def test_generate_failures_are_reported_and_good_outputs_kept(url, images, model_dir, capsys, monkeypatch,
                                                                mode, code, message):
@@ -135,7 +136,7 @@ def test_generate_failures_are_reported_and_good_outputs_kept(url, images, model
     assert main(["generate", "--db", url, "--model", str(model_dir), "--batch", "8", "--generator", GENERATOR]) == code
     assert message in capsys.readouterr().err
     store = Store(url)
-    assert store.counts()["generations"] == {"fail": 0, "skip_last": 2, "bad_verdict": 2}[mode]
+    assert store.counts()["generations"] == {"fail": 0, "skip_last": 2, "bad_verdict": 2, "crash_on_b": 2}[mode]
     store.close()
 
 

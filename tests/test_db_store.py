@@ -50,6 +50,9 @@ def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path):
 def test_bad_urls_are_named():
     with pytest.raises(ValueError, match="not a database URL"):
         make_engine("no-such-scheme")
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ValueError, match="in-memory SQLite database cannot hold a review store"):
+            make_engine(memory)
     with pytest.raises(ValueError, match="folder does not exist"):
         make_engine("sqlite:////nonexistent-dir-xyz/a.db")
 
@@ -89,9 +92,15 @@ def test_generation_is_stored_verbatim_and_validated(store):
     dup["sentences"][1]["index"] = 0
     with pytest.raises(StoreError, match="not unique"):
         store.add_generation(sid, "m1", dup)
+    nan = model_output()
+    nan["sentences"][0]["regions"][0]["score"] = float("nan")
+    with pytest.raises(StoreError, match="not plain JSON"):
+        store.add_generation(sid, "m1", nan)
+    extra = {**model_output(), "heatmap_dir": "/tmp/h"}  # keys beyond ReportOutput are kept, not dropped
+    assert store.generation(store.add_generation(sid, "m1", extra)).output == extra
     with pytest.raises(NotFoundError, match="no study with id 999"):
         store.add_generation(999, "m1", model_output())
-    assert store.counts()["generations"] == 1
+    assert store.counts()["generations"] == 2
 
 
 def test_model_versions_keep_path_parent_and_card(store, tmp_path):

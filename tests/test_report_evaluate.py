@@ -57,6 +57,9 @@ def test_bad_prediction_files(tmp_path, content, message):
 def test_needs_model_or_predictions_and_a_real_split(tmp_path):
     res = evaluate("--out", str(tmp_path / "eval"))
     assert res.returncode == 2 and "--model DIR" in res.stderr
+    res = evaluate("--out", str(tmp_path / "eval"), "--predictions", os.path.join(FIXTURE, "predictions.jsonl"),
+                   "--limit", "0")
+    assert res.returncode == 2 and "--limit must be at least 1, got 0" in res.stderr
     res = subprocess.run([sys.executable, "-m", "model", "evaluate", "--data", FIXTURE, "--split", "nope",
                           "--out", str(tmp_path / "e"), "--predictions", os.path.join(FIXTURE, "predictions.jsonl")],
                          cwd=ROOT, capture_output=True, text=True)

@@ -169,11 +169,12 @@ def ablation_scores(drops_row: np.ndarray, regions: list[str]) -> dict[str, floa
 
 
 def integrated_gradients(generator, image: np.ndarray, segmentation, report_text: str, key_layout, n_steps: int,
-                         shape: tuple[int, int]) -> dict[int, np.ndarray]:
+                         shape: tuple[int, int], sentence_indices=None) -> dict[int, np.ndarray]:
     """The slow reference: captum LayerIntegratedGradients on the vision encoder's patch embeddings, per sentence
     (its teacher-forced log-likelihood as the target), from a featureless baseline image (all zeros after
     normalisation: the mean grey). Attribution [1, Np, D] is summed over D; the positive part is the patch
-    evidence, spread onto the image. n_steps forward+backward passes per sentence."""
+    evidence, spread onto the image. n_steps forward+backward passes per sentence; `sentence_indices` limits the
+    work to some sentences (default: all)."""
     import torch
     from captum.attr import LayerIntegratedGradients
 
@@ -185,7 +186,7 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
     lig = LayerIntegratedGradients(forward, layer)
     masks = segmentation.masks
     out = {}
-    for i in range(len(sentences)):
+    for i in (range(len(sentences)) if sentence_indices is None else sentence_indices):
         attr = lig.attribute(px, baselines=torch.zeros_like(px), target=i, n_steps=n_steps,
                              internal_batch_size=n_steps)  # [1, Np, D]
         patch = attr[0].sum(-1).detach().double().numpy()  # [Np]

@@ -242,14 +242,24 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
                 best = (p, f"{s} {what} {value:.2f} (normal {rel} {limit:.2f})")
         return best
     if check == "opacity":
-        zones = measurements.get("zone_opacity") or {}
-        cands = [(v, z) for z, v in zones.items() if side is None or z.startswith(side + " ")]
-        if not cands:
+        found = opacity_value(measurements, side, th)
+        if found is None:
             return None
-        value, zone = max(cands)
+        value, zone = found
         p = _logistic((value - th.opacity_min) / th.measurement_scale["opacity"])
         return p, f"{zone} opacity {value:+.2f} vs the other side (opacified >= {th.opacity_min:.2f})"
     return None
+
+
+def opacity_value(measurements: dict, side: str | None, th: Thresholds) -> tuple[float, str] | None:
+    """The densest lung zone on `side` (either when None) as (zone_opacity, zone name). A blunted costophrenic
+    angle means fluid: it explains a dense lung base, which then says nothing about consolidation or collapse."""
+    zones = measurements.get("zone_opacity") or {}
+    sharp = measurement_view(measurements).get("costophrenic_sharpness") or {}
+    fluid = {s for s, v in sharp.items() if v is not None and v < th.cp_sharp_min}
+    cands = [(v, z) for z, v in zones.items() if (side is None or z.startswith(side + " "))
+             and not (z.endswith("lung base") and z.split(" ")[0] in fluid)]
+    return max(cands) if cands else None
 
 
 def _overlap(a: np.ndarray | None, b: np.ndarray | None) -> float:

@@ -38,7 +38,9 @@ def _positive(f: dict, pick) -> tuple[str, str, str]:
         return s, f"{_cap(size)} cardiomegaly.", f"{size} cardiomegaly"
     if t == "Pleural Effusion":
         s = pick({"small": [f"Small {side} pleural effusion with blunting of the {side} costophrenic angle.",
-                            f"There is a small {side} pleural effusion blunting the {side} costophrenic angle."],
+                            f"There is a small {side} pleural effusion blunting the {side} costophrenic angle.",
+                            f"Blunting of the {side} costophrenic angle, consistent with a small {side} pleural "
+                            f"effusion."],
                   "moderate": [f"Moderate {side} pleural effusion with a meniscus along the {side} lateral chest wall.",
                                f"There is a moderate {side} pleural effusion obscuring the {side} hemidiaphragm."],
                   "large": [f"Large {side} pleural effusion extending into the {side} mid zone and obscuring the "
@@ -48,13 +50,16 @@ def _positive(f: dict, pick) -> tuple[str, str, str]:
     if t == "Pneumothorax":
         s = pick([f"There is a {size} {side} apical pneumothorax with a visible pleural line.",
                   f"{_cap(size)} {side} pneumothorax; no lung markings are seen beyond the pleural line at the "
-                  f"{side} apex.", f"A {size} {side} pneumothorax is present at the {side} apex."])
+                  f"{side} apex.", f"A {size} {side} pneumothorax is present at the {side} apex.",
+                  f"A visceral pleural line is seen at the {side} apex, in keeping with a {size} {side} "
+                  f"pneumothorax."])
         return s, f"{_cap(size)} {side} pneumothorax.", f"{size} {side} pneumothorax"
     if t == "Consolidation":
         where = place(f["location"])
         s = pick([f"{_cap(size)} consolidation in the {where}.", f"There is {size} airspace consolidation in the "
                   f"{where}" + (", with air bronchograms." if size == "dense" else "."),
-                  f"Focal {size} consolidation of the {where}."])
+                  f"Focal {size} consolidation of the {where}.",
+                  f"{_cap(size)} airspace opacity in the {where} compatible with consolidation."])
         return s, f"{_cap(where)} consolidation.", f"{where} consolidation"
     if t == "Lung Opacity":
         where = place(f["location"])
@@ -116,7 +121,8 @@ def write_report(findings: list[dict], rng: np.random.Generator) -> tuple[str, l
 
     if "Cardiomegaly" not in types:
         sentences.append(pick(["Heart size is normal.", "The heart is normal in size.",
-                               "The cardiomediastinal silhouette is within normal limits."]))
+                               "The cardiomediastinal silhouette is within normal limits.",
+                               "Heart size is within normal limits."]))
         negatives.append("normal heart size")
     if rng.random() < 0.5:
         sentences.append(pick(["The mediastinal contours are normal.", "The mediastinum is not widened."]))

@@ -67,7 +67,7 @@ def _load_split(args: argparse.Namespace) -> list:
         raise SystemExit(f"error: {exc}") from exc
     if args.split not in splits:
         raise SystemExit(f"error: split {args.split!r} not in {annotation} (has {sorted(splits)})")
-    examples = splits[args.split][:args.limit] if args.limit else splits[args.split]
+    examples = splits[args.split][:args.limit] if args.limit is not None else splits[args.split]
     if not examples:
         raise SystemExit(f"error: split {args.split!r} of {annotation} is empty")
     return examples
@@ -176,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: give --model DIR to generate, or --predictions FILE to evaluate saved reports",
               file=sys.stderr)
         return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+    for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            print(f"error: {name} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     examples = _load_split(args)
     if args.predictions:
         preds = read_predictions(args.predictions)

@@ -83,11 +83,22 @@ _MENTIONS: dict[str, str] = {
         r"cannula|stents?|valve replacement|prosthetic (?:\w+ )?valve|hardware|loop recorder|"
         r"cardiac device|tracheostomy|endotracheal|nasogastric|dobhoff|coils?)\b"),
 }
+# A heart term and its state in one clause ("heart size remains mildly enlarged"); only the state word (group m)
+# is the mention, so a cue between them ("the heart is not enlarged") scopes over it.
+_STATE_MENTIONS: dict[str, str] = {
+    "Cardiomegaly": (r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: [a-z]+){0,4}? "
+                     r"(?P<m>enlarged|enlargement|large|borderline)\b|\b(?P<m2>borderline|increased?|increasing)"
+                     r"(?: in)? (?:heart|cardiac) size\b|\b(?:cardiac|heart) (?P<m3>enlargement)\b"),
+    "Enlarged Cardiomediastinum": (r"\bmediastin(?:um|al (?:silhouette|contours?|width))(?: [a-z]+){0,3}? "
+                                   r"(?P<m>widened|widening|enlarged|wide)\b"),
+}
 # Abnormalities outside the 14 observations that still block No Finding.
 _OTHER_ABNORMAL = (
-    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|scoliosis|kyphosis|"
-    r"hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|calcifi\w+|tortuous|"
-    r"tortuosity|ectatic|ectasia|aneurysm\w*|degenerative|spondylosis|osteophytes?|osteopenia|"
+    r"\b(?:emphysema\w*|copd|chronic obstructive|hyperinfla\w+|hyperexpan\w+|overinfla\w+|\w*scolio\w+|"
+    r"kyphos\w+|kyphotic|hernia|granulomas?|granulomatous|fibrosis|fibrotic|bronchiectasis|bullae|bullous|"
+    r"calcifi\w+|tortuous|tortuosity|ectatic|ectasia|aneurysm\w*|degenerat\w+|arthriti\w+|"
+    r"atheroscler\w+|foreign bod(?:y|ies)|bullets?|lesions?|pectus|hyperlucen\w+|"
+    r"(?:lung )?volumes are (?:low|decreased|diminished)|spondylosis|osteophytes?|osteopenia|"
     r"demineralization|eventration|elevat(?:ed|ion)|adenopathy|lymphadenopathy|cysts?|sternotomy|"
     r"cabg|surgical clips|clips|postsurgical|post-surgical|post surgical|thoracotomy|lobectomy|"
     r"pneumonectomy|deformity|compression|lucenc\w+|cavitation|thickening|blunt\w*|flatten\w*|"
@@ -152,27 +163,8 @@ def _compile(patterns: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
     return [(re.compile(p), d) for p, d in patterns]
 
 
-# A heart term and its state in one clause ("heart size remains mildly enlarged"); only the state word (group m)
-# is the mention, so a cue between them ("the heart is not enlarged") scopes over it.
-_STATE_MENTIONS: dict[str, str] = {
-    "Cardiomegaly": (r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: [a-z]+){0,4}? "
-                     r"(?P<m>enlarged|enlargement|large|borderline)\b|\b(?P<m2>borderline|increased?|increasing)"
-                     r"(?: in)? (?:heart|cardiac) size\b|\b(?:cardiac|heart) (?P<m3>enlargement)\b"),
-    "Enlarged Cardiomediastinum": (r"\bmediastin(?:um|al (?:silhouette|contours?|width))(?: [a-z]+){0,3}? "
-                                   r"(?P<m>widened|widening|enlarged|wide)\b"),
-}
 _MENTION_RE = {obs: re.compile(p) for obs, p in _MENTIONS.items()}
 _STATE_RE = {obs: re.compile(p) for obs, p in _STATE_MENTIONS.items()}
-
-
-def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
-    if obs in _STATE_RE:
-        for m in _STATE_RE[obs].finditer(s):
-            g = next(k for k, v in m.groupdict().items() if v is not None)
-            if not any(a <= m.start(g) < b for a, b in spans):
-                spans.append(m.span(g))
-    return spans
 _OTHER_RE = re.compile(_OTHER_ABNORMAL)
 _NEG_RE = _compile(_NEGATION_CUES)
 _UNC_RE = _compile(_UNCERTAINTY_CUES)
@@ -218,6 +210,16 @@ def _scopes(s: str, cues: list[tuple[re.Pattern, str]]) -> list[tuple[int, int, 
                 starts = [b.end() for b in _BWD_STOP.finditer(s, 0, m.start())]
                 out.append((starts[-1] if starts else 0, m.start(), m.start(), m.end()))
     return out
+
+
+def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
+    if obs in _STATE_RE:
+        for m in _STATE_RE[obs].finditer(s):
+            g = next(k for k, v in m.groupdict().items() if v is not None)
+            if not any(a <= m.start(g) < b for a, b in spans):
+                spans.append(m.span(g))
+    return spans
 
 
 def _mention_label(start: int, end: int, neg: list, unc: list) -> int:

@@ -49,35 +49,28 @@ def pixel_tensor(images: np.ndarray, mean: float, std: float, channels: int) -> 
     return ((x - mean) / std).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
 
 
-def _load_masks(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k].astype(bool) for k in z.files}
-
-
 def load_cases(data_dir: str, split: str, image_size: int, regions: tuple[str, ...], limit: int | None = None
                ) -> list[Case]:
-    """Read `annotation.json` (R2Gen layout) in `data_dir`: entries with id, report, image_path [..], and
-    optionally prior_report, key_phrases, masks (an .npz of CXAS name -> bool, relative to data_dir)."""
+    """Read `annotation.json` (R2Gen layout, `model.data.load_r2gen`) in `data_dir`: entries with id, report,
+    image_path [..], and optionally prior_report, key_phrases, masks (.npz of CXAS name -> bool)."""
     from PIL import Image
+
+    from model.data import load_r2gen
+    from model.phantom.store import load_masks
 
     ann_path = os.path.join(data_dir, "annotation.json")
     if not os.path.isfile(ann_path):
         raise FileNotFoundError(f"{data_dir} has no annotation.json (make one with `python -m model phantom`)")
-    with open(ann_path, encoding="utf-8") as fh:
-        ann = json.load(fh)
-    if split not in ann:
-        raise ValueError(f"{ann_path} has no {split!r} split (has: {', '.join(ann)})")
+    splits = load_r2gen(ann_path, image_root=data_dir)
+    if split not in splits:
+        raise ValueError(f"{ann_path} has no {split!r} split (has: {', '.join(splits)})")
     cases = []
-    for e in ann[split][:limit]:
-        for key in ("id", "report", "image_path"):
-            if key not in e:
-                raise ValueError(f"{ann_path}: entry {e.get('id', '?')} in {split!r} lacks {key!r}")
-        img = np.asarray(Image.open(os.path.join(data_dir, e["image_path"][0])).convert("L"))
-        masks = _load_masks(os.path.join(data_dir, e["masks"])) if e.get("masks") else None
-        kp = e.get("key_phrases") or []
-        cases.append(Case(id=str(e["id"]), image=prepare_image(img, image_size),
-                          maps=masks_to_maps(masks, regions, MAP_SIZE).astype(np.float16), report=e["report"],
-                          reference=e.get("prior_report") or "", key_phrases=list(kp)))
+    for e in splits[split][:limit]:
+        img = np.asarray(Image.open(e.image_paths[0]).convert("L"))
+        masks = load_masks(e.masks_path)[0] if e.masks_path else None
+        cases.append(Case(id=e.id, image=prepare_image(img, image_size),
+                          maps=masks_to_maps(masks, regions, MAP_SIZE).astype(np.float16), report=e.report,
+                          reference=e.prior_report or "", key_phrases=list(e.key_phrases or [])))
     fill_references(cases)
     return cases
 
