@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--ground", action="store_true", help="ground every sentence (needs model.grounding)")
     p.add_argument("--method", default="rollout", choices=("rollout", "ablation", "ig"))
-    p.add_argument("--out", default=None, help="with --ground: directory for heatmaps")
+    p.add_argument("--out", default=None, help="accepted for `python -m db generate`; grounding returns its maps in the JSON, writes no files")
 
 
 def _read_image(path: str):
@@ -34,8 +34,10 @@ def _masks_for(image, mask_path: str | None):
     import numpy as np
 
     if mask_path:
-        with np.load(mask_path) as z:
-            return {k: z[k].astype(bool) for k in z.files}
+        from model.types import Segmentation
+
+        with np.load(mask_path) as z:  # grounding takes a Segmentation, the generator either
+            return Segmentation({k: z[k].astype(bool) for k in z.files}, backend=f"file:{os.path.basename(mask_path)}")
     try:
         from model.segmentation import segment
     except ModuleNotFoundError:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         masks = _masks_for(image, args.masks[i] if args.masks else None)
         out = gen.generate(image, masks)
         if ground is not None:
-            result = ground(gen, image, masks, out, method=args.method, out_dir=args.out)
+            result = ground(gen, image, masks, out, method=args.method)
             payload = result.to_dict() if hasattr(result, "to_dict") else out.to_report_output().to_dict()
         else:
             payload = out.to_report_output().to_dict()
