@@ -54,13 +54,15 @@ SMALL = {
 class LoopConfig:
     out: str
     n_train: int = 80  # base training cases
-    effusion_share: float = 0.1  # of the base training cases (rare: the base model learns to deny it)
+    effusion_share: float = 0.05  # of the base training cases (rare: the base model learns to deny it)
     n_review: int = 10  # cases generated on, corrected, exported
+    review_effusion_share: float = 1.0  # of the review cases (a worklist of effusion follow-ups)
     n_val: int = 4
     size: int = 64  # phantom pixels
-    base_epochs: str = "0:20,1:8,2:1,3:1"
-    finetune_epochs: int = 10
-    replay: int = 20  # original training cases mixed into the fine-tune
+    base_epochs: str = "0:5,1:8,2:1,3:1"
+    finetune_epochs: int = 30
+    finetune_lr: float = 5e-3
+    replay: int = 10  # original training cases mixed into the fine-tune
     seed: int = 0
     threads: int = 1
 
@@ -74,7 +76,14 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def _case_plan(i: int, effusion: bool) -> list[dict]:
-    return [{"type": "Pleural Effusion", "side": ("left", "right")[i % 2], "size": "large"}] if effusion else []
+    return [{"type": "Pleural Effusion", "side": ("left", "right")[(i // 2) % 2], "size": "large"}] if effusion else []
+
+
+def canonical_report(side: str | None) -> str:
+    """One wording per finding state (the phantom writer varies its phrasing at random), so that the only thing a
+    model has to learn from the image is the effusion; no FINDINGS/IMPRESSION headers, as an export writes it."""
+    effusion = f"There is a large {side} pleural effusion." if side else "No pleural effusion."
+    return f"The heart is normal in size. The lungs are clear. {effusion} No pneumothorax."
 
 
 def build_world(cfg: LoopConfig) -> str:
@@ -82,19 +91,24 @@ def build_world(cfg: LoopConfig) -> str:
     large effusion, alternating sides). Nothing else is abnormal, so the effusion is the only thing to learn."""
     from model.phantom import generate_case, write_case
     from model.phantom.store import atomic_write_json
+    from model.report.keyphrases import extract_key_phrases
 
     world = os.path.join(cfg.out, "world")
     n_eff = max(1, round(cfg.effusion_share * cfg.n_train))
     plan = {"train": [k < n_eff for k in range(cfg.n_train)],
             "val": [k % 2 == 0 for k in range(cfg.n_val)],
-            "test": [k % 2 == 0 for k in range(cfg.n_review)]}
+            "test": [k < round(cfg.review_effusion_share * cfg.n_review) for k in range(cfg.n_review)]}
     ann, seed = {}, cfg.seed * 100_000
     for split, flags in plan.items():
         ann[split] = []
         for k, eff in enumerate(flags):
             seed += 1
             case = generate_case(seed, cfg.size, findings=_case_plan(k, eff), case_id=f"loop_{split}_{k:04d}")
-            ann[split].append(write_case(case, world, split))
+            entry = write_case(case, world, split)
+            entry["report"] = canonical_report(_case_plan(k, eff)[0]["side"] if eff else None)
+            entry["prior_report"] = ""  # stage 3 then takes the nearest other report by key phrases
+            entry["key_phrases"] = extract_key_phrases(entry["report"])
+            ann[split].append(entry)
     atomic_write_json(os.path.join(world, "annotation.json"), ann)
     return world
 
@@ -195,7 +209,7 @@ def review(store, gold: dict[str, str | None]) -> dict[str, int]:
 def fine_tune(cfg: LoopConfig, export_dir: str, base_dir: str, world: str) -> str:
     out = os.path.join(cfg.out, "finetuned")
     _run([sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", base_dir, "--data", world,
-          "--out", out, "--replay", str(cfg.replay), "--epochs", f"3:{cfg.finetune_epochs}", "--seed",
+          "--out", out, "--replay", str(cfg.replay), "--epochs", f"3:{cfg.finetune_epochs}", "--lr", str(cfg.finetune_lr), "--seed",
           str(cfg.seed), "--threads", str(cfg.threads), "--no-progress"], "fine-tuning from the export")
     return os.path.join(out, "stage3")
 
