@@ -59,10 +59,10 @@ class LoopConfig:
     review_effusion_share: float = 1.0  # of the review cases (a worklist of effusion follow-ups)
     n_val: int = 4
     size: int = 64  # phantom pixels
-    base_epochs: str = "0:5,1:8,2:1,3:1"
+    base_epochs: str = "0:40,1:8,2:1,3:1"
     finetune_epochs: int = 30
-    finetune_lr: float = 5e-3
-    replay: int = 10  # original training cases mixed into the fine-tune
+    finetune_lr: float = 1e-2
+    replay: int = 5  # original training cases mixed into the fine-tune
     seed: int = 0
     threads: int = 1
 
@@ -255,7 +255,7 @@ def run_loop(cfg: LoopConfig) -> dict:
     return {"config": asdict(cfg), "before": count_errors(before, gold), "after": count_errors(after, gold),
             "corrections": corrections, "base_version": parent.name if parent else None,
             "new_version": new_version.name, "new_version_parent": new_version.parent,
-            "model_dirs": {"base": base, "new": new}, "reports_before": before, "reports_after": after,
+            "model_dirs": {"base": base, "new": new}, "db_url": db_url, "export_dir": export_dir, "world": world, "reports_before": before, "reports_after": after,
             "seconds": {k: round(v, 1) for k, v in times.items()} | {"total": round(time.perf_counter() - t0, 1)}}
 
 

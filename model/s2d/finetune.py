@@ -127,6 +127,11 @@ def fine_tune(fc: FineTuneConfig) -> str:
     """Run the fine-tune; returns the new model directory (OUT/stage3, with model_card.json)."""
     from model.s2d.train import train
 
+    for path, what in ((os.path.join(fc.export_dir, "annotation.json"), "the export (`python -m db export`)"),
+                       (os.path.join(fc.init_dir, "config.json"), "the --init model directory"),
+                       (os.path.join(fc.data_dir, "annotation.json"), "the --data dataset")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: is {os.path.dirname(path)} {what}?")
     cfg = S2DConfig.load(os.path.join(fc.init_dir, "config.json"))
     if fc.epochs is not None:
         if fc.epochs < 1:
