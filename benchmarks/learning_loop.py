@@ -65,6 +65,7 @@ class LoopConfig:
     replay: int = 5  # original training cases mixed into the fine-tune
     seed: int = 0
     threads: int = 1
+    held_out: bool = True  # also count errors on the val split (never reviewed) before and after
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -158,8 +159,27 @@ def count_errors(reports: dict[str, str], gold: dict[str, str | None]) -> dict[s
 
     miss = sum(gold[k] is not None and effusion_label(t) != POSITIVE for k, t in reports.items())
     false = sum(gold[k] is None and effusion_label(t) == POSITIVE for k, t in reports.items())
+    # found, but on the wrong side (the reviewer's `wrong_laterality`)
+    side = sum(gold[k] is not None and effusion_label(t) == POSITIVE
+               and f"{gold[k]} pleural effusion" not in t.lower() for k, t in reports.items())
     return {"cases": len(reports), "with_effusion": sum(gold[k] is not None for k in reports),
-            "missed": miss, "false_alarms": false, "errors": miss + false}
+            "missed": miss, "false_alarms": false, "errors": miss + false, "wrong_side": side}
+
+
+def held_out(model_dir: str, world: str, gold: dict[str, str | None]) -> dict[str, int]:
+    """Errors on the `val` split (half with an effusion, never reviewed), generated in-process with the masks."""
+    import numpy as np
+    from PIL import Image
+
+    from model.phantom.store import load_masks
+    from model.s2d.generate import load_generator
+
+    gen = load_generator(model_dir)
+    with open(os.path.join(world, "annotation.json"), encoding="utf-8") as fh:
+        val = json.load(fh)["val"]
+    reports = {e["id"]: gen.generate(np.asarray(Image.open(os.path.join(world, e["image_path"][0])).convert("L")),
+                                     load_masks(os.path.join(world, e["masks"]))[0]).report for e in val}
+    return count_errors(reports, gold)
 
 
 def generate(db_url: str, model_dir: str) -> None:
@@ -252,7 +272,12 @@ def run_loop(cfg: LoopConfig) -> dict:
     finally:
         store.close()
     times["generate_after_s"] = time.perf_counter() - t0 - sum(times.values())
+    if cfg.held_out:
+        times_h = time.perf_counter()
+        held = {"before": held_out(base, world, gold), "after": held_out(new, world, gold)}
+        times["held_out_s"] = time.perf_counter() - times_h
     return {"config": asdict(cfg), "before": count_errors(before, gold), "after": count_errors(after, gold),
+            "held_out_val": held if cfg.held_out else None,
             "corrections": corrections, "base_version": parent.name if parent else None,
             "new_version": new_version.name, "new_version_parent": new_version.parent,
             "model_dirs": {"base": base, "new": new}, "db_url": db_url, "export_dir": export_dir, "world": world, "reports_before": before, "reports_after": after,
@@ -264,14 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "learning_loop"))
     p.add_argument("--n-train", type=int, default=200)
     p.add_argument("--n-review", type=int, default=40)
-    p.add_argument("--finetune-epochs", type=int, default=10)
-    p.add_argument("--replay", type=int, default=40)
+    p.add_argument("--finetune-epochs", type=int, default=30)
+    p.add_argument("--replay", type=int, default=20)
+    p.add_argument("--n-val", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if os.path.exists(os.path.join(a.out, "loop.db")):
         raise SystemExit(f"error: {a.out} holds an earlier run (loop.db); pass a new --out")
     r = run_loop(LoopConfig(out=a.out, n_train=a.n_train, n_review=a.n_review, finetune_epochs=a.finetune_epochs,
-                            replay=a.replay, seed=a.seed))
+                            replay=a.replay, n_val=a.n_val, seed=a.seed))
     print(json.dumps({k: v for k, v in r.items() if not k.startswith("reports_")}, indent=1))
     return 0 if r["after"]["errors"] < r["before"]["errors"] else 1
 
