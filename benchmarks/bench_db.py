@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,10 +33,9 @@ def _output() -> dict:
     return {"report": " ".join(s["text"] for s in sentences), "sentences": sentences, "model_version": "bench"}
 
 
-def _writer(url: str, name: str, review_ids: list[int], per_review: int, start: float, queue) -> None:
+def _writer(url: str, name: str, review_ids: list[int], per_review: int, barrier, queue) -> None:
     store = Store(url)
-    while time.time() < start:
-        time.sleep(0.001)
+    barrier.wait()  # every writer is imported and connected: the clock starts for all at once
     t0, written = time.perf_counter(), 0
     for rid in review_ids:
         for i in range(per_review):
@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--corrections", type=int, default=10_000)
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--per-review", type=int, default=50, help="corrections per review (default %(default)s)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (database and export)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-db-")
     url = args.url or f"sqlite:///{os.path.join(tmp, 'bench.db')}"
@@ -87,16 +88,17 @@ def main() -> int:
     setup_s = time.perf_counter() - t0
 
     ctx = mp.get_context("spawn")  # fresh interpreters: no engine or connection shared across a fork
-    queue = ctx.Queue()
-    start = time.time() + 3.0
+    queue, barrier = ctx.Queue(), ctx.Barrier(args.writers + 1)
     share = n_reviews // args.writers
     procs = [ctx.Process(target=_writer, args=(url, f"w{w}", review_ids[w * share:(w + 1) * share],
-                                               args.per_review, start, queue)) for w in range(args.writers)]
+                                               args.per_review, barrier, queue)) for w in range(args.writers)]
     for p in procs:
         p.start()
+    barrier.wait(timeout=300)
+    start = time.perf_counter()
     for p in procs:
         p.join()
-    wall = time.time() - start
+    wall = time.perf_counter() - start
     reports = [queue.get() for _ in procs]
     failed = [p.exitcode for p in procs if p.exitcode != 0]
 
@@ -127,6 +129,10 @@ def main() -> int:
               "export_studies_per_s": round(full.n_entries / export_s, 1), "export_noop_s": round(noop_s, 3),
               "cpus": os.cpu_count(), "ok": bool(ok)}
     print(json.dumps(result))
+    if args.keep:
+        print(f"kept {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp)
     return 0 if ok else 1
 
 

@@ -60,6 +60,24 @@ def _worklist(args: argparse.Namespace, store) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace, store) -> int:
+    sid = store.study_id(args.study)
+    items = [i for i in store.worklist(order="oldest") if i.study_id == sid]
+    for item in items:
+        if item.review_id is None:
+            print(f"{args.study}: {item.status}, no review yet")
+            continue
+        print(f"{args.study}: review {item.review_id} of generation {item.generation_id} ({item.model_version}), "
+              f"{item.status}")
+        for c in store.corrections(item.review_id):
+            what = " ".join(f"{k}={v!r}" for k, v in (("sentence", c.sentence_index), ("text", c.text),
+                                                      ("reason", c.reason_code), ("regions", c.regions),
+                                                      ("undoes", c.target_id)) if v is not None)
+            print(f"  #{c.id} {c.created_at:%Y-%m-%d %H:%M:%S} {c.reviewer}: {c.kind} {what}")
+        print("  final: " + store.final_text(item.review_id))
+    return 0
+
+
 def _export(args: argparse.Namespace, store) -> int:
     from db.export import export
     r = export(store, args.out, full=args.all)
@@ -82,6 +100,7 @@ COMMANDS = {
     "models": (_models, "list the registered model versions with their parents"),
     "generate": (_generate, "run the model over studies it has not reported on and store the generations"),
     "worklist": (_worklist, "list studies with their review status"),
+    "history": (_history, "print a study's audit trail (every correction, who and when) and its final report"),
     "export": (_export, "write signed reviews as a training set (annotation.json, pairs.jsonl, manifest.json)"),
 }
 
@@ -95,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "import":
             p.add_argument("path", help="a folder of images (.png/.jpg/.dcm) or an annotation.json")
             p.add_argument("--images", help="folder the annotation's image paths are relative to "
-                                            "(default: images/ beside it, else its own folder)")
+                                            "(default: its own folder, else images/ beside it)")
             p.add_argument("--source", help="where the studies come from (default: from the path)")
         elif name == "register-model":
             p.add_argument("dir", help="model directory (model_card.json inside gives name, parent, metrics)")
@@ -110,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--order", default="most_ungrounded", choices=("most_ungrounded", "oldest", "newest"))
             p.add_argument("--status", choices=("new", "in_review", "signed", "amended"))
             p.add_argument("--limit", type=int)
+        elif name == "history":
+            p.add_argument("study", help="the study's pseudonymous id")
         elif name == "export":
             p.add_argument("--out", required=True, help="output folder")
             p.add_argument("--all", action="store_true", help="rebuild from every signed study, not only new ones")

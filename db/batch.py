@@ -49,8 +49,9 @@ def _image_groups(folder: str) -> list[list[str]]:
 
 def import_path(store: Store, path: str, source: str | None = None, images_dir: str | None = None,
                 splits: tuple[str, ...] = ("train", "val", "test")) -> ImportResult:
-    """Register a folder of images, or the entries of an annotation.json (image paths relative to `images_dir`,
-    by default the `images` folder beside it, else its own folder)."""
+    """Register a folder of images, or the entries of an annotation.json. Its image paths are relative to
+    `images_dir`; by default to the annotation's own folder (the phantom layout: "images/<id>.png") or else to the
+    `images` folder beside it (the R2Gen IU layout: "CXR1_1_IM-0001/0.png")."""
     result = ImportResult()
     if os.path.isdir(path):
         source = source or f"folder:{os.path.basename(os.path.abspath(path))}"
@@ -73,18 +74,18 @@ def import_path(store: Store, path: str, source: str | None = None, images_dir: 
         raise StoreError(f"{path} is not a JSON annotation file: {exc}") from exc
     if not isinstance(annotation, dict) or not any(isinstance(annotation.get(k), list) for k in splits):
         raise StoreError(f"{path} has none of the splits {splits} (expected the R2Gen annotation.json layout)")
-    if images_dir is None:
-        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "images")
-        images_dir = beside if os.path.isdir(beside) else os.path.dirname(os.path.abspath(path))
+    here = os.path.dirname(os.path.abspath(path))
+    bases = [images_dir] if images_dir else [here, os.path.join(here, "images")]
     source = source or f"annotation:{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
     for split in splits:
         for n, entry in enumerate(annotation.get(split) or []):
             if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image_path"), list):
                 raise StoreError(f"{path}: {split}[{n}] needs an 'id' and an 'image_path' list")
-            images = [os.path.join(images_dir, p) for p in entry["image_path"]]
-            missing = [p for p in images if not os.path.isfile(p)]
-            if missing:
-                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: {missing[0]}")
+            found = [[os.path.join(b, p) for p in entry["image_path"]] for b in bases]
+            images = next((f for f in found if all(os.path.isfile(p) for p in f)), None)
+            if images is None:
+                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: "
+                                 f"{entry['image_path']} under {' or '.join(bases)}")
             try:
                 existing = store.study_id(str(entry["id"]))
             except StoreError:

@@ -48,7 +48,8 @@ def model_output(n_sentences: int = 3, ungrounded: tuple[int, ...] = (1,)) -> di
             "timings": {"generate_s": 0.5}, "grounding_method": "attention"}
 
 
-def study_with_generation(store, pseudo_id: str = "S-1", n_sentences: int = 3, ungrounded=(1,), images=()) -> tuple[int, int]:
+def study_with_generation(store, pseudo_id: str = "S-1", n_sentences: int = 3, ungrounded=(1,),
+                          images=()) -> tuple[int, int]:
     sid = store.register_study(pseudo_id, "test", list(images))
     gid = store.add_generation(sid, "m1", model_output(n_sentences, ungrounded))
     return sid, gid

@@ -78,6 +78,21 @@ def test_import_an_annotation_json(url, images, tmp_path, capsys):
     assert "imported 1 new studies" in capsys.readouterr().out
 
 
+def test_import_a_phantom_style_annotation_with_paths_relative_to_its_folder(url, images, tmp_path, capsys):
+    ann = tmp_path / "annotation.json"  # beside images/, paths include "images/" (model.phantom's layout)
+    ann.write_text(json.dumps({"train": [{"id": "phantom-0001", "report": "x", "image_path": ["images/b.png"]}]}))
+    assert main(["import", "--db", url, str(ann)]) == 0
+    store = Store(url)
+    assert store.study(store.study_id("phantom-0001")).images[0].path == str(images / "b.png")
+    store.close()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    write_png(other / "c.png", 9)
+    ann.write_text(json.dumps({"val": [{"id": "moved", "image_path": ["c.png"]}]}))
+    assert main(["import", "--db", url, str(ann), "--images", str(other)]) == 0
+    assert "imported 1 new studies (1 images)" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_import_reports_bad_input_clearly(url, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -86,7 +101,7 @@ def test_import_reports_bad_input_clearly(url, tmp_path, capsys):
     missing = tmp_path / "annotation.json"
     missing.write_text(json.dumps({"train": [{"id": "x", "image_path": ["nope.png"]}]}))
     assert main(["import", "--db", url, str(missing)]) == 1
-    assert "train[0] (x): image not found" in capsys.readouterr().err
+    assert "train[0] (x): image not found: ['nope.png'] under" in capsys.readouterr().err
     assert main(["import", "--db", url, str(tmp_path / "nothing")]) == 1
     assert "nothing to import" in capsys.readouterr().err
 
@@ -156,6 +171,13 @@ def test_export_through_the_cli(url, images, model_dir, tmp_path, capsys):
     assert "nothing new since the last export" in capsys.readouterr().out
     ann = json.load(open(out / "annotation.json"))
     assert ann["train"][0]["report"] == "The heart is normal in size. No opacity."
+    assert main(["history", "--db", url, item.pseudo_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(tiny-v1), signed")
+    assert "dr.a: edit sentence=1 text='No opacity.'" in lines[1] and "dr.a: sign" in lines[2]
+    assert lines[3] == "  final: The heart is normal in size. No opacity."
+    assert main(["history", "--db", url, "S-nope"]) == 1
+    assert "no study 'S-nope'" in capsys.readouterr().err
     assert ann["train"][0]["provenance"]["model_version"] == "tiny-v1"
 
 

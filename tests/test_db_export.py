@@ -59,7 +59,8 @@ def test_export_writes_the_r2gen_layout_pairs_and_manifest(store, tmp_path):
     by = {(p["study"], p["sentence_index"]): p for p in pairs}
     assert len(pairs) == 7
     assert by[("S-1", 1)]["model_sentence"] == "There is a left pleural effusion."
-    assert by[("S-1", 1)]["corrected_sentence"] == "There is a right pleural effusion." and by[("S-1", 1)]["kind"] == "edited"
+    assert by[("S-1", 1)]["corrected_sentence"] == "There is a right pleural effusion."
+    assert by[("S-1", 1)]["kind"] == "edited"
     assert by[("S-2", 2)]["corrected_sentence"] is None and by[("S-2", 2)]["reason_code"] == "not_in_image"
     assert by[("S-2", 0)]["kind"] == "deleted" and by[("S-2", 0)]["corrected_sentence"] is None
     assert by[("S-2", 3)]["model_sentence"] is None and by[("S-2", 3)]["kind"] == "added"
@@ -205,3 +206,14 @@ def test_a_killed_export_leaves_no_partial_file(store, db_url, tmp_path):
     assert all(name.endswith(".tmp") for name in left)  # only the temp file, never a half-written target
     r = export(store, str(out))
     assert r.written and sorted(os.listdir(out)) == ["annotation.json", "manifest.json", "pairs.jsonl"]
+
+
+def test_a_study_with_every_sentence_flagged_gives_pairs_but_no_training_report(store, tmp_path):
+    sid, _ = study_with_generation(store, "S-bad", n_sentences=2)
+    rid = store.start_review(sid, "dr.a")
+    for i in range(2):
+        store.apply_correction(rid, "flag", "dr.a", sentence_index=i, reason_code="not_in_image")
+    store.sign(rid, "dr.a")
+    r = export(store, str(tmp_path / "out"))
+    assert r.n_entries == 0 and r.n_pairs == 2
+    assert json.load(open(tmp_path / "out" / "annotation.json"))["train"] == []

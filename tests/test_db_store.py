@@ -18,7 +18,8 @@ def test_migrations_apply_on_empty_db_and_are_idempotent(db_url):
     assert {"studies", "images", "model_versions", "generations", "reviews", "corrections", "exports",
             "alembic_version"} <= tables
     migrate(engine)  # again: nothing to do, nothing breaks
-    Store(db_url).close()  # and the store's own start-up migration
+    with Store(db_url) as again:  # and the store's own start-up migration
+        assert again.counts()["studies"] == 0
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
@@ -57,7 +58,7 @@ def test_bad_urls_are_named():
         make_engine("sqlite:////nonexistent-dir-xyz/a.db")
 
 
-# ---- studies, images, generations -------------------------------------------------------------------------------------
+# ---- studies, images, generations ------------------------------------------------------------------------------------
 
 
 def test_register_study_hashes_images_and_dedups(store, tmp_path):
@@ -99,7 +100,11 @@ def test_generation_is_stored_verbatim_and_validated(store):
     extra = {**model_output(), "heatmap_dir": "/tmp/h"}  # keys beyond ReportOutput are kept, not dropped
     assert store.generation(store.add_generation(sid, "m1", extra)).output == extra
     with pytest.raises(NotFoundError, match="no study with id 999"):
-        store.add_generation(999, "m1", model_output())
+        store.add_generation(999, "m2", model_output())
+    with pytest.raises(StoreError, match="elsewhere.png is not a registered image of study"):
+        store.add_generation(sid, "m2", model_output(), image_path="elsewhere.png")
+    with pytest.raises(NotFoundError):
+        store.model_version("m2")  # a refused generation registers no model version either
     assert store.counts()["generations"] == 2
 
 
@@ -161,7 +166,7 @@ def test_start_review_needs_a_generation(store):
         store.start_review(12345, "dr.a")
 
 
-# ---- correction kinds --------------------------------------------------------------------------------------------------
+# ---- correction kinds ------------------------------------------------------------------------------------------------
 
 
 def test_every_correction_kind_shapes_the_final_report(store):
@@ -300,7 +305,7 @@ def test_a_failure_inside_a_write_leaves_no_partial_rows(store, monkeypatch):
     assert store.final_text(rid) == model_output()["report"]
 
 
-# ---- worklist and signed versions -------------------------------------------------------------------------------------
+# ---- worklist and signed versions ------------------------------------------------------------------------------------
 
 
 def test_worklist_orders_and_filters(store):
