@@ -28,6 +28,45 @@ from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
 from model.taxonomy import CLASS_INDEX  # noqa: E402
 
 
+def _finite(x):
+    """NaN (a class missing from a small sample) -> null, so the JSON stays standard."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, float) and x != x:
+        return None
+    return x
+
+
+def collect_checks(checks: dict, image, seg, findings) -> None:
+    """Each verification check's raw value against the truth (does the image have the finding there?), so the
+    benchmark reports how well each check separates on its own. Oriented so that higher = finding."""
+    from model.grounding.verdict import CHECKS, image_checks, measurement_view
+
+    m = measurement_view({**seg.measurements, **image_checks(image, seg.masks)})
+    opacity_types = [t for t, c in CHECKS.items() if c == "opacity"]
+
+    def add(name, value, y):
+        if value is not None:
+            checks.setdefault(name, ([], []))
+            checks[name][0].append(float(value))
+            checks[name][1].append(bool(y))
+
+    cardio = harness.present(findings, "Cardiomegaly", None)
+    add("cardiothoracic_ratio (segmenter; used)", m.get("cardiothoracic_ratio"), cardio)
+    for side in ("right", "left"):
+        cp = (m.get("costophrenic_sharpness") or {}).get(side)
+        add("costophrenic blunting = -sharpness (used)", None if cp is None else -cp,
+            harness.present(findings, "Pleural Effusion", side))
+        tex = (seg.measurements.get("apex_texture") or {}).get(side)
+        add("apex texture, inverted (segmenter; not used)", None if tex is None else -tex,
+            harness.present(findings, "Pneumothorax", side))
+        add("lateral_lucency (used)", (m.get("lateral_lucency") or {}).get(side),
+            harness.present(findings, "Pneumothorax", side))
+        zones = [v for z, v in (m.get("zone_opacity") or {}).items() if z.startswith(side + " ")]
+        add("zone_opacity max over the side's zones", max(zones) if zones else None,
+            any(harness.present(findings, t, side) for t in opacity_types))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="phantom dataset dir (annotation.json)")
@@ -39,7 +78,12 @@ def main(argv=None) -> int:
     ap.add_argument("--slow-cases", type=int, default=10, help="run ablation and ig on only the first N cases")
     ap.add_argument("--seed", type=int, default=0, help="seed for the hallucination insertions")
     ap.add_argument("--json", default=None, help="write the summary here (atomically)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared, loaded CPU)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     from model.report.sentences import split_sentences
@@ -50,6 +94,7 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     entries = harness.load_split(args.data, args.split, args.n)
     point = {m: {"hit": [], "region_hit": [], "iou": [], "sec_per_sentence": []} for m in methods}
+    checks = {}  # check name -> (values, has finding)
     hall_scores, hall_labels, hall_pred = [], [], []
     report_ground_s, report_sentences, skipped, seg_failures = [], [], 0, 0
     for k, entry in enumerate(entries):
@@ -60,6 +105,7 @@ def main(argv=None) -> int:
             seg_failures += 1
             continue
         class_masks = {n: v for n, v in seg.masks.items() if n in CLASS_INDEX}
+        collect_checks(checks, image, seg, findings)
         texts = [s.text for s in split_sentences(report)]
         wanted = {}  # sentence index -> true finding mask
         for f in findings:
@@ -128,10 +174,13 @@ def main(argv=None) -> int:
     summary["report_grounding"] = {"median_s_per_report": float(np.median(report_ground_s)),
                                    "median_sentences": float(np.median(report_sentences)),
                                    "estimated_s_for_6_sentences": float(6 * np.median(per_sentence))}
+    summary["measurement_checks_auroc"] = {
+        k: {"auroc": harness.auroc(v, y), "with_finding": int(sum(y)), "without": int(len(y) - sum(y))}
+        for k, (v, y) in sorted(checks.items())}
     if "ig" in methods and "rollout" in methods:
         summary["rollout_speedup_vs_ig"] = (summary["methods"]["ig"]["sec_per_sentence"]
                                             / summary["methods"]["rollout"]["sec_per_sentence"])
-    text = json.dumps(summary, indent=2)
+    text = json.dumps(_finite(summary), indent=2)
     print(text)
     if args.json:
         tmp = args.json + ".tmp"

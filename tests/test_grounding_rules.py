@@ -33,7 +33,7 @@ def blob(rows, cols):
 
 
 NORMAL = {"cardiothoracic_ratio": 0.44, "costophrenic_sharpness": {"left": 0.9, "right": 0.9},
-          "apex_lucency": {"left": 0.0, "right": 0.0}}
+          "lateral_lucency": {"left": 0.0, "right": 0.0}}
 
 
 def test_uniform_heatmap_scores_every_region_at_chance():
@@ -118,7 +118,7 @@ def test_cardiomegaly_with_small_ctr_is_ungrounded_and_large_ctr_grounded():
 def test_pneumothorax_with_normal_apical_markings_is_ungrounded():
     j = _judge("Right pneumothorax.", {"Pneumothorax": 1}, ["right lung"], blob(slice(8, 18), slice(4, 28)))
     assert j.verdict == "ungrounded"
-    assert any("apex lucency" in r for r in j.reasons)
+    assert any("lateral lung lucency" in r for r in j.reasons)
 
 
 def test_no_supporting_region_is_ungrounded():
@@ -140,9 +140,9 @@ def test_negative_sentence_is_judged_against_the_region_it_denies():
     ok = _judge("No pneumothorax.", {"Pneumothorax": 0}, [], heat)
     assert ok.verdict == "grounded"
     assert {r.name for r in ok.regions} == {"left lung", "right lung"}
-    meas = {**NORMAL, "apex_lucency": {"left": 0.6, "right": -0.6}}
+    meas = {**NORMAL, "lateral_lucency": {"left": 0.6, "right": -0.6}}
     denied = _judge("No pneumothorax.", {"Pneumothorax": 0}, [], heat, meas)
-    assert denied.verdict == "ungrounded" and "left apex lucency 0.60" in denied.reasons[0]
+    assert denied.verdict == "ungrounded" and "left lateral lung lucency 0.60" in denied.reasons[0]
     assert denied.score > ok.score
 
 
@@ -224,19 +224,47 @@ def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
     assert abs(z["right upper zone lung"]) < 0.5
     meas = {**NORMAL, "zone_opacity": z}
     heat = np.ones((H, W)); heat[8:56, 4:60] = 3.0
-    denied = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas)
+    trusted = Thresholds(reliable={"ctr": True, "cp": True, "lucency": True, "opacity": True})
+    denied = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, trusted)
     assert denied.verdict == "ungrounded" and "right lung base opacity" in denied.reasons[0]
     wrong_side = _judge("Left lower lobe consolidation.", {"Consolidation": 1}, ["lung lower lobe left"],
-                        blob(slice(44, 54), slice(40, 56)), meas)
+                        blob(slice(44, 54), slice(40, 56)), meas, trusted)
     assert wrong_side.verdict == "ungrounded"
+    # An unreliable check (poor calibration) only weakens the sentence, unless its evidence is overwhelming.
+    reliable = {"ctr": True, "cp": True, "lucency": True, "opacity": False}
+    soft = Thresholds(reliable=reliable, measurement_scale={"ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 5.0})
+    weak = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, soft)
+    assert weak.verdict == "weak" and "a weak check" in weak.reasons[0]
+    strong = _judge("No focal consolidation.", {"Consolidation": 0}, [], heat, meas, Thresholds(reliable=reliable))
+    assert strong.verdict == "ungrounded"
 
 
-def test_apex_lucency_marks_the_darker_apex():
-    from model.grounding.verdict import apex_lucency
+def test_lateral_lucency_marks_air_at_the_lung_edge():
+    from model.grounding.verdict import lateral_band, lateral_lucency
 
     masks = synthetic_masks()
+    band = lateral_band(masks["right lung"], "right")
+    assert band[20, 4] and not band[20, 27]  # the patient's right lung: its lateral edge is the image's left
+    assert lateral_band(masks["left lung"], "left")[20, 59]
     image = np.full((H, W), 0.4)
-    image[8:18, 4:28] = 0.2  # the patient's right apex (image left) is lucent: air, no markings
-    luc = apex_lucency(image, masks)
+    image[8:56, 4:10] = 0.1  # air along the right lateral chest wall
+    luc = lateral_lucency(image, masks)
     assert luc["right"] > 0 > luc["left"]
     assert luc["right"] == pytest.approx(-luc["left"])
+
+
+def test_unsupported_but_image_confirmed_finding_is_weak_not_ungrounded():
+    meas = {**NORMAL, "costophrenic_sharpness": {"left": 0.1, "right": 0.9}}
+    j = _judge("Small left pleural effusion.", {"Pleural Effusion": 1}, ["left lung base"], np.ones((H, W)), meas)
+    assert j.verdict == "weak"
+    assert "though the image agrees" in j.reasons[0]
+
+
+def test_key_layout_reads_the_generator_layout_and_its_dict():
+    from model.s2d.modeling import KeyLayout as ModelLayout
+
+    m = ModelLayout(grid=(4, 4), regions=["right lung", "left lung base", "heart"], n_feature_tokens=2)
+    assert attribution.KeyLayout.from_any(m) == LAYOUT
+    assert attribution.KeyLayout.from_any(m.to_dict()) == LAYOUT
+    with pytest.raises(ValueError, match="no patch grid"):
+        attribution.KeyLayout.from_any({"regions": []})

@@ -189,13 +189,36 @@ def test_unknown_backend_and_missing_cxas_are_clear():
     img, _, _ = _chest()
     with pytest.raises(ValueError, match="unknown segmentation backend"):
         segment(img, backend="magic")
-    with pytest.raises(SegmentationError, match="unet"):
-        segment(img, backend="unet")
-    assert segment(img, backend="auto").backend == "atlas"
     import importlib.util
     if importlib.util.find_spec("cxas") is None:
         with pytest.raises(SegmentationError, match="cxas"):
             segment(img, backend="cxas")
+
+
+def test_auto_without_unet_weights_is_the_atlas(monkeypatch):
+    from model.segmentation import unet
+    monkeypatch.setattr(unet, "weights_available", lambda path=unet.WEIGHTS_PATH: False)
+    seg = segment(_chest()[0], backend="auto")
+    assert seg.backend == "atlas" and seg.measurements["auto"]["chosen"] == "atlas"
+
+
+def test_auto_keeps_the_unet_only_where_it_agrees_with_the_atlas(monkeypatch):
+    from model.segmentation import unet
+    from model.segmentation.atlas import segment_atlas
+    img = _chest()[0]
+    monkeypatch.setattr(unet, "weights_available", lambda path=unet.WEIGHTS_PATH: True)
+
+    def fake_unet(x, shift=0):
+        seg = segment_atlas(x)
+        seg.backend = "unet"
+        seg.masks = {k: np.roll(v, shift, axis=1) for k, v in seg.masks.items()}
+        return seg
+    monkeypatch.setattr(unet, "segment_unet", lambda x, path=None: fake_unet(x, 0))
+    agree = segment(img, backend="auto")
+    assert agree.backend == "unet" and agree.measurements["auto"]["agreement"] == {"lungs": 1.0, "heart": 1.0}
+    monkeypatch.setattr(unet, "segment_unet", lambda x, path=None: fake_unet(x, 40))  # lungs shifted: disagree
+    disagree = segment(img, backend="auto")
+    assert disagree.backend == "atlas" and disagree.measurements["auto"]["agreement"]["lungs"] < 0.8
 
 
 def test_cli_writes_masks_overlay_and_json(tmp_path):

@@ -53,6 +53,8 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     shape = tuple(np.asarray(image).shape[:2])
     masks = _candidate_masks(segmentation, shape)
     spans = [tuple(s.token_span) for s in gen_output.sentences]
+    if not spans:  # an empty report: nothing to attribute (and captum cannot ablate zero outputs)
+        return {}, {}
     if method == "ig":
         dens = attribution.integrated_gradients(generator, image, segmentation, gen_output.report,
                                                 gen_output.key_layout, n_steps=ig_steps, shape=shape)
@@ -95,7 +97,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     masks = _candidate_masks(segmentation, shape)
     dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
-    # Image checks beside the segmenter's measurements: zone density and apex lucency against the other side.
+    # Image checks beside the segmenter's measurements: zone density and lateral lung lucency against the other side.
     measurements = {**segmentation.measurements, **image_checks(image, masks)}
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
@@ -137,3 +139,22 @@ def region_links(report: ReportOutput, verdicts=("grounded", "weak")) -> dict[st
             for r in s.regions:
                 links.setdefault(r.name, []).append(s.index)
     return links
+
+
+def save_heatmaps(report: ReportOutput, out_dir: str, stem: str) -> dict[int, str]:
+    """Write each sentence's heatmap as an 8-bit grey PNG `<stem>_s<index>.png` (atomically) -> index -> path."""
+    import os
+
+    from PIL import Image
+
+    if not report.heatmaps:
+        return {}
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for i, heat in sorted(report.heatmaps.items()):
+        path = os.path.join(out_dir, f"{stem}_s{i}.png")
+        tmp = path + ".tmp"
+        Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+        paths[i] = path
+    return paths

@@ -32,22 +32,15 @@ class KeyLayout:
 
     @classmethod
     def from_any(cls, layout) -> "KeyLayout":
-        """Accept the generator's key_layout as an object with attributes or as a dict/tuple."""
+        """Accept the generator's key_layout (model.s2d.modeling.KeyLayout: grid, regions, n_feature_tokens) or
+        its to_dict() form."""
         if isinstance(layout, KeyLayout):
             return layout
-        if isinstance(layout, dict):
-            get = layout.get
-        elif isinstance(layout, (tuple, list)) and len(layout) == 3:
-            return cls(tuple(layout[0]), tuple(layout[1]), int(layout[2]))
-        else:
-            def get(k, d=None):
-                return getattr(layout, k, d)
-        grid = get("grid") or get("patch_grid")
-        names = get("region_names") or get("regions") or ()
-        n_feat = get("n_feature_tokens") if get("n_feature_tokens") is not None else get("num_feature_tokens", 0)
+        get = layout.get if isinstance(layout, dict) else (lambda k, d=None: getattr(layout, k, d))
+        grid, names = get("grid"), get("region_names") or get("regions") or ()
         if grid is None:
             raise ValueError(f"key_layout has no patch grid: {layout!r}")
-        return cls((int(grid[0]), int(grid[1])), tuple(names), int(n_feat or 0))
+        return cls((int(grid[0]), int(grid[1])), tuple(names), int(get("n_feature_tokens", 0) or 0))
 
 
 def _np(x) -> np.ndarray:

@@ -4,11 +4,12 @@ assets/grounding/thresholds.json together with the command that produced them.
     python -m model phantom --out /tmp/phantom_cal --n 400 --seed 11
     nice python -m model.grounding.calibrate --data /tmp/phantom_cal --n 40
 
-Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, apex lucency, zone opacity) maximise Youden's J between
+Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, lateral lucency, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
-`support_good` is the true sentences' median (never below `support_min`).
+`support_good` is the true sentences' median (never below `support_min`); `support_weight` (the share of
+support in a checked finding's score, at most 0.3) scales with that J / 0.6.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import numpy as np
 
 import model  # noqa: F401
 from model.grounding import harness
-from model.grounding.verdict import CHECKS, THRESHOLDS_PATH, Thresholds, image_checks, measurement_view, opacity_value
+from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
+                                     measurement_view, opacity_value)
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
@@ -78,15 +80,16 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             cut, scale, j = _fit(pos, neg, higher)
             setattr(th, field, round(cut, 4))
             th.measurement_scale[key] = round(scale, 4)
+            th.reliable[key] = j >= RELIABLE_J
             stats[key]["youden_j"] = round(j, 3)
 
     sides = ("right", "left")
-    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio_image", m.get("cardiothoracic_ratio")),
-                                         harness.present(f, "Cardiomegaly", None)) for f, m in cases])
+    fit("ctr", "ctr_max_normal", True, [(m.get("cardiothoracic_ratio"), harness.present(f, "Cardiomegaly", None))
+                                        for f, m in cases])
     fit("cp", "cp_sharp_min", False, [((m.get("costophrenic_sharpness") or {}).get(s),
                                        harness.present(f, "Pleural Effusion", s)) for f, m in cases for s in sides])
-    fit("apex", "apex_lucency_min", True, [((m.get("apex_lucency") or {}).get(s),
-                                            harness.present(f, "Pneumothorax", s)) for f, m in cases for s in sides])
+    fit("lucency", "lucency_min", True, [((m.get("lateral_lucency") or {}).get(s),
+                                          harness.present(f, "Pneumothorax", s)) for f, m in cases for s in sides])
     # Opacity after cp: a blunted angle (by the fitted threshold) excludes its lung base, as the verdict does.
     fit("opacity", "opacity_min", True,
         [((opacity_value(m, s, th) or (None,))[0], any(harness.present(f, t, s) for t in OPACITY_TYPES))
@@ -97,6 +100,8 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         cut, _, j = _fit(true_s, fake_s, True)
         th.support_min = round(cut, 4)
         th.support_good = round(max(cut, float(np.median(true_s))), 4)
+        # Attribution support counts in a checked finding's score only as far as it separates on its own.
+        th.support_weight = round(0.3 * float(np.clip(j / RELIABLE_J, 0.0, 1.0)), 4)
         stats["support"]["youden_j"] = round(j, 3)
     stats["segmentation_failures"] = seg_failures
     th.source = f"calibrated on {data_dir}'s val split ({n} cases, {seg_failures} not segmentable), seed {seed}"
@@ -110,7 +115,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=THRESHOLDS_PATH)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared, loaded CPU)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = calibrate(args.data, args.n, args.model, args.seed)
     result["command"] = "python -m model.grounding.calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

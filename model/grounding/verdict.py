@@ -8,11 +8,11 @@ Rules (thresholds in assets/grounding/thresholds.json, calibrated on the phantom
 - Positive / uncertain finding:
   * ungrounded: the image measurement contradicts the finding (ASaRG-style verification: cardiomegaly with a
     cardiothoracic ratio under the threshold, an effusion with a sharp costophrenic angle on its side, a
-    pneumothorax whose apex is no more lucent than the other side's, an opacity / consolidation / nodule /
+    pneumothorax whose lateral lung band is no darker than the other side's, an opacity / consolidation / nodule /
     atelectasis whose lung zone is no denser than its mirror zone), or no region supports it (best relevant score
-    under `support_min`);
+    under `support_min`) and no image check confirms it;
   * weak: supported, but the supporting regions do not overlap the anatomy the sentence names, or support is
-    only moderate (under `support_good`);
+    only moderate (under `support_good`), or no region supports it but an image check confirms the finding;
   * grounded: otherwise.
 - Negative sentence ("no pneumothorax"): judged against the whole region it denies (both lungs for a
   pneumothorax, both bases for an effusion, the heart for cardiomegaly ...): ungrounded when a measurement there
@@ -35,6 +35,8 @@ from model import ASSETS_DIR
 from model.types import RegionScore
 
 THRESHOLDS_PATH = os.path.join(ASSETS_DIR, "grounding", "thresholds.json")
+RELIABLE_J = 0.6
+STRONG = 0.95  # an unreliable check still calls a sentence unsupported when its evidence is this strong
 
 LUNGS = ("right lung", "left lung")
 SIDES = ("right", "left")
@@ -44,12 +46,17 @@ SIDES = ("right", "left")
 class Thresholds:
     support_min: float = 0.55  # best relevant region score below this: no region supports the sentence
     support_good: float = 0.62  # at or above: well supported
+    support_weight: float = 0.3  # share of attribution support in a checked finding's score (rest: image check)
     ctr_max_normal: float = 0.50  # cardiothoracic ratio at or below this: heart size normal
     cp_sharp_min: float = 0.5  # costophrenic sharpness at or above this: sharp (no effusion on that side)
-    apex_lucency_min: float = 0.15  # apex_lucency (below) at or above this: the apex is lucent (pneumothorax)
+    lucency_min: float = 0.15  # lateral_lucency (below) at or above this: air at the lung's edge (pneumothorax)
     opacity_min: float = 0.5  # zone opacity (zone_opacity below) at or above this: the zone is opacified
     measurement_scale: dict[str, float] = field(default_factory=lambda: {
-        "ctr": 0.03, "cp": 0.1, "apex": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+        "ctr": 0.03, "cp": 0.1, "lucency": 0.05, "opacity": 0.15})  # logistic softness of each measurement check
+    # A check whose calibration separates poorly (Youden J < RELIABLE_J) makes a sentence weak, and ungrounded
+    # only when its evidence is STRONG.
+    reliable: dict[str, bool] = field(default_factory=lambda: {
+        "ctr": True, "cp": True, "lucency": True, "opacity": False})
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -97,73 +104,38 @@ FINDING_REGIONS = {
     "Edema": lambda side: LUNGS,
     "Pleural Other": lambda side: _sided("{} lung", side),
 }
-CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "apex", "Consolidation": "opacity",
+CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "lucency", "Consolidation": "opacity",
           "Lung Opacity": "opacity", "Pneumonia": "opacity", "Lung Lesion": "opacity", "Atelectasis": "opacity"}
 ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 
 def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Image statistics the verdict checks beside the segmenter's measurements."""
-    out = {"zone_opacity": zone_opacity(image, masks), "apex_lucency": apex_lucency(image, masks)}
-    ctr = cardiac_width_ratio(image, masks)
-    if ctr is not None:
-        out["cardiothoracic_ratio_image"] = ctr
+    return {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
+
+
+def lateral_band(lung: np.ndarray, side: str, fraction: float = 0.35) -> np.ndarray:
+    """The outer `fraction` of a lung field on every row: where the air of a pneumothorax collects on a frontal
+    film. The patient's right lung lies on the image's left, so its lateral edge is its leftmost pixel."""
+    out = np.zeros_like(lung, dtype=bool)
+    for y in np.flatnonzero(lung.any(axis=1)):
+        xs = np.flatnonzero(lung[y])
+        k = int(fraction * (xs[-1] - xs[0] + 1)) + 1
+        cols = xs[xs < xs[0] + k] if side == "right" else xs[xs > xs[-1] - k]
+        out[y, cols] = True
     return out
 
 
-def cardiac_width_ratio(image: np.ndarray, masks: dict[str, np.ndarray]) -> float | None:
-    """A cardiothoracic ratio read from the image rather than from a heart mask: on lung rows between the middle
-    and 90% of the shared lung height, the width of the dense span around the midline (pixels brighter than
-    halfway between the lungs' and the mediastinum's median), its 90th percentile over rows, divided by the widest
-    outer lung-to-lung distance. On phantoms it separates cardiomegaly better than the mask-based ratio
-    (docs/grounding.md)."""
-    import cv2
-
-    right, left, med = (masks.get(n) for n in ("right lung", "left lung", "cardiomediastinum"))
-    if right is None or left is None or med is None or not med.any():
-        return None
-    rows = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
-    if len(rows) < 10:
-        return None
-    img = cv2.GaussianBlur(np.asarray(image, dtype=np.float64), (0, 0), 2)
-    lung_v, med_v = float(np.median(img[right | left])), float(np.median(img[med]))
-    bright = img > (lung_v + med_v) / 2
-    r_out = np.array([np.flatnonzero(right[y])[0] for y in rows])
-    l_out = np.array([np.flatnonzero(left[y])[-1] for y in rows])
-    thorax = int((l_out - r_out).max())
-    widths = []
-    for y in rows[len(rows) // 2: len(rows) * 9 // 10]:
-        cx = (np.flatnonzero(right[y])[-1] + np.flatnonzero(left[y])[0]) // 2
-        if not bright[y, cx]:
-            widths.append(0)
-            continue
-        run = bright[y]
-        a = cx - np.argmin(run[cx::-1]) + 1 if not run[:cx + 1].all() else 0
-        b = cx + np.argmin(run[cx:]) - 1 if not run[cx:].all() else len(run) - 1
-        widths.append(b - a + 1)
-    return float(np.percentile(widths, 90) / thorax) if widths and thorax > 0 else None
-
-
-def apex_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per side: how lucent (dark) its apical zone is, in units of the lungs' intensity spread. A pneumothorax
-    replaces lung markings at the apex with air. Two comparisons must agree (the smaller is kept): the apex
-    against the other apex, and the apex-to-mid-zone contrast against the other lung's; the second cancels a
-    density change of one whole lung (a large effusion's haze), the first a contrast change of the whole film."""
+def lateral_lucency(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per side: how much darker the lung's lateral band is than the other lung's, in units of the lungs' intensity
+    spread. A pneumothorax puts air without lung markings between the chest wall and the collapsing lung."""
     image = np.asarray(image, dtype=np.float64)
-    names = [f"{s} {z}" for s in SIDES for z in ("apical zone lung", "mid zone lung")]
-    if any(masks.get(n) is None or not masks[n].any() for n in names):
+    lungs = {s: masks.get(f"{s} lung") for s in SIDES}
+    if any(m is None or not m.any() for m in lungs.values()):
         return {}
-    lungs = [masks[n] for n in LUNGS if n in masks]
-    spread = float(image[np.logical_or.reduce(lungs)].std()) if lungs else 0.0
-    spread = spread or 1.0
-    apex = {s: float(image[masks[f"{s} apical zone lung"]].mean()) for s in SIDES}
-    mid = {s: float(image[masks[f"{s} mid zone lung"]].mean()) for s in SIDES}
-    out = {}
-    for s, o in (("right", "left"), ("left", "right")):
-        vs_other = apex[o] - apex[s]
-        vs_mid = (mid[s] - apex[s]) - (mid[o] - apex[o])
-        out[s] = min(vs_other, vs_mid) / spread
-    return out
+    spread = float(image[lungs["right"] | lungs["left"]].std()) or 1.0
+    mean = {s: float(image[lateral_band(m, s)].mean()) for s, m in lungs.items()}
+    return {"right": (mean["left"] - mean["right"]) / spread, "left": (mean["right"] - mean["left"]) / spread}
 
 
 def zone_opacity(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
@@ -204,9 +176,9 @@ def _logistic(x: float) -> float:
 def measurement_view(measurements: dict) -> dict:
     """The checks' inputs: cardiothoracic_ratio (float) and costophrenic_sharpness ({"left", "right"}: higher =
     sharper) from the segmenter's measurements (model.segmentation.measure: `costophrenic[side]["sharpness"]`),
-    plus the image checks of `image_checks` (zone_opacity, apex_lucency) when present. Missing entries stay
+    plus the image checks of `image_checks` (zone_opacity, lateral_lucency) when present. Missing entries stay
     absent. The segmenter's `apex_texture` is not used: on phantoms it does not separate pneumothorax (see
-    docs/grounding.md); apex_lucency does."""
+    docs/grounding.md); lateral_lucency does."""
     m = dict(measurements or {})
     if "costophrenic_sharpness" not in m and isinstance(m.get("costophrenic"), dict):
         m["costophrenic_sharpness"] = {s: v.get("sharpness") for s, v in m["costophrenic"].items()
@@ -221,15 +193,15 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
     measurements = measurement_view(measurements)
     check = CHECKS.get(observation)
     if check == "ctr":
-        ctr = measurements.get("cardiothoracic_ratio_image", measurements.get("cardiothoracic_ratio"))
+        ctr = measurements.get("cardiothoracic_ratio")
         if ctr is None:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
         return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f})"
-    if check in ("cp", "apex"):
-        # cp: below the limit = blunted angle = effusion; apex: above the limit = lucent apex = pneumothorax.
+    if check in ("cp", "lucency"):
+        # cp: below the limit = blunted angle = effusion; lucency: above the limit = air at the edge = pneumothorax.
         key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
-                                  if check == "cp" else ("apex_lucency", th.apex_lucency_min, "apex lucency", 1))
+                                  if check == "cp" else ("lateral_lucency", th.lucency_min, "lateral lung lucency", 1))
         per_side = measurements.get(key) or {}
         best = None
         for s in ((side,) if side else SIDES):
@@ -262,18 +234,19 @@ def opacity_value(measurements: dict, side: str | None, th: Thresholds) -> tuple
     return max(cands) if cands else None
 
 
-def _overlap(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """Fraction of the smaller mask covered by the other (0 when either is missing)."""
+def _inside(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Fraction of mask a lying inside mask b (0 when either is missing or a is empty)."""
     if a is None or b is None:
         return 0.0
-    small = min(a.sum(), b.sum())
-    return float(np.logical_and(a, b).sum() / small) if small else 0.0
+    n = a.sum()
+    return float(np.logical_and(a, b).sum() / n) if n else 0.0
 
 
 def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], masks: dict[str, np.ndarray],
-              min_overlap: float = 0.5) -> list[RegionScore]:
-    """Scored regions that lie mostly inside / around one of `wanted` (e.g. `left lung base` for `left lung`)."""
-    return [r for r in regions if any(_overlap(masks.get(r.name), masks.get(w)) >= min_overlap for w in wanted)]
+              min_inside: float = 0.5) -> list[RegionScore]:
+    """Scored regions lying mostly inside one of `wanted` (for `left lung`: its zones, lobes and base; for
+    `left lung base`: the base and the lower lobe's part there, not the whole lung)."""
+    return [r for r in regions if any(_inside(masks.get(r.name), masks.get(w)) >= min_inside for w in wanted)]
 
 
 def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
@@ -291,7 +264,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in positive:
             ev = finding_evidence(obs, side, measurements, th)
             if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
-                contradiction = (ev[0], obs, ev[1])
+                contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
         expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
         where = list(anatomy) or expected
         relevant = _relevant(regions, where, masks)
@@ -299,15 +272,21 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         best_any = top[0].score if top else 0.0
         m_against = None if contradiction is None else 1.0 - contradiction[0]
         support_deficit = float(np.clip((th.support_good - support) / max(th.support_good - 0.5, 1e-6), 0, 1))
-        score = support_deficit if m_against is None else 0.7 * m_against + 0.3 * support_deficit
+        w = th.support_weight
+        score = support_deficit if m_against is None else (1 - w) * m_against + w * support_deficit
         verdict = "grounded"
         if m_against is not None and m_against > 0.5:
-            verdict = "ungrounded"
-            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}")
+            trusted = contradiction[3] or m_against >= STRONG
+            verdict = "ungrounded" if trusted else "weak"
+            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
+                           + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
         if best_any < th.support_min:
-            verdict = "ungrounded"
+            # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
+            confirmed = contradiction is not None and contradiction[0] > 0.5
+            verdict = "weak" if confirmed and verdict != "ungrounded" else "ungrounded"
             reasons.append("no region supports it (best region score "
-                           f"{best_any:.2f} < {th.support_min:.2f})")
+                           f"{best_any:.2f} < {th.support_min:.2f})"
+                           + (f", though the image agrees: {contradiction[2]}" if confirmed else ""))
         elif support < th.support_min:
             verdict = "ungrounded" if verdict == "ungrounded" else "weak"
             reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
@@ -328,12 +307,15 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         for obs in shown:
             p, desc = finding_evidence(obs, side, measurements, th)
             if worst is None or p > worst[0]:
-                worst = (p, obs, desc)
+                worst = (p, obs, desc, th.reliable.get(CHECKS[obs], True))
         links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
         covered = max((r.score for r in links), default=0.0)
         if worst is not None and worst[0] > 0.5:
-            return Judgement("ungrounded", [f"the image measurements suggest {worst[1].lower()}, which it denies: "
-                                            f"{worst[2]}"], float(worst[0]), links)
+            why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
+            if worst[3] or worst[0] >= STRONG:
+                return Judgement("ungrounded", [why], float(worst[0]), links)
+            return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
+                             links)
         score = 0.0 if worst is None else float(worst[0])
         if regions and covered < th.support_min:
             return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--ground", action="store_true", help="ground every sentence (needs model.grounding)")
     p.add_argument("--method", default="rollout", choices=("rollout", "ablation", "ig"))
-    p.add_argument("--out", default=None, help="accepted for `python -m db generate`; grounding returns its maps in the JSON, writes no files")
+    p.add_argument("--out", default=None, help="with --ground: directory for heatmaps")
 
 
 def _read_image(path: str):
@@ -34,10 +34,8 @@ def _masks_for(image, mask_path: str | None):
     import numpy as np
 
     if mask_path:
-        from model.types import Segmentation
-
-        with np.load(mask_path) as z:  # grounding takes a Segmentation, the generator either
-            return Segmentation({k: z[k].astype(bool) for k in z.files}, backend=f"file:{os.path.basename(mask_path)}")
+        with np.load(mask_path) as z:
+            return {k: z[k].astype(bool) for k in z.files}
     try:
         from model.segmentation import segment
     except ModuleNotFoundError:
@@ -65,8 +63,20 @@ def run(args: argparse.Namespace) -> int:
         masks = _masks_for(image, args.masks[i] if args.masks else None)
         out = gen.generate(image, masks)
         if ground is not None:
+            from model.grounding import save_heatmaps
+            from model.types import Segmentation
+
+            if masks is None:
+                raise SystemExit("error: --ground needs a segmentation: pass --masks or install the segmenter")
+            if not isinstance(masks, Segmentation):  # --masks npz: measure them on this image
+                from model.segmentation.measure import measure
+
+                masks = Segmentation(masks=masks, backend="file", measurements=measure(image, masks))
             result = ground(gen, image, masks, out, method=args.method)
-            payload = result.to_dict() if hasattr(result, "to_dict") else out.to_report_output().to_dict()
+            payload = result.to_dict()
+            if args.out:
+                stem = os.path.splitext(os.path.basename(path))[0]
+                payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, args.out, stem).items()}
         else:
             payload = out.to_report_output().to_dict()
         print(json.dumps({**payload, "image": path}))

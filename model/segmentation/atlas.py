@@ -29,8 +29,8 @@ class AtlasConfig:
     seed_erosion: int = 6  # px at `size`
     min_seed_fraction: float = 0.01  # an eroded lung core is at least this fraction of the image
     grow_steps: int = 3  # px at `size` the lung may grow from its dark core into paler tissue
-    min_lung_fraction: float = 0.03  # each lung field at least this fraction of the image
-    min_lung_balance: float = 0.3  # smaller lung / larger lung area
+    min_lung_fraction: float = 0.02  # each lung field at least this fraction of the image
+    min_lung_balance: float = 0.15  # smaller lung / larger lung area (a large effusion can shrink one a lot)
     min_vertical_overlap: float = 0.5  # two lungs of a frontal view lie side by side
     min_gap_fraction: float = 0.03  # mediastinum between the lungs at mid-height, of the image width
 

@@ -23,10 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import ASSETS_DIR
-from model.segmentation.derive import DERIVED_REGIONS
+from model.segmentation.derive import DERIVED_REGIONS, derive_regions
 from model.segmentation.errors import SegmentationError
 
 WEIGHTS_PATH = os.path.join(ASSETS_DIR, "segmentation", "unet.pt")
+MIN_VAL_DICE = 0.5
+MEASURE_SIZE = 256
+GEOMETRIC = tuple(n for n in DERIVED_REGIONS if "zone" in n or "lobe" in n or n.endswith("lung base"))
 # Everything the atlas derives (its union "diaphragm" is rebuilt from the halves) plus structures only a learned
 # model can find on a phantom.
 UNET_CLASSES: tuple[str, ...] = tuple(n for n in DERIVED_REGIONS if n != "diaphragm") + (
@@ -105,6 +108,7 @@ def load(path: str = WEIGHTS_PATH) -> UNet:
                      classes=tuple(blob["config"]["classes"]))
     net = UNet(cfg)
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    net.meta = dict(blob.get("meta", {}))
     net.eval()
     _CACHE[path] = net
     return net
@@ -112,18 +116,77 @@ def load(path: str = WEIGHTS_PATH) -> UNet:
 
 def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
     """image: float32 H×W in [0, 1] -> Segmentation (backend 'unet')."""
-    from model.segmentation.output import build, pool_features
+    from model.segmentation.output import build, pool_features, upsample_mask
 
     net = load(path)
     cfg = net.cfg
     x = prepare(image, cfg.size)
     with torch.inference_mode():
         logits, feats = net(torch.from_numpy(x)[None, None])
-    probs = torch.sigmoid(logits[0]).numpy()  # [K, S, S]
-    masks = {name: probs[i] > 0.5 for i, name in enumerate(cfg.classes)}
-    if masks["right lung"].sum() < 0.02 * x.size or masks["left lung"].sum() < 0.02 * x.size:
-        raise SegmentationError("the UNet found no pair of lung fields; not a frontal chest radiograph")
-    return build(x, masks, image.shape, "unet", pool_features(feats[0].numpy()))
+    masks = _finish_masks(net, torch.sigmoid(logits[0]).numpy(), x)
+    # Measure at MEASURE_SIZE: at the network's 96 px an apical zone is too few pixels for a texture statistic.
+    xm = prepare(image, MEASURE_SIZE)
+    masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
+    return build(xm, masks, image.shape, "unet", pool_features(feats[0].numpy()))
+
+
+def _finish_masks(net: UNet, probs: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+    """probs [K, S, S] -> masks: thresholded, cleaned, and each class in the weights' `geometric_classes` (chosen
+    on the validation split, see `select_geometry`) replaced by its derivation from the UNet's lung fields."""
+    meta = getattr(net, "meta", {})
+    val = meta.get("val_dice", {})
+    # A class the network never learned (validation Dice below MIN_VAL_DICE) is left out rather than shown.
+    masks = {n: probs[i] > 0.5 for i, n in enumerate(net.cfg.classes) if val.get(n, 1.0) >= MIN_VAL_DICE}
+    for name in ("right lung", "left lung", "heart"):
+        if name not in masks or masks[name].sum() < 0.02 * x.size:
+            raise SegmentationError(f"the UNet found no {name}; not a frontal chest radiograph")
+    _keep_largest(masks)
+    try:
+        derived, _ = derive_regions(masks["right lung"], masks["left lung"], image=x, heart=masks["heart"])
+    except ValueError as exc:
+        raise SegmentationError(f"the UNet's lung fields cannot be divided into regions ({exc})") from None
+    for name in meta.get("geometric_classes", GEOMETRIC):
+        masks[name] = derived[name]
+    for name in DERIVED_REGIONS:  # unlearned classes fall back to geometry
+        if name != "diaphragm":
+            masks.setdefault(name, derived[name])
+    masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
+    return masks
+
+
+@torch.no_grad()
+def select_geometry(net: UNet, images: np.ndarray, masks: np.ndarray) -> list[str]:
+    """Classes whose geometric derivation from the UNet's lungs beats the UNet's own channel on these (validation)
+    cases: zones and lobes are definitions relative to the lung fields, and deriving them can be the better way."""
+    net.eval()
+    direct = {n: [0, 0] for n in DERIVED_REGIONS if n in net.cfg.classes}
+    geo = {n: [0, 0] for n in direct}
+    meta = getattr(net, "meta", {})
+    net.meta = {**meta, "geometric_classes": []}  # score the raw channels
+    for i in range(len(images)):
+        logits, _ = net(torch.from_numpy(images[i])[None, None])
+        probs = torch.sigmoid(logits[0]).numpy()
+        try:
+            out = _finish_masks(net, probs, images[i])
+        except SegmentationError:
+            continue
+        derived, _ = derive_regions(out["right lung"], out["left lung"], image=images[i], heart=out["heart"])
+        for n in direct:
+            t = masks[i, net.cfg.classes.index(n)].astype(bool)
+            p = probs[net.cfg.classes.index(n)] > 0.5
+            direct[n][0] += int((p & t).sum()); direct[n][1] += int(p.sum() + t.sum())
+            geo[n][0] += int((derived[n] & t).sum()); geo[n][1] += int(derived[n].sum() + t.sum())
+    net.meta = meta
+    dice = lambda a: 2 * a[0] / max(a[1], 1)  # noqa: E731
+    return [n for n in direct if dice(geo[n]) > dice(direct[n])]
+
+
+def _keep_largest(masks: dict[str, np.ndarray]) -> None:
+    """Lungs and heart are single blobs: drop stray specks a per-pixel classifier leaves."""
+    for name in ("right lung", "left lung", "heart"):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(masks[name].astype(np.uint8), connectivity=4)
+        if n > 2:
+            masks[name] = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -224,7 +287,8 @@ def save(net: UNet, path: str, extra: dict | None = None) -> None:
 
 
 def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3e-3, size: int = 96,
-          base: int = 8, limit: int | None = None, seed: int = 0, threads: int = 1, log=print) -> dict:
+          base: int = 8, limit: int | None = None, seed: int = 0, threads: int = 1, init: str | None = None,
+          log=print) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     cfg = UNetConfig(size=size, base=base)
@@ -233,10 +297,12 @@ def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3
     xv, yv = load_split(data, "val", cfg.classes, size, None if limit is None else max(4, limit // 8))
     log(f"loaded {len(xs)} train / {len(xv)} val cases in {time.time() - t0:.0f}s")
     net = UNet(cfg)
+    if init:  # continue from earlier weights (same architecture)
+        net.load_state_dict({k: v.float() for k, v in load(init).state_dict().items()})
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
     gen = torch.Generator().manual_seed(seed)
     xs_t, ys_t = torch.from_numpy(xs)[:, None], torch.from_numpy(ys)
     best, best_dice, history = None, -1.0, []
@@ -256,12 +322,16 @@ def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3
             if d.mean() > best_dice:
                 best_dice = float(d.mean())
                 best = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best)
+    if best is not None:
+        net.load_state_dict(best)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "unet.pt")
     d = evaluate(net, xv, yv)
-    meta = {"steps": steps, "train_cases": len(xs), "val_mean_dice": round(float(d.mean()), 4),
-            "val_dice": {n: round(float(v), 4) for n, v in zip(cfg.classes, d)}, "seconds": round(time.time() - t0)}
+    net.meta = {"val_dice": {n: float(v) for n, v in zip(cfg.classes, d)}}
+    geometric = select_geometry(net, xv, yv)
+    log(f"derived from the lung fields instead of predicted (better on val): {geometric}")
+    meta = {"geometric_classes": geometric, "steps": steps, "init": init, "lr": lr, "train_cases": len(xs),
+            "val_mean_dice": round(float(d.mean()), 4), "val_dice": {n: round(float(v), 4) for n, v in zip(cfg.classes, d)}, "seconds": round(time.time() - t0)}
     save(net, path, meta)
     with open(os.path.join(out, "unet_train.json"), "w", encoding="utf-8") as fh:
         json.dump({**meta, "history": history}, fh, indent=1)
@@ -280,10 +350,12 @@ def main(argv=None) -> int:
     ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--limit", type=int, help="use at most this many training cases")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", help="start from these weights (a unet.pt of the same size/base); with --steps 0 "
+                                   "only re-scores them on the validation split and re-saves")
     args = ap.parse_args(argv)
     try:
         train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, size=args.size, base=args.base,
-              limit=args.limit, threads=args.threads)
+              limit=args.limit, threads=args.threads, init=args.init)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
