@@ -18,6 +18,9 @@ import hashlib
 import html
 import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import zipfile
@@ -33,7 +36,7 @@ from PIL import Image
 from db.replay import CONTENT_KINDS, REASON_CODES, FinalSentence
 from db.store import Store
 from model import ASSETS_DIR, PROJECT_ROOT, taxonomy
-from model.imageio import ImageReadError, read_radiograph
+from model.imageio import read_radiograph
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 from viewer.heatmap import render_heatmap
 from viewer.overlay import compose_overlay, legend_html, zoom
@@ -42,9 +45,11 @@ from viewer.worklist import HEADERS, ORDERS, WorklistRow, worklist_table
 
 DISCLAIMER = ("Not for clinical use. The embedded default model is tiny and was trained on synthetic phantom "
               "radiographs only; its reports and groundings on real radiographs are unreliable.")
-CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept; plus undo and sign
+CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept
+ACTIONS = CORRECTION_KINDS + ("undo", "sign", "amend")
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
 CACHE_SIZE = 16
+DISPLAY_MIN_SIDE = 512
 
 
 # ---------------------------------------------------------------------------------------------- plain objects
@@ -110,6 +115,8 @@ class ReviewStore(Protocol):
     def undo(self, case_id: str, reviewer: str) -> str: ...
 
     def sign(self, case_id: str, reviewer: str) -> str: ...
+
+    def amend(self, case_id: str, reviewer: str) -> str: ...
 
     def worklist(self) -> list[WorklistRow]: ...
 
@@ -184,6 +191,10 @@ class DbReviewStore:
         self.db.sign(self._review(case_id, reviewer), reviewer)
         return f"report signed by {reviewer}"
 
+    def amend(self, case_id: str, reviewer: str) -> str:
+        self.db.amend(self._review(case_id, reviewer), reviewer)
+        return f"signed report re-opened for amendment by {reviewer}"
+
     def worklist(self) -> list[WorklistRow]:
         return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
                             self._sources.get(i.pseudo_id, "")) for i in self.db.worklist()]
@@ -218,17 +229,22 @@ class Backend:
 
     def __init__(self, analyser: Analyser, store: ReviewStore, cases: Sequence[Case], data_dir: str,
                  load_analyser: Callable[[str], Analyser] | None = None, models: dict[str, str] | None = None,
+                 finetune_data: str | None = None, finetune_cmd: Callable[..., list[str]] | None = None,
                  cache_size: int = CACHE_SIZE):
         self.analyser = analyser
+        self.finetune_data = finetune_data  # the training set replayed during fine-tuning (docs/model.md)
+        self.finetune_cmd = finetune_cmd or finetune_command
         self._load_analyser = load_analyser
         self.models = dict(models or {})  # model version -> directory, for the Model tab
         self.store = store
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "uploads"), exist_ok=True)
         self.cases: dict[str, Case] = {}
-        self._cache: OrderedDict[str, tuple[np.ndarray, Analysis]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, Analysis]] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # the analyser and the cache are shared by all browser sessions
+        self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
+        self._analyse_lock = threading.Lock()
+        self._stored: set[tuple[str, str]] = set()  # (model version, case) whose generation is in the store
         for c in cases:
             self.add_case(c)
 
@@ -243,28 +259,48 @@ class Backend:
         return self.cases[case_id]
 
     def open(self, case_id: str) -> tuple[np.ndarray, Analysis]:
-        """The radiograph and its analysis; analysed once, then served from the cache."""
+        """The radiograph and its analysis (analysed once, then served from the cache); the report is stored as a
+        generation the first time this model version reports on the case."""
+        image, analysis = self._analysis(case_id)
+        key = (analysis.report.model_version, case_id)
+        if key not in self._stored:
+            if not self.store.has_generation(case_id, analysis.report.model_version):
+                self.store.add_generation(case_id, analysis.report)
+            self._stored.add(key)
+        return image, analysis
+
+    def _analysis(self, case_id: str) -> tuple[np.ndarray, Analysis]:
         case = self.case(case_id)
-        with self._lock:
+        hit = self._cached(case_id)
+        if hit is not None:
+            return hit
+        with self._analyse_lock:  # one analysis at a time: it is CPU-bound, and a waiting request may want the same
+            hit = self._cached(case_id)
+            if hit is not None:
+                return hit
             analyser = self.analyser
-            if case_id in self._cache:
-                self._cache.move_to_end(case_id)
-                image, analysis = self._cache[case_id]
-                return image, analysis
             image = read_radiograph(case.image_path)  # H×W float32 in [0, 1]
             raw = analyser.analyse(image)
             analysis = Analysis(segmentation=raw.segmentation, report=raw.report,
                                 heatmaps=dict(getattr(raw, "heatmaps", None) or raw.report.heatmaps or {}))
-            self._cache[case_id] = (image, analysis)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        if not self.store.has_generation(case_id, analysis.report.model_version):
-            self.store.add_generation(case_id, analysis.report)
+            with self._lock:
+                self._cache[(analyser.model_version, case_id)] = (image, analysis)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return image, analysis
 
-    def upload(self, data: bytes, filename: str) -> Case:
+    def _cached(self, case_id: str) -> tuple[np.ndarray, Analysis] | None:
+        with self._lock:
+            key = (self.analyser.model_version, case_id)
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def upload(self, data: bytes) -> Case:
         """Register an uploaded PNG/JPEG/DICOM. Only pixels are kept (saved as PNG); the id is a hash of them, so
-        no patient tag or file name is shown or stored."""
+        no patient tag or file name is shown or stored. Raises ImageReadError, or the analyser's ValueError (e.g.
+        segmentation finding no lung field), naming the problem; then nothing is registered."""
         image = read_radiograph(data)  # raises ImageReadError naming the problem
         pixels = np.round(image * 65535).astype(np.uint16)
         case_id = "upload-" + hashlib.sha256(pixels.tobytes()).hexdigest()[:10]
@@ -278,7 +314,33 @@ class Backend:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        return self.add_case(Case(case_id, "upload", path))
+        if case_id in self.cases:
+            return self.cases[case_id]
+        # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
+        case = Case(case_id, "upload", path)
+        self.cases[case_id] = case
+        try:
+            self._analysis(case_id)
+        except BaseException:
+            del self.cases[case_id]
+            raise
+        return self.add_case(case)
+
+    def apply(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+              regions: Sequence[str] = (), reason: str | None = None) -> str:
+        """One review action through the store, saved at once; returns the confirmation. Raises ValueError naming
+        the problem (nothing saved)."""
+        self.case(case_id)
+        if kind == "undo":
+            return self.store.undo(case_id, reviewer)
+        if kind == "sign":
+            return self.store.sign(case_id, reviewer)
+        if kind == "amend":
+            return self.store.amend(case_id, reviewer)
+        if kind in CORRECTION_KINDS:
+            return self.store.correct(case_id, reviewer, kind, index=index, text=text, regions=regions,
+                                      reason=reason)
+        raise ValueError(f"unknown action {kind!r}; expected one of {list(ACTIONS)}")
 
     def switch_model(self, version: str) -> str:
         """Serve another model version; cached analyses are dropped, and each case gets a new report (and a new
@@ -320,12 +382,75 @@ class Backend:
             raise
         return msg, zpath
 
+    def fine_tune(self, progress: Callable[[float, str], None]) -> str:
+        """Export the signed reviews, fine-tune the current model on them (`python -m model train --from-export`)
+        in a child process, and offer the result in the Model tab. progress(fraction, description) is called as
+        the trainer reports its epochs."""
+        if not self.finetune_data:
+            raise ValueError("fine-tuning needs the training set to replay: start the app with --finetune-data DIR")
+        init = self.models.get(self.analyser.model_version)
+        if init is None:
+            raise ValueError(f"the model in use ({self.analyser.model_version}) has no directory to start from")
+        export_dir = os.path.join(self.data_dir, "export")
+        self.store.export(export_dir)
+        with open(os.path.join(export_dir, "annotation.json"), encoding="utf-8") as fh:
+            n = len(json.load(fh).get("train", []))
+        if n == 0:
+            raise ValueError("there is no signed review to learn from yet; sign at least one report")
+        name = "ft-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = os.path.join(self.data_dir, "models", name)
+        cmd = self.finetune_cmd(export_dir=export_dir, init=init, data=self.finetune_data, out=out)
+        progress(0.0, f"fine-tuning on {n} signed reports")
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines, buf = [], b""
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            buf += chunk
+            *done, buf = re.split(rb"[\r\n]", buf)
+            for raw in done:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line:
+                    continue
+                lines = (lines + [line])[-30:]
+                m = _EPOCH.search(line)
+                if m:
+                    epoch, epochs, pct = (int(g) for g in m.groups())
+                    progress(min(1.0, (epoch - 1 + pct / 100) / epochs), line.split(":")[0])
+        rc = proc.wait()
+        ckpt = next((ln[len("done: "):] for ln in reversed(lines) if ln.startswith("done: ")), None)
+        if rc != 0 or ckpt is None or not os.path.isdir(ckpt):
+            raise RuntimeError(f"fine-tuning failed (exit code {rc}): " + " | ".join(lines[-5:]))
+        card = {"name": name, "parent": self.analyser.model_version, "fine_tuned_on": f"{n} signed reviews",
+                "export": export_dir}
+        _write_json_atomic(os.path.join(ckpt, "model_card.json"), card)
+        self.models[name] = ckpt
+        progress(1.0, "done")
+        return f"fine-tuned model {name} is ready (from {n} signed reports); choose it in the Model tab to use it"
+
     # -- API payloads (gradio_client) --
     def generate_payload(self, case_id: str) -> dict:
         _, analysis = self.open(case_id)
         state = self.store.state(case_id)
         return {"case_id": case_id, "model_version": analysis.report.model_version,
                 "report": analysis.report.to_dict(), "review": _state_dict(state), "disclaimer": DISCLAIMER}
+
+
+_EPOCH = re.compile(r"epoch (\d+)/(\d+):\s*(\d+)%")  # a tqdm line of model.s2d.train
+
+
+def finetune_command(export_dir: str, init: str, data: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", init, "--data", data,
+            "--out", out, "--threads", "1"]
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _state_dict(state: ReviewState) -> dict:
@@ -367,20 +492,23 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
         overlay = zoom(overlay, view.zoom, center)
     legend_names = [n for n in masks if n in set(_expand(shown, masks)) | set(_expand(highlight, masks))]
     heat = analysis.heatmaps.get(sentence) if sentence is not None else None
-    heat_img = render_heatmap(image, heat) if heat is not None else None
+    heat_img = _display_size(render_heatmap(image, heat)) if heat is not None else None
     if sel is None:
         heat_note = "Select a sentence to see its attention map."
     elif heat is None:
-        heat_note = "This sentence has no attention map (added or edited by the reviewer)."
+        heat_note = "This sentence has no attention map (the reviewer added it)."
     else:
         heat_note = f"Attention map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
+        original = next((s.text for s in state.original if s.index == sel.index), sel.text)
+        if original != sel.text:
+            heat_note += " It shows the model's attention for its original wording, before the reviewer's edit."
     in_region = ""
     if region:
         hits = sentences_in_region(state.current, region)
         in_region = report_html(hits, title=f"Sentences grounded in {region}") if hits else \
             f"<p><em>No sentence is grounded in {_esc(region)}.</em></p>"
     return {
-        "overlay": overlay, "legend": legend_html(legend_names, highlight=highlight), "heatmap": heat_img,
+        "overlay": _display_size(overlay), "legend": legend_html(legend_names, highlight=highlight), "heatmap": heat_img,
         "heat_note": heat_note,
         "report": report_html(state.current, selected=sentence, notes=state.notes,
                               title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER),
@@ -388,6 +516,12 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
         "sentence_choices": [(f"{s.index + 1}. {s.text}", str(s.index)) for s in state.current],
         "in_region": in_region,
     }
+
+
+def _display_size(rgb: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """Small radiographs (phantoms are 256 px) are enlarged by an integer factor, pixel-exact, for the screen."""
+    k = -(-min_side // min(rgb.shape[:2]))  # ceil
+    return rgb if k <= 1 else np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
 
 
 def _expand(names, masks) -> list[str]:
@@ -404,11 +538,14 @@ def _esc(text: str) -> str:
 def _model_md(analyser: Analyser) -> str:
     """The model card as a list; card values are escaped (a card is a file anyone can write)."""
     lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
-    if not analyser.card:
-        lines.append("No model card (model_card.json) in the model directory.")
+    card_md = getattr(analyser, "card_md", "")
+    if not analyser.card and not card_md:
+        lines.append("No model card (model_card.json or MODEL_CARD.md) in the model directory.")
     for k, v in analyser.card.items():
         v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
         lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
+    if card_md:  # the model directory's own card; gr.Markdown sanitises any HTML in it
+        lines += ["", card_md]
     return "\n".join(lines)
 
 
@@ -427,7 +564,7 @@ CSS = """
 
 
 def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
-    present_classes = sorted({n for n in taxonomy.CLASS_NAMES})
+    present_classes = sorted(taxonomy.CLASS_NAMES)
     with gr.Blocks(title=title) as demo:
         # gr.Blocks overwrites this with "True" when analytics are off; keep the project's value (model/__init__.py)
         # so that processes started from here see one consistent offline environment.
@@ -469,7 +606,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                         legend = gr.HTML(elem_id="gcxr-legend")
                         heat_note = gr.Markdown()
                         heatmap = gr.Image(label="Attention map of the selected sentence", format="png",
-                                           type="numpy", interactive=False, elem_id="gcxr-heatmap", height=420)
+                                           type="numpy", interactive=False, elem_id="gcxr-heatmap", height=380)
                     with gr.Column(scale=3):
                         report = gr.HTML(elem_id="gcxr-report")
                         sentence = gr.Radio([], label="Select a sentence", elem_id="gcxr-sentence")
@@ -492,6 +629,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                                 b_accept = gr.Button("Accept", elem_id="gcxr-accept")
                                 b_undo = gr.Button("Undo last", elem_id="gcxr-undo")
                                 b_sign = gr.Button("Sign report", variant="primary", elem_id="gcxr-sign")
+                                b_amend = gr.Button("Amend signed", elem_id="gcxr-amend")
                         compare = gr.HTML(elem_id="gcxr-compare")
             with gr.Tab("Export", id="export"):
                 gr.Markdown("Export the signed reviews as a training set (R2Gen `annotation.json`, sentence "
@@ -505,6 +643,9 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                                              elem_id="gcxr-model")
                     b_model = gr.Button("Use this model", scale=0)
                 model_card = gr.Markdown(_model_md(backend.analyser), elem_id="gcxr-model-card")
+                gr.Markdown("Fine-tune the model in use on the signed reviews (stage 3 again, with replayed "
+                            "training cases so it does not forget the rest); the new version appears above.")
+                b_ft = gr.Button("Fine-tune from corrections", elem_id="gcxr-finetune")
 
         view_inputs = [case_id, sentence, region, supers, classes, opacity, zoom_s]
         view_outputs = [overlay, legend, heatmap, heat_note, report, compare, sentence, in_region, region, relink,
@@ -536,8 +677,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 return {status: _note("choose a case first", ok=False)}
             try:
                 out = _view(cid, None, None, sup, cls, op, zm)
-            except (KeyError, ImageReadError) as exc:
-                return {status: _note(_msg(exc), ok=False)}
+            except (KeyError, ValueError) as exc:  # ImageReadError and SegmentationError are ValueErrors
+                return {status: _note(f"cannot open {cid}: {_msg(exc)}", ok=False)}
             return {**out, case_id: cid, tabs: gr.Tabs(selected="review"),
                     status: _note(f"Opened {cid} ({backend.case(cid).source}).", ok=True),
                     table: worklist_table(backend.store.worklist())}
@@ -559,13 +700,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 try:
                     who = _reviewer(name, request)
                     idx = int(sent) if sent not in (None, "") else None
-                    if kind == "undo":
-                        msg = backend.store.undo(cid, who)
-                    elif kind == "sign":
-                        msg = backend.store.sign(cid, who)
-                    else:
-                        msg = backend.store.correct(cid, who, kind, index=idx, text=txt, regions=links or [],
-                                                    reason=rsn)
+                    msg = backend.apply(cid, who, kind, idx, txt, links or [], rsn)
                 except (_UserError, ValueError, KeyError) as exc:
                     return {status: _note(f"{_msg(exc)} — nothing was saved.", ok=False)}
                 if kind in ("delete", "undo"):
@@ -583,8 +718,8 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
-                case = backend.upload(data, os.path.basename(path))
-            except ImageReadError as exc:
+                case = backend.upload(data)
+            except ValueError as exc:  # unreadable image, or one the model cannot analyse
                 return {status: _note(f"upload refused: {_msg(exc)}", ok=False)}
             out = open_case(case.case_id, sup, cls, op, zm)
             out[pick] = gr.update(choices=sorted(backend.cases), value=case.case_id)
@@ -611,6 +746,14 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                 return {status: _note(_msg(exc), ok=False)}
             return {status: _note(msg, ok=True), model_card: _model_md(backend.analyser)}
 
+        def fine_tune(progress=gr.Progress()):
+            try:
+                msg = backend.fine_tune(lambda frac, desc: progress(frac, desc=desc))
+            except (ValueError, RuntimeError, OSError) as exc:
+                return {status: _note(_msg(exc), ok=False)}
+            return {status: _note(msg, ok=True),
+                    model_pick: gr.update(choices=sorted(set(backend.models) | {backend.analyser.model_version}))}
+
         def sort_worklist(o):
             return worklist_table(backend.store.worklist(), o)
 
@@ -623,42 +766,45 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
             ctl.input(redraw_keep_text, view_inputs, view_outputs)
         act_inputs = [case_id, reviewer, sentence, region, supers, classes, opacity, zoom_s, text, reason, relink]
         for btn, kind in ((b_edit, "edit"), (b_delete, "delete"), (b_add, "add"), (b_flag, "flag"),
-                          (b_relink, "relink"), (b_accept, "accept"), (b_undo, "undo"), (b_sign, "sign")):
+                          (b_relink, "relink"), (b_accept, "accept"), (b_undo, "undo"), (b_sign, "sign"),
+                          (b_amend, "amend")):
             btn.click(make_action(kind), act_inputs, view_outputs + [status, table])
         upload.upload(do_upload, [upload, supers, classes, opacity, zoom_s], all_out)
         order.input(sort_worklist, [order], [table])
         refresh.click(sort_worklist, [order], [table])
         b_export.click(do_export, None, [export_file, status])
         b_model.click(use_model, [model_pick], [status, model_card])
+        b_ft.click(fine_tune, None, [status, model_pick])
 
-        def who_am_i(request: gr.Request):
-            # With --user logins the reviewer is the logged-in name, not a free text field.
+        def on_page_load(request: gr.Request):
+            # A fresh page sees the current worklist (uploads and reviews since start-up). With --user logins the
+            # reviewer is the logged-in name, not a free text field.
             user = getattr(request, "username", None)
-            return gr.update(value=user, interactive=False) if user else gr.update()
+            return {reviewer: gr.update(value=user, interactive=False) if user else gr.update(),
+                    table: worklist_table(backend.store.worklist()),
+                    pick: gr.update(choices=sorted(backend.cases))}
 
-        demo.load(who_am_i, None, [reviewer])
+        demo.load(on_page_load, None, [reviewer, table, pick])
 
         # gradio_client API (docs/app.md): JSON in, JSON out.
         def generate(case_id: str) -> dict:
             """Analyse a case (cached) and return its report with per-sentence regions and verdicts, and the review."""
-            return backend.generate_payload(case_id)
+            try:
+                return backend.generate_payload(case_id)
+            except (KeyError, ValueError) as exc:
+                raise gr.Error(_msg(exc)) from None
 
         def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
                     regions: list[str] | None = None, reason: str = "") -> dict:
-            """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign); returns the
+            """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign, amend); returns the
             review state after it."""
             if not reviewer or not reviewer.strip():
                 raise gr.Error("reviewer is required: it is recorded on every correction")
-            if kind == "undo":
-                msg = backend.store.undo(case_id, reviewer)
-            elif kind == "sign":
-                msg = backend.store.sign(case_id, reviewer)
-            elif kind in CORRECTION_KINDS:
-                msg = backend.store.correct(case_id, reviewer, kind, index=sentence_index, text=text or None,
-                                            regions=regions or [], reason=reason or None)
-            else:
-                raise gr.Error(f"unknown correction kind {kind!r}; expected one of "
-                               f"{list(CORRECTION_KINDS) + ['undo', 'sign']}")
+            try:
+                msg = backend.apply(case_id, reviewer.strip(), kind, sentence_index, text or None, regions or [],
+                                    reason or None)
+            except (ValueError, KeyError) as exc:  # the store's refusal, named; nothing was saved
+                raise gr.Error(_msg(exc)) from None
             return {"message": msg, "review": _state_dict(backend.store.state(case_id))}
 
         def worklist() -> list[list]:
@@ -708,8 +854,18 @@ class PipelineAnalyser:
         from model.pipeline import Pipeline
         self.model_dir = model_dir or os.path.join(ASSETS_DIR, "model")
         self.card = _read_card(self.model_dir)
-        self.model_version = str(self.card.get("name") or os.path.basename(os.path.normpath(self.model_dir)))
+        card_md = os.path.join(self.model_dir, "MODEL_CARD.md")
+        self.card_md = open(card_md, encoding="utf-8").read() if os.path.isfile(card_md) else ""
         self.pipeline = Pipeline(model_dir=model_dir)
+
+    @property
+    def model_version(self) -> str:
+        """The generator's own version string, the one it writes into every report (loads the model)."""
+        return self.pipeline.generator.model_version
+
+    def warm(self) -> None:
+        """Load the generator now (at start-up) rather than on the first case a reviewer opens."""
+        self.pipeline.generator  # noqa: B018  (the property loads it)
 
     def analyse(self, image: np.ndarray):
         return self.pipeline.analyse(image)
@@ -736,17 +892,19 @@ def find_models(roots: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def make_backend(model_dir: str | None, db_url: str | None, data_dir: str) -> Backend:
+def make_backend(model_dir: str | None, db_url: str | None, data_dir: str,
+                 finetune_data: str | None = None) -> Backend:
     """The real services: the S2D-ALIGN pipeline, the SQL review store and the demo cases in assets/demo."""
     from model.demo import load_demo_cases
     os.makedirs(data_dir, exist_ok=True)
     url = db_url or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "groundcxr.db")
     analyser = PipelineAnalyser(model_dir)
+    analyser.warm()  # at start-up, not on the first case a reviewer opens
     cases = [Case(c.id, c.source, c.image_path) for c in load_demo_cases()]
     models = find_models([ASSETS_DIR, os.path.join(data_dir, "models")])
     models[analyser.model_version] = analyser.model_dir
     return Backend(analyser, DbReviewStore(Store(url)), cases, data_dir, load_analyser=PipelineAnalyser,
-                   models=models)
+                   models=models, finetune_data=finetune_data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -757,11 +915,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--data-dir", default=os.path.join(PROJECT_ROOT, ".groundcxr"),
                    help="where uploads, exports and the default database live")
+    p.add_argument("--finetune-data", default=None, metavar="DIR",
+                   help="training set (R2Gen layout, e.g. from `python -m model phantom`) replayed when fine-tuning "
+                        "from corrections in the Model tab; without it fine-tuning is off")
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
     args = p.parse_args(argv)
-    backend = make_backend(args.model, args.db, args.data_dir)
-    launch(backend, args.host, args.port, auth=_parse_auth(args.user))
+    auth = _parse_auth(args.user)
+    try:
+        backend = make_backend(args.model, args.db, args.data_dir, args.finetune_data)  # loads the model
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: cannot load the model: {exc} (pass --model DIR)") from None
+    launch(backend, args.host, args.port, auth=auth)
     return 0
 
 

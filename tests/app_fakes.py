@@ -22,6 +22,8 @@ class FakeAnalyser:
 
     def analyse(self, image):
         self.calls += 1
+        if float(image.std()) == 0.0:  # like the real segmenter on a blank image
+            raise ValueError("no lung field found (test analyser: the image is blank)")
         h, w = image.shape
         heart = np.zeros((h, w), bool)
         heart[h // 2:h * 3 // 4, w * 2 // 5:w * 3 // 5] = True

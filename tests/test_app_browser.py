@@ -127,6 +127,9 @@ def test_upload_png_and_dicom_without_patient_tags(page, app_url, tmp_path):
     page.goto(app_url)
     dcm_id = _upload(page, str(dcm))
     assert dcm_id != png_id
+    page.goto(app_url)  # a fresh page lists both uploads in the worklist
+    for cid in (png_id, dcm_id):
+        page.wait_for_selector(f"#gcxr-worklist [role=gridcell]:has-text('{cid}')", timeout=30_000)
     body = page.locator("body").inner_text()
     assert "Doe" not in body and "PID-12345" not in body and "Jane" not in body
 
@@ -150,5 +153,22 @@ def test_gradio_client_api(app_url):
     res = client.predict("demo-3", "api-user", "edit", 1, "Lungs are clear.", [], "", api_name="/correct")
     assert "sentence 2 edited by api-user" in res["message"]
     assert res["review"]["sentences"][1]["text"] == "Lungs are clear."
+    with pytest.raises(Exception, match="unknown reason code 'because'"):
+        client.predict("demo-3", "api-user", "flag", 0, "", [], "because", api_name="/correct")
+    with pytest.raises(Exception, match="unknown case 'nope'"):
+        client.predict("nope", api_name="/generate")
     rows = client.predict(api_name="/worklist")
     assert any(r[0] == "demo-3" and r[1] == "in_review" for r in rows)
+
+
+def test_only_assets_and_data_folders_are_served(app_url):
+    import urllib.error
+    import urllib.request
+    from model import ASSETS_DIR
+    allowed = os.path.join(ASSETS_DIR, "cxas", "superclasses.json")
+    with urllib.request.urlopen(f"{app_url}gradio_api/file={allowed}") as r:
+        assert r.status == 200 and b"lung" in r.read()
+    for secret in ("/etc/passwd", os.path.join(os.path.dirname(ASSETS_DIR), "app.py")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{app_url}gradio_api/file={secret}")
+        assert err.value.code in (403, 404)

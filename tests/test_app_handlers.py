@@ -1,4 +1,6 @@
 """The app's backend and view rendering with test doubles (no browser)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -30,10 +32,10 @@ def test_render_view_highlights_selected_sentence_regions(backend):
     state = backend.store.state("demo-0")
     plain = render_view(image, analysis, state, None, None, ViewSettings([], [], 0.4, 1.0))
     sel = render_view(image, analysis, state, 0, None, ViewSettings([], [], 0.4, 1.0))
-    heart = analysis.segmentation.masks["heart"]
+    heart = np.kron(analysis.segmentation.masks["heart"], np.ones((4, 4), bool))  # 128 px shown at 512
     assert not np.array_equal(plain["overlay"][heart], sel["overlay"][heart])
     assert np.array_equal(plain["overlay"][~heart], sel["overlay"][~heart])
-    assert plain["heatmap"] is None and sel["heatmap"].shape[0] == 128
+    assert plain["heatmap"] is None and sel["heatmap"].shape[0] == 512
     assert "<b>heart</b>" in sel["legend"]
     by_region = render_view(image, analysis, state, None, "right lung", ViewSettings([], [], 0.4, 1.0))
     assert "No focal consolidation" in by_region["in_region"] and "heart is normal" not in by_region["in_region"]
@@ -44,12 +46,18 @@ def test_upload_keeps_only_pixels_with_pseudonymous_id(backend, tmp_path):
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)).save(buf, format="PNG")
-    case = backend.upload(buf.getvalue(), "Smith_John_1950.png")
+    case = backend.upload(buf.getvalue())
     assert case.case_id.startswith("upload-") and "Smith" not in case.case_id
     assert "Smith" not in case.image_path
-    assert backend.upload(buf.getvalue(), "other.png").case_id == case.case_id
+    assert backend.upload(buf.getvalue()).case_id == case.case_id
     with pytest.raises(ImageReadError):
-        backend.upload(b"not an image", "x.png")
+        backend.upload(b"not an image")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="PNG")
+    with pytest.raises(ValueError, match="no lung field"):
+        backend.upload(buf.getvalue())
+    assert [r.case_id for r in backend.store.worklist()].count(case.case_id) == 1
+    assert len(backend.store.worklist()) == 3 and len(backend.cases) == 3  # the blank image left no trace
 
 
 def test_build_app_exposes_api(backend):
@@ -95,6 +103,10 @@ def test_sign_then_export_zip(backend):
     assert "signed by dr.b" in backend.store.sign("demo-1", "dr.b")
     with pytest.raises(ValueError, match="signed"):
         backend.store.correct("demo-1", "dr.b", "edit", index=0, text="late edit")
+    backend.store.amend("demo-1", "dr.b")
+    backend.store.correct("demo-1", "dr.b", "edit", index=0, text="Amended sentence.")
+    backend.store.sign("demo-1", "dr.b")
+    assert backend.store.state("demo-1").final_text.startswith("Amended sentence.")
     row = next(r for r in backend.store.worklist() if r.case_id == "demo-1")
     assert row.status == "signed" and row.reviewer == "dr.b" and row.n_ungrounded == 1
     msg, path = backend.export()
@@ -115,3 +127,51 @@ def test_switching_model_generates_a_new_report_and_review(backend):
     assert state.model_version == "fake-1" and state.current[0].text == "The heart is normal in size."
     row = next(r for r in backend.store.worklist() if r.case_id == "demo-0")
     assert row.model_version == "fake-1" and row.status == "new"
+
+
+def test_cli_login_option_is_validated():
+    from app import _parse_auth, main
+    assert _parse_auth(["ann:pw", "bob:x:y"]) == [("ann", "pw"), ("bob", "x:y")]
+    assert _parse_auth([]) is None
+    with pytest.raises(SystemExit, match="NAME:PASSWORD"):
+        main(["--user", "nopassword"])
+
+
+def _fake_trainer(export_dir, init, data, out):
+    # Stands in for `python -m model train --from-export`: the same progress lines and final "done: PATH".
+    code = ("import os, sys, json; a = json.load(open(sys.argv[1] + '/annotation.json'));"
+            "assert a['train'], 'no entries';"
+            "[print(f'stage 3 epoch {e}/2: {p}%|###| 1/2', end='\\r', flush=True) for e in (1, 2) for p in (50, 100)];"
+            "ck = os.path.join(sys.argv[2], 'stage3'); os.makedirs(ck); print('\\ndone: ' + ck)")
+    import sys
+    return [sys.executable, "-c", code, export_dir, out]
+
+
+def test_fine_tune_from_corrections_reports_progress_and_offers_the_new_model(backend, tmp_path):
+    backend.finetune_cmd = _fake_trainer
+    with pytest.raises(ValueError, match="--finetune-data"):
+        backend.fine_tune(lambda f, d: None)
+    backend.finetune_data = str(tmp_path)
+    backend.models["fake-0"] = str(tmp_path)
+    with pytest.raises(ValueError, match="no signed review"):
+        backend.fine_tune(lambda f, d: None)
+    backend.open("demo-0")
+    backend.store.sign("demo-0", "dr.a")
+    seen = []
+    msg = backend.fine_tune(lambda f, d: seen.append(round(f, 2)))
+    name = msg.split()[2]
+    assert name.startswith("ft-") and name in backend.models
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and 0.25 in seen and 0.75 in seen
+    import json
+    card = json.load(open(os.path.join(backend.models[name], "model_card.json")))
+    assert card["parent"] == "fake-0" and card["fine_tuned_on"] == "1 signed reviews"
+
+
+def test_failed_fine_tune_says_why(backend, tmp_path):
+    import sys
+    backend.finetune_data, backend.models["fake-0"] = str(tmp_path), str(tmp_path)
+    backend.finetune_cmd = lambda **kw: [sys.executable, "-c", "print('error: broken checkpoint'); raise SystemExit(2)"]
+    backend.open("demo-0")
+    backend.store.sign("demo-0", "dr.a")
+    with pytest.raises(RuntimeError, match="exit code 2.*broken checkpoint"):
+        backend.fine_tune(lambda f, d: None)

@@ -81,3 +81,13 @@ def test_zoom_magnifies_center():
     assert zoom(rgb, 1.0) is rgb
     with pytest.raises(ValueError, match="zoom"):
         zoom(rgb, 0.5)
+
+
+def test_small_highlighted_region_is_drawn_over_a_large_one():
+    img = np.full((20, 20), 0.5, np.float32)
+    big = np.ones((20, 20), bool)
+    small = np.zeros((20, 20), bool)
+    small[8:12, 8:12] = True
+    out = compose_overlay(img, {"heart": small, "cardiomediastinum": big}, highlight=["heart", "cardiomediastinum"],
+                          opacity=1.0)
+    assert tuple(out[10, 10]) == taxonomy.color("heart")

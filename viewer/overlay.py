@@ -66,7 +66,8 @@ def compose_overlay(image: np.ndarray, masks: Mapping[str, np.ndarray], selected
             raise ValueError(f"mask '{name}' has shape {m.shape} but the image is {(h, w)}")
     out = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)  # H×W×3
     shown = expand_selection(selected, masks)
-    lit = expand_selection(highlight, masks)
+    # Largest first, so a small structure inside a large one (heart in cardiomediastinum) stays visible on top.
+    lit = sorted(expand_selection(highlight, masks), key=lambda n: -int(masks[n].sum()))
     for name in shown:
         m = masks[name].astype(bool)
         out[m] = (1.0 - opacity) * out[m] + opacity * np.array(taxonomy.color(name), np.float32)

@@ -3,7 +3,8 @@
     python docs/screenshots/take_screenshots.py            # the real app: embedded model, demo cases
     python docs/screenshots/take_screenshots.py --stand-in # the UI over the test analyser (tests/app_fakes.py)
 
-Writes docs/screenshots/{worklist,review,sentence,corrections,model}.png (the stand-in run prefixes "standin_").
+Writes docs/screenshots/{worklist,review,sentence,corrections,model}.png (the stand-in run prefixes "standin_");
+the worklist is taken last, after one case has been opened and corrected.
 Starts the app on a free local port with a temporary SQLite store.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stand-in", action="store_true", help="use the test analyser instead of the real model")
+    p.add_argument("--model", default=None, help="model directory (default: the embedded default)")
     p.add_argument("--case", default=None, help="case to show (default: the first phantom demo case)")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -37,14 +39,20 @@ def main(argv=None) -> int:
         from app_fakes import make_backend as fake_backend
         backend, prefix = fake_backend(tmp, n_cases=3), "standin_"
     else:
-        backend, prefix = make_backend(None, None, tmp), ""
+        backend, prefix = make_backend(args.model, None, tmp), ""
     case = args.case or next(iter(backend.cases))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = launch(backend, port=port, block=False)
     url = f"http://127.0.0.1:{port}/"
-    shot = lambda page, name: page.screenshot(path=os.path.join(HERE, f"{prefix}{name}.png"), full_page=True)
+
+    def shot(page, name):
+        # A 256-colour palette keeps each screenshot small enough to commit without visible loss for a UI.
+        from PIL import Image
+        path = os.path.join(HERE, f"{prefix}{name}.png")
+        page.screenshot(path=path, full_page=True)
+        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -52,9 +60,8 @@ def main(argv=None) -> int:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url)
             page.wait_for_selector("#gcxr-worklist [role=gridcell]", timeout=60_000)
-            shot(page, "worklist")
             page.locator("#gcxr-worklist [role=gridcell]", has_text=case).first.click()
-            page.wait_for_selector("#gcxr-report li", timeout=120_000)
+            page.wait_for_selector("#gcxr-report h4", timeout=120_000)
             shot(page, "review")
             page.locator("#gcxr-sentence label").first.click()
             page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=60_000)
@@ -74,6 +81,10 @@ def main(argv=None) -> int:
             page.get_by_role("tab", name="Model").click()
             page.wait_for_selector("#gcxr-model-card", timeout=30_000)
             shot(page, "model")
+            page.get_by_role("tab", name="Worklist").click()
+            page.get_by_role("button", name="Refresh").click()
+            page.wait_for_timeout(2000)
+            shot(page, "worklist")
             browser.close()
     finally:
         demo.close()

@@ -14,7 +14,9 @@ import numpy as np
 
 from model.imageio import ImageReadError
 
-OVERLAY_GROUPS = ("lung halves", "heart region", "mediastinum", "trachea", "diaphragm")
+# Drawn in this order, so the heart sits on top of the mediastinum and the trachea on top of both.
+OVERLAY_DEFAULT = ("right lung", "left lung", "upper mediastinum", "heart", "trachea", "tracheal bifurcation",
+                   "right hemidiaphragm", "left hemidiaphragm", "clavicle left", "clavicle right", "aortic arch")
 
 
 def add_arguments(parser) -> None:
@@ -39,12 +41,11 @@ def overlay(image: np.ndarray, masks: dict[str, np.ndarray], names=None, alpha: 
     """RGB uint8: the image with each named region tinted and outlined in its taxonomy colour."""
     import cv2
 
-    from model.taxonomy import CLASS_NAMES, DISPLAY_GROUP, color
+    from model.taxonomy import color
 
     rgb = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
     if names is None:
-        names = [n for n in masks if n in CLASS_NAMES and DISPLAY_GROUP.get(n) in OVERLAY_GROUPS
-                 and n not in ("cardiomediastinum", "diaphragm")]
+        names = [n for n in OVERLAY_DEFAULT if n in masks]
     thick = max(1, image.shape[0] // 256)
     for name in names:
         m = masks[name]

@@ -1,13 +1,14 @@
 """Geometric derivations: from two lung fields (and optionally a heart) to zones, lobes, mediastinum, trachea,
-hemidiaphragms and the costophrenic-angle landmarks.
+hemidiaphragms and landmarks (docs/segmentation.md).
 
 Shared by every backend that predicts lung fields, so zones and lobes mean the same thing whichever backend found
 the lungs. Conventions (patient's right lung is on the image's LEFT):
 - A lung's height runs from its apex row to its lowest row; zone and lobe cuts are fractions of that height
   (`DeriveConfig`), the usual radiological thirds with an apical cap.
-- Lobes on a frontal view overlap in projection: the cuts below overlap on purpose (masks are multi-label).
-- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic angles,
-  rounded at the top; cardiomediastinum is all of the space between the lungs from the apices down.
+- Lobes follow the phantom world's frontal projection: a horizontal fissure on the right, an oblique line from
+  high laterally to low medially on both sides.
+- The heart is the space between the lungs' medial borders from mid-height down to the cardiophrenic level,
+  rounded at the top; cardiomediastinum is a midline band between the lungs plus the heart.
 """
 from __future__ import annotations
 
@@ -225,7 +226,11 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     for side, lung in (("right", right), ("left", left)):
         dia = np.zeros((h, w), bool)
         bottom = _bottom_contour(lung)
-        for x in np.flatnonzero(bottom >= 0):
+        lrows = _rows(lung)
+        # Only columns whose lung ends in its lowest quarter sit on the dome; higher column ends are the heart
+        # border (the lung's lower medial edge), not diaphragm.
+        dome_level = lrows[0] + 0.75 * (lrows[-1] - lrows[0])
+        for x in np.flatnonzero(bottom >= dome_level):
             dia[bottom[x] + 1:min(h, bottom[x] + 1 + thick), x] = True
         masks[f"{side} hemidiaphragm"] = dia
     masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]

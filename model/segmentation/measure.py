@@ -17,7 +17,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-SIDES = ("right", "left")
 _CP_ARM = 0.12  # arm length for the angle, as a fraction of the lung's height
 
 
