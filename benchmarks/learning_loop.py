@@ -229,8 +229,9 @@ def review(store, gold: dict[str, str | None]) -> dict[str, int]:
 def fine_tune(cfg: LoopConfig, export_dir: str, base_dir: str, world: str) -> str:
     out = os.path.join(cfg.out, "finetuned")
     _run([sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", base_dir, "--data", world,
-          "--out", out, "--replay", str(cfg.replay), "--epochs", f"3:{cfg.finetune_epochs}", "--lr", str(cfg.finetune_lr), "--seed",
-          str(cfg.seed), "--threads", str(cfg.threads), "--no-progress"], "fine-tuning from the export")
+          "--out", out, "--replay", str(cfg.replay), "--epochs", f"3:{cfg.finetune_epochs}", "--lr",
+          str(cfg.finetune_lr), "--seed", str(cfg.seed), "--threads", str(cfg.threads), "--no-progress"],
+         "fine-tuning from the export")
     return os.path.join(out, "stage3")
 
 
@@ -280,7 +281,8 @@ def run_loop(cfg: LoopConfig) -> dict:
             "held_out_val": held if cfg.held_out else None,
             "corrections": corrections, "base_version": parent.name if parent else None,
             "new_version": new_version.name, "new_version_parent": new_version.parent,
-            "model_dirs": {"base": base, "new": new}, "db_url": db_url, "export_dir": export_dir, "world": world, "reports_before": before, "reports_after": after,
+            "model_dirs": {"base": base, "new": new}, "db_url": db_url, "export_dir": export_dir, "world": world,
+            "reports_before": before, "reports_after": after,
             "seconds": {k: round(v, 1) for k, v in times.items()} | {"total": round(time.perf_counter() - t0, 1)}}
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
-    """Stage 3 again, from --init, on the exported corrections plus a replay sample of --data (model/s2d/finetune.py)."""
+    """Stage 3 again, from --init, on the exported corrections plus a replay of --data (model/s2d/finetune.py)."""
     from model.s2d.finetune import FineTuneConfig, fine_tune
     from model.s2d.generate import DEFAULT_MODEL_DIR
 
