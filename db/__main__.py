@@ -34,6 +34,13 @@ def _register_model(args: argparse.Namespace, store) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace, store) -> int:
+    print(f"{'model version':<40} {'parent':<30} path")
+    for mv in store.model_versions():
+        print(f"{mv.name:<40} {mv.parent or '-':<30} {mv.path or '-'}")
+    return 0
+
+
 def _generate(args: argparse.Namespace, store) -> int:
     from db.batch import generate
     generator = shlex.split(args.generator) if args.generator else None
@@ -90,6 +97,7 @@ COMMANDS = {
     "init": (_init, "create or migrate the database and print its schema revision"),
     "import": (_import, "register a folder of images or an R2Gen annotation.json as studies (sha256 dedup)"),
     "register-model": (_register_model, "register a model directory as a model version (reads model_card.json)"),
+    "models": (_models, "list the registered model versions with their parents"),
     "generate": (_generate, "run the model over studies it has not reported on and store the generations"),
     "worklist": (_worklist, "list studies with their review status"),
     "history": (_history, "print a study's audit trail (every correction, who and when) and its final report"),

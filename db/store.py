@@ -312,6 +312,14 @@ class Store:
             parent = s.get(ModelVersion, mv.parent_id).name if mv.parent_id else None
             return ModelVersionInfo(mv.id, mv.name, mv.path, parent, dict(mv.card), mv.created_at)
 
+    def model_versions(self) -> list[ModelVersionInfo]:
+        """Every registered model version, oldest first (what a model picker offers; a fine-tune names its parent)."""
+        with self._read() as s:
+            rows = s.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+            names = {mv.id: mv.name for mv in rows}
+            return [ModelVersionInfo(mv.id, mv.name, mv.path, names.get(mv.parent_id), dict(mv.card), mv.created_at)
+                    for mv in rows]
+
     # ---- generations -----------------------------------------------------------------------------------------------
 
     def add_generation(self, study_id: int, model_version: str, report_output: dict[str, Any],

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                 "embedded assets/model/)")
     p.add_argument("--replay", type=int, default=None, help="with --from-export: original training cases mixed "
                                                             "in (default: 4 per corrected case)")
+    p.add_argument("--lr", type=float, default=None, help="with --from-export: stage-3 learning rate (default: the "
+                                                          "--init model's)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest for the tiny "
                                                                   "preset on a busy shared CPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
@@ -65,28 +67,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
-    """Stage 3 again, from --init, on the exported corrections plus a seeded replay sample of --data's train split
-    (so the model learns the corrections without forgetting the rest). Exported entries carry no masks (their
-    regions count as missing, as with seg_dropout) and no prior report (nearest by key phrases)."""
-    import random
-
-    from model.s2d.config import S2DConfig
-    from model.s2d.data import load_cases
+    """Stage 3 again, from --init, on the exported corrections plus a replay of --data (model/s2d/finetune.py)."""
+    from model.s2d.finetune import FineTuneConfig, fine_tune
     from model.s2d.generate import DEFAULT_MODEL_DIR
-    from model.s2d.train import train
 
-    init = args.init or DEFAULT_MODEL_DIR
-    cfg = S2DConfig.load(os.path.join(init, "config.json"))
-    regions = tuple(cfg.asarg.regions)
-    corrected = load_cases(args.from_export, "train", cfg.vision.image_size, regions)
-    if not corrected:
-        raise SystemExit(f"error: {args.from_export} has no exported training entries")
-    original = load_cases(args.data, "train", cfg.vision.image_size, regions, args.limit)
-    n_replay = min(len(original), args.replay if args.replay is not None else 4 * len(corrected))
-    replay = random.Random(args.seed).sample(original, n_replay)
-    val = load_cases(args.data, "val", cfg.vision.image_size, regions, 64)
-    print(f"fine-tune from {init}: {len(corrected)} corrected + {len(replay)} replayed cases")
-    ckpt = train(cfg, args.out, corrected + replay, val, [], stages=[3], seed=args.seed, init_dir=init,
-                 progress=not args.no_progress)
-    print(f"done: {ckpt}")
+    epochs = None
+    for item in (args.epochs or "").split(","):
+        if item:
+            k, v = item.split(":")
+            if k != "3":
+                raise SystemExit(f"error: --from-export runs stage 3 only; --epochs {item} names stage {k}")
+            epochs = int(v)
+    try:
+        fine_tune(FineTuneConfig(export_dir=args.from_export, init_dir=args.init or DEFAULT_MODEL_DIR,
+                                 data_dir=args.data, out_dir=args.out, replay=args.replay, epochs=epochs, lr=args.lr,
+                                 seed=args.seed, progress=not args.no_progress))
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}")
     return 0
