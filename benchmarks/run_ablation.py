@@ -55,7 +55,7 @@ def ensure_data(args: argparse.Namespace) -> None:
     if os.path.isfile(os.path.join(args.data, "annotation.json")):
         return
     n = args.train + args.val + args.test
-    split = [f"{k / n:.6f}" for k in (args.train, args.val, args.test)]
+    split = [repr(k / n) for k in (args.train, args.val, args.test)]  # full precision: the counts come out exact
     cmd = [sys.executable, "-m", "model", "phantom", "--out", args.data, "--n", str(n), "--seed", str(args.data_seed),
            "--size", "128", "--split", *split, "--workers", "1"]
     print("generating data:", " ".join(cmd), flush=True)
