@@ -150,8 +150,27 @@ def test_inference_uses_no_auxiliary_input(trained, phantom_dir):
     assert gen.score_sentences(c.image, c.masks, c.report).numel() > 0
 
 
+def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
+    ann = json.load(open(os.path.join(phantom_dir, "annotation.json")))
+    export = tmp_path / "export"
+    export.mkdir()
+    entries = [{"id": f"study-{i}", "report": "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
+                "image_path": [os.path.join(phantom_dir, e["image_path"][0])], "key_phrases": ["cardiomegaly"]}
+               for i, e in enumerate(ann["train"][:2])]
+    (export / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    init = os.path.join(trained, "stage3")
+    out = str(tmp_path / "ft")
+    assert main(["train", "--from-export", str(export), "--init", init, "--data", phantom_dir, "--out", out,
+                 "--replay", "2", "--no-progress"]) == 0
+    a, b = _weights(init), _weights(os.path.join(out, "stage3"))
+    key = "sma_v.mlp.0.weight"
+    assert set(a) == set(b) and not torch.equal(a[key], b[key])
+    rows = [json.loads(line) for line in open(os.path.join(out, "loss_log.jsonl"))]
+    assert {r["stage"] for r in rows} == {3}
+
+
 def test_cli_errors(tmp_path, preset):
-    with pytest.raises(SystemExit, match="not implemented yet"):
+    with pytest.raises(SystemExit, match="--data DIR is required"):
         main(["train", "--out", str(tmp_path), "--from-export", str(tmp_path), "--init", "x"])
     with pytest.raises(FileNotFoundError, match="no annotation.json"):
         main(["train", "--preset", preset, "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--iu", "none"])

@@ -155,10 +155,12 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
     start, state = _find_resume(out_dir, phases)
     if state is not None:
         model, tokenizer, _ = load_model(os.path.join(out_dir, f"stage{phases[start].stage}"))
+        cfg = model.cfg
         if state.get("complete"):
             start, state = start + 1, None
     elif init_dir:
         model, tokenizer, _ = load_model(init_dir)
+        cfg = model.cfg
     else:
         if tokenizer is None:
             tokenizer = train_tokenizer(texts, cfg.decoder.vocab_size)

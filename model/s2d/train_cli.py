@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               f"(default: {DEFAULT_IU} when present; 'none' to skip)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training cases")
     p.add_argument("--epochs", default=None, help="override epochs per stage, e.g. 0:2,1:4,2:2,3:1")
-    p.add_argument("--from-export", default=None, help="fine-tune stage 3 on an exported corrections set")
-    p.add_argument("--init", default=None, help="model directory to start from (with --from-export)")
+    p.add_argument("--from-export", default=None, help="fine-tune stage 3 on an exported corrections set "
+                                                           "(`python -m db export`), mixed with --data's replay")
+    p.add_argument("--init", default=None, help="model directory to fine-tune (with --from-export; default: the "
+                                                "embedded assets/model/)")
+    p.add_argument("--replay", type=int, default=None, help="with --from-export: original training cases mixed "
+                                                            "in (default: 4 per corrected case)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest for the tiny "
                                                                   "preset on a busy shared CPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
@@ -37,11 +41,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.from_export:
-        raise SystemExit("error: --from-export is not implemented yet (fine-tuning on exported corrections is "
-                         "planned; see docs/model.md)")
     if not args.data:
-        raise SystemExit("error: --data DIR is required")
+        raise SystemExit("error: --data DIR is required (with --from-export: the original training set to replay)")
+    if args.from_export:
+        return _fine_tune(args)
     cfg = load_preset(args.preset, ablation=args.ablation)
     if args.epochs:
         for item in args.epochs.split(","):
@@ -57,5 +60,33 @@ def run(args: argparse.Namespace) -> int:
     texts = report_texts(iu, cases)
     print(f"train: {len(cases)} cases, val: {len(val)}, stage-0 texts: {len(texts)} (IU train: {bool(iu)})")
     ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress)
+    print(f"done: {ckpt}")
+    return 0
+
+
+def _fine_tune(args: argparse.Namespace) -> int:
+    """Stage 3 again, from --init, on the exported corrections plus a seeded replay sample of --data's train split
+    (so the model learns the corrections without forgetting the rest). Exported entries carry no masks (their
+    regions count as missing, as with seg_dropout) and no prior report (nearest by key phrases)."""
+    import random
+
+    from model.s2d.config import S2DConfig
+    from model.s2d.data import load_cases
+    from model.s2d.generate import DEFAULT_MODEL_DIR
+    from model.s2d.train import train
+
+    init = args.init or DEFAULT_MODEL_DIR
+    cfg = S2DConfig.load(os.path.join(init, "config.json"))
+    regions = tuple(cfg.asarg.regions)
+    corrected = load_cases(args.from_export, "train", cfg.vision.image_size, regions)
+    if not corrected:
+        raise SystemExit(f"error: {args.from_export} has no exported training entries")
+    original = load_cases(args.data, "train", cfg.vision.image_size, regions, args.limit)
+    n_replay = min(len(original), args.replay if args.replay is not None else 4 * len(corrected))
+    replay = random.Random(args.seed).sample(original, n_replay)
+    val = load_cases(args.data, "val", cfg.vision.image_size, regions, 64)
+    print(f"fine-tune from {init}: {len(corrected)} corrected + {len(replay)} replayed cases")
+    ckpt = train(cfg, args.out, corrected + replay, val, [], stages=[3], seed=args.seed, init_dir=init,
+                 progress=not args.no_progress)
     print(f"done: {ckpt}")
     return 0
