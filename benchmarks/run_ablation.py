@@ -78,7 +78,6 @@ def shared_stage0(args, cases, val, texts, seed: int) -> str:
 
 def seed_variant(run_dir: str, variant: str, args, stage0: str, seed: int) -> None:
     """Write RUN/stage0: a fresh `variant` model (seeded init) with the shared stage-0 decoder weights."""
-    import torch
     from accelerate.utils import set_seed
 
     from model.s2d.config import load_preset
@@ -93,8 +92,6 @@ def seed_variant(run_dir: str, variant: str, args, stage0: str, seed: int) -> No
     model.decoder.load_state_dict(dec, strict=True)  # same decoder config in every variant: must match exactly
     os.makedirs(run_dir, exist_ok=True)
     save_model(model, os.path.join(run_dir, "stage0"), tok, {**state, "shared_from": os.path.abspath(stage0)})
-    del shared, model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
 def summarise(metrics: dict) -> dict:
@@ -137,6 +134,12 @@ def run_one(args, variant: str, seed: int, cases, val, texts) -> dict:
     return result
 
 
+def distinct_reports(run_dir: str) -> int:
+    """How many different reports the model wrote for the test split (1 = the same report for every image)."""
+    with open(os.path.join(run_dir, "eval", "predictions.jsonl"), encoding="utf-8") as fh:
+        return len({json.loads(line)["report"] for line in fh if line.strip()})
+
+
 def baselines(args) -> dict:
     """Reference points with no model: the most frequent training report for every test case, and each test
     case's own prior-study report (the stage-2 auxiliary input, never available at inference)."""
@@ -147,29 +150,42 @@ def baselines(args) -> dict:
     refs = [e["report"] for e in ann["test"]]
     mode = Counter(e["report"] for e in ann["train"]).most_common(1)[0][0]
     prior = [e.get("prior_report") or "" for e in ann["test"]]
-    return {"constant (most frequent training report)": summarise(compute_all(refs, [mode] * len(refs), False)),
-            "prior-study report of the same case (oracle)": summarise(compute_all(refs, prior, False)),
+    return {"constant (most frequent training report)": {
+                **summarise(compute_all(refs, [mode] * len(refs), False)), "distinct_reports": 1},
+            "prior-study report of the same case (oracle)": {
+                **summarise(compute_all(refs, prior, False)), "distinct_reports": len(set(prior))},
             "n_test": len(refs), "n_with_prior": sum(bool(p) for p in prior)}
 
 
 def _rank(values: list[float]) -> list[float]:
+    """Ranks (1 = largest), ties sharing their average rank."""
     order = sorted(range(len(values)), key=lambda i: -values[i])
     ranks = [0.0] * len(values)
-    for r, i in enumerate(order):
-        ranks[i] = r + 1.0
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
     return ranks
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rho (Pearson on tie-averaged ranks); None with fewer than 3 items or when one side is all tied."""
     if len(a) < 3:
         return None
     ra, rb = _rank(a), _rank(b)
-    n = len(a)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return None if va == 0 or vb == 0 else cov / (va * vb) ** 0.5
 
 
 def aggregate(results: list[dict]) -> dict:
-    keys = ("ce14_micro_f1", "ce5_micro_f1", "bleu4", "ce14_micro_precision", "ce14_micro_recall", "rouge_l")
+    keys = ("ce14_micro_f1", "ce5_micro_f1", "bleu4", "ce14_micro_precision", "ce14_micro_recall", "rouge_l",
+            "final_val_loss", "distinct_reports")
     out = {}
     for v in VARIANTS:
         rows = [r for r in results if r["variant"] == v]
@@ -185,32 +201,46 @@ def aggregate(results: list[dict]) -> dict:
 
 
 def render(agg: dict, base: dict, args, n_cases: dict) -> str:
-    def ms(d):
-        return f"{d['mean']:.3f} ± {d['std']:.3f}" if d["std"] is not None else f"{d['mean']:.3f} (1 seed)"
+    def ms(d, digits=3):
+        m = f"{d['mean']:.{digits}f}"
+        return f"{m} ± {d['std']:.{digits}f}" if d["std"] is not None else f"{m} (1 seed)"
 
     lines = [BEGIN, "", f"Phantom data: {n_cases['train']} train / {n_cases['val']} val / {n_cases['test']} test "
              f"cases (`{os.path.relpath(args.data, ROOT)}`, data seed {args.data_seed}); preset "
              f"`{os.path.relpath(args.preset, ROOT)}`; mean ± sample std over the seeds listed.", "",
              "| variant | seeds | CE F1, 14 obs. micro | CE F1, 5 obs. micro | BLEU-4 | CE P / R (14 micro) | "
-             "paper CE F1 |", "|---|---|---|---|---|---|---|"]
+             "val loss (image only) | distinct test reports | paper CE F1 |", "|---|---|---|---|---|---|---|---|---|"]
     for v, a in agg.items():
         paper = PAPER_CE_F1.get(v)
         lines.append(f"| {LABELS[v]} | {','.join(map(str, a['seeds']))} | {ms(a['ce14_micro_f1'])} | "
                      f"{ms(a['ce5_micro_f1'])} | {ms(a['bleu4'])} | {a['ce14_micro_precision']['mean']:.3f} / "
-                     f"{a['ce14_micro_recall']['mean']:.3f} | {'—' if paper is None else f'{paper:.3f}'} |")
+                     f"{a['ce14_micro_recall']['mean']:.3f} | {ms(a['final_val_loss'])} | "
+                     f"{ms(a['distinct_reports'], 1)} | {'—' if paper is None else f'{paper:.3f}'} |")
     for name, b in base.items():
         if isinstance(b, dict):
             lines.append(f"| *{name}* | — | {b['ce14_micro_f1']:.3f} | {b['ce5_micro_f1']:.3f} | {b['bleu4']:.3f} | "
-                         f"{b['ce14_micro_precision']:.3f} / {b['ce14_micro_recall']:.3f} | — |")
+                         f"{b['ce14_micro_precision']:.3f} / {b['ce14_micro_recall']:.3f} | — | "
+                         f"{b['distinct_reports']} | — |")
     ours = [v for v in agg if v in PAPER_CE_F1]
     ordering = sorted(agg, key=lambda v: -agg[v]["ce14_micro_f1"]["mean"])
     paper_order = sorted(PAPER_CE_F1, key=lambda v: -PAPER_CE_F1[v])
-    rho = spearman([agg[v]["ce14_micro_f1"]["mean"] for v in ours], [PAPER_CE_F1[v] for v in ours])
-    lines += ["", "Ordering by mean CE F1 (14 obs.): " + " > ".join(LABELS[v].split(" (")[0] for v in ordering) + ".",
-              "Paper's ordering: " + " > ".join(LABELS[v].split(" (")[0] for v in paper_order) + ".",
-              f"Spearman rank correlation with the paper over the {len(ours)} shared variants: "
-              + ("n/a" if rho is None else f"{rho:+.2f}") + ".",
-              f"Test reports with a prior-study report: {base['n_with_prior']} of {base['n_test']}.", "", END]
+    by_loss = sorted(agg, key=lambda v: agg[v]["final_val_loss"]["mean"])
+    paper = [PAPER_CE_F1[v] for v in ours]
+    rho = spearman([agg[v]["ce14_micro_f1"]["mean"] for v in ours], paper)
+    rho_loss = spearman([-agg[v]["final_val_loss"]["mean"] for v in ours], paper)
+
+    def fmt(r):
+        return "undefined (fewer than 3 variants, or all tied)" if r is None else f"{r:+.2f}"
+
+    def chain(vs, sep=" > "):
+        return sep.join(LABELS[v].split(" (")[0] for v in vs)
+
+    lines += ["", f"- Ordering by mean CE F1 (14 obs.; ties in list order): {chain(ordering)}.",
+              f"- Ordering by mean image-only val loss (lower first): {chain(by_loss, ' < ')}.",
+              f"- Paper's ordering by CE F1: {chain(paper_order)}.",
+              f"- Spearman rank correlation with the paper over the {len(ours)} shared variants: by CE F1 "
+              f"{fmt(rho)}, by val loss {fmt(rho_loss)}.",
+              f"- Test reports with a prior-study report: {base['n_with_prior']} of {base['n_test']}.", "", END]
     return "\n".join(lines)
 
 
@@ -276,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(args.out, f"seed{s}", v, "result.json")
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as fh:
-                    results.append(json.load(fh))
+                    results.append({**json.load(fh), "distinct_reports": distinct_reports(os.path.dirname(path))})
     if not results:
         raise SystemExit(f"error: no finished runs under {args.out}")
     with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:

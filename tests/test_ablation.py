@@ -31,7 +31,8 @@ def study(tmp_path_factory):
     preset.write_text(yaml.safe_dump({"base": "tiny", **MICRO}))
     doc = tmp / "ablation.md"
     drv = _driver()
-    doc.write_text(f"# Ablation\n\nhand-written intro\n\n{drv.BEGIN}\nold table\n{drv.END}\n\nhand-written discussion\n")
+    doc.write_text(f"# Ablation\n\nhand-written intro\n\n{drv.BEGIN}\nold table\n{drv.END}\n\n"
+                   "hand-written discussion\n")
     argv = ["--data", str(tmp / "data"), "--out", str(tmp / "runs"), "--preset", str(preset), "--seeds", "0",
             "--train", "4", "--val", "2", "--test", "3", "--variants", ",".join(VARIANTS), "--iu", "none",
             "--doc", str(doc), "--json", str(tmp / "ablation.json")]
@@ -88,3 +89,12 @@ def test_unknown_variant_is_named(study):
     drv, tmp, argv = study
     with pytest.raises(SystemExit, match="unknown variant.*'nope'"):
         drv.main(argv + ["--variants", "none,nope"])
+
+
+def test_spearman_handles_ties_and_degenerate_input():
+    drv = _driver()
+    assert drv._rank([3.0, 1.0, 3.0, 2.0]) == [1.5, 4.0, 1.5, 3.0]
+    assert drv.spearman([0.1, 0.2, 0.3], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert drv.spearman([0.1, 0.2, 0.3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert drv.spearman([0.5, 0.5, 0.5], [1.0, 2.0, 3.0]) is None  # every variant tied: no ordering to compare
+    assert drv.spearman([0.1, 0.2], [1.0, 2.0]) is None
