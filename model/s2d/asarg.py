@@ -2,7 +2,8 @@
 
 Each region name in a fixed ordered list (`model.taxonomy.CORE_REGIONS` by default) owns one token: its mask is
 adaptive-average-pooled to P x P and a Conv1d (kernel 1, P*P channels -> width) turns it into a token, plus a
-learnt embedding of the name. A missing name is a zero map (its token is then its name embedding only). The
+learnt embedding of the name. With `region_image` (our addition) the image inside the mask is pooled the same
+way and joins the Conv1d input (2*P*P channels), so a region token also says what the region looks like. A missing name is a zero map (its token is then its name embedding only). The
 segmenter's intermediate features [C, h, w] are pooled to F x F tokens behind a learnable class token. These
 tokens are concatenated with the vision patch tokens as SMA_v's keys/values; `gate` (zero at init) is consumed by
 SMAVision so that an untrained fusion changes nothing.
@@ -22,7 +23,8 @@ class ASaRGFusion(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.regions = tuple(cfg.regions)
-        self.region_conv = nn.Conv1d(cfg.map_pool * cfg.map_pool, width, kernel_size=1)
+        channels = cfg.map_pool * cfg.map_pool * (2 if cfg.region_image else 1)
+        self.region_conv = nn.Conv1d(channels, width, kernel_size=1)
         self.region_embed = nn.Parameter(torch.randn(len(self.regions), width) * 0.02)
         self.class_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.feature_proj = nn.Linear(cfg.feature_channels, width) if cfg.feature_channels else None
@@ -36,15 +38,22 @@ class ASaRGFusion(nn.Module):
     def n_tokens(self) -> int:
         return len(self.regions) + self.n_feature_tokens
 
-    def forward(self, seg_maps: torch.Tensor | None, seg_features: torch.Tensor | None, batch: int
-                ) -> torch.Tensor:
-        # seg_maps [B, R, H, W] in [0, 1]; seg_features [B, C, h, w] -> tokens [B, R + 1 (+ F*F), width]
+    def forward(self, seg_maps: torch.Tensor | None, seg_features: torch.Tensor | None, batch: int,
+                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        # seg_maps [B, R, H, W] in [0, 1]; seg_features [B, C, h, w]; pixel_values [B, C_img, S, S]
+        # -> tokens [B, R + 1 (+ F*F), width]
         R, P = len(self.regions), self.cfg.map_pool
         if seg_maps is None:
             seg_maps = self.gate.new_zeros(batch, R, P, P)
         if seg_maps.shape[:2] != (batch, R):
             raise ValueError(f"seg_maps has shape {tuple(seg_maps.shape)}: expected {batch} images x {R} regions")
         pooled = F.adaptive_avg_pool2d(seg_maps.float(), P).flatten(2)  # [B, R, P*P]
+        if self.cfg.region_image:
+            if pixel_values is None:
+                raise ValueError("region_image ASaRG tokens need pixel_values")
+            img = F.adaptive_avg_pool2d(pixel_values[:, :1].float(), seg_maps.shape[-2:])  # [B, 1, H, W]
+            inside = F.adaptive_avg_pool2d(seg_maps.float() * img, P).flatten(2)  # [B, R, P*P]
+            pooled = torch.cat([pooled, inside], dim=2)  # [B, R, 2*P*P]
         region_tokens = self.region_conv(pooled.transpose(1, 2)).transpose(1, 2) + self.region_embed  # [B, R, W]
         tokens = [region_tokens, self.class_token.expand(batch, -1, -1)]
         if self.feature_proj is not None:

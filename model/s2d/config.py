@@ -72,6 +72,9 @@ class ASaRGConfig:
     enabled: bool = True
     regions: tuple[str, ...] = CORE_REGIONS  # fixed order: one region token per name; missing name -> zero map
     map_pool: int = 8  # seg maps pooled to map_pool x map_pool before the Conv1d
+    # also pool the image inside each region's mask into its token (what the region looks like, not only where
+    # it is); off = ASaRG's maps-only tokens
+    region_image: bool = True
     feature_channels: int = 0  # segmenter feature channels C (0: only the learnable class token)
     feature_pool: int = 4  # segmenter features [C, 32, 32] pooled to feature_pool^2 tokens
     schedule: str = "joint"  # "joint": train with everything; "late": frozen until stage 3 (ASaRG's order)
@@ -104,6 +107,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
+    gate_lr_scale: float = 20.0  # the zero-initialised ASaRG gate is one scalar: it needs a larger step to open
     num_workers: int = 0
 
 

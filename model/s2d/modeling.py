@@ -174,7 +174,7 @@ class S2DAlign(nn.Module):
                              f"{layout.n_patches}: image size must be {self.cfg.vision.image_size}")
         extra = gate = None
         if self.asarg is not None:
-            extra, gate = self.asarg(seg_maps, seg_features, B), self.asarg.gate  # [B, R + F, W]
+            extra, gate = self.asarg(seg_maps, seg_features, B, pixel_values), self.asarg.gate  # [B, R + F, W]
         elif seg_maps is not None and self.cfg.ablation != "no-segmentation" and self.cfg.asarg.enabled:
             raise ValueError("seg_maps given but ASaRG is off")
         if key_mask is not None:

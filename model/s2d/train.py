@@ -185,7 +185,11 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
         bs = cfg.train.batch_size
         steps_per_epoch = math.ceil(n / bs)
         total = steps_per_epoch * phase.epochs
-        opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.train.weight_decay)
+        gate = [p for p in params if model.asarg is not None and p is model.asarg.gate]
+        groups = [{"params": [p for p in params if not any(p is g for g in gate)]}]
+        if gate:
+            groups.append({"params": gate, "lr": phase.lr * cfg.train.gate_lr_scale, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=phase.lr, weight_decay=cfg.train.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.train.warmup_frac * total))))
         first_epoch = 0
         ckpt = os.path.join(out_dir, f"stage{phase.stage}")
