@@ -232,12 +232,17 @@ def render(agg: dict, base: dict, args, n_cases: dict) -> str:
     def fmt(r):
         return "undefined (fewer than 3 variants, or all tied)" if r is None else f"{r:+.2f}"
 
-    def chain(vs, sep=" > "):
-        return sep.join(LABELS[v].split(" (")[0] for v in vs)
+    def chain(vs, value, sep=" > "):
+        """Names in order, tied values joined by ' = ' (an ordering of exact ties would be invented)."""
+        out = LABELS[vs[0]].split(" (")[0]
+        for prev, v in zip(vs, vs[1:]):
+            out += (" = " if value(v) == value(prev) else sep) + LABELS[v].split(" (")[0]
+        return out
 
-    lines += ["", f"- Ordering by mean CE F1 (14 obs.; ties in list order): {chain(ordering)}.",
-              f"- Ordering by mean image-only val loss (lower first): {chain(by_loss, ' < ')}.",
-              f"- Paper's ordering by CE F1: {chain(paper_order)}.",
+    ce, loss = (lambda v: agg[v]["ce14_micro_f1"]["mean"]), (lambda v: agg[v]["final_val_loss"]["mean"])
+    lines += ["", f"- Ordering by mean CE F1 (14 obs.): {chain(ordering, ce)}.",
+              f"- Ordering by mean image-only val loss (lower first): {chain(by_loss, loss, ' < ')}.",
+              f"- Paper's ordering by CE F1: {chain(paper_order, PAPER_CE_F1.get)}.",
               f"- Spearman rank correlation with the paper over the {len(ours)} shared variants: by CE F1 "
               f"{fmt(rho)}, by val loss {fmt(rho_loss)}.",
               f"- Test reports with a prior-study report: {base['n_with_prior']} of {base['n_test']}.", "", END]
