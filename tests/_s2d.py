@@ -48,10 +48,6 @@ def micro_model(seed: int = 0, **top):
     return S2DAlign(micro_cfg(**top)).eval()
 
 
-def fake_image(seed: int, size: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)
-
-
 def fake_masks(size: int = 64) -> dict[str, np.ndarray]:
     m = np.zeros((size, size), bool)
     m[8:40, 4:28] = True
