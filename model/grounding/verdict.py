@@ -243,9 +243,11 @@ def _inside(a: np.ndarray | None, b: np.ndarray | None) -> float:
 
 
 def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], masks: dict[str, np.ndarray],
-              min_inside: float = 0.5) -> list[RegionScore]:
+              min_inside: float = 2 / 3) -> list[RegionScore]:
     """Scored regions lying mostly inside one of `wanted` (for `left lung`: its zones, lobes and base; for
-    `left lung base`: the base and the lower lobe's part there, not the whole lung)."""
+    `left lung base`: the base and the lower lobe's part there, not the whole lung). Two thirds rather than a half:
+    CXAS's bilateral `diaphragm` lies just over half inside an enlarged `left hemidiaphragm` and must not pass
+    for left-sided support."""
     return [r for r in regions if any(_inside(masks.get(r.name), masks.get(w)) >= min_inside for w in wanted)]
 
 
