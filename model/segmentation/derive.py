@@ -33,6 +33,8 @@ class DeriveConfig:
     carina_fraction: float = 0.33  # carina sits about a third of the way down the lung fields
     trachea_width: float = 0.065  # of the thoracic width (≈2 cm of ≈30 cm)
     diaphragm_thickness: float = 0.035  # of the image height
+    heart_shadow_level: float = 0.35  # a heart border inside a lung field: this far from lung to heart brightness
+    heart_shadow_max: float = 0.10  # ... and at most this fraction of the image width lateral of the lung's edge
 
 
 def _rows(mask: np.ndarray) -> np.ndarray:
@@ -106,11 +108,13 @@ def medial_edges(right: np.ndarray, left: np.ndarray, rows: np.ndarray) -> tuple
 
 
 def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int, heart_bottom: int,
-               shape: tuple[int, int], lungs: np.ndarray, widest_fraction: float = 0.6) -> np.ndarray:
+               shape: tuple[int, int], lungs: np.ndarray, widest_fraction: float = 0.8) -> np.ndarray:
     """The space between the lungs' medial borders from `heart_top` to `heart_bottom`, with two corrections:
     below the heart's widest part (`widest_fraction` of its height) a border may not move outwards (there the
     lung is curving away over its dome, not the heart widening), and the top is rounded (the heart's upper
-    border is convex, not a horizontal cut)."""
+    border is convex, not a horizontal cut). The heart is widest low, near the cardiophrenic angles (right atrium,
+    left ventricle): a clamp from 60 % cut off its lower borders on real films and on phantoms alike (phantom
+    heart Dice on tuning seeds 0-59: 0.820 at 0.6, 0.832 at 0.7, 0.837 at 0.8, 0.835 at 0.9, 0.832 at 1.0)."""
     h, w = shape
     re, le = re.copy(), le.copy()
     start = np.searchsorted(rows, heart_top + widest_fraction * (heart_bottom - heart_top))
@@ -129,6 +133,62 @@ def _fit_heart(re: np.ndarray, le: np.ndarray, rows: np.ndarray, heart_top: int,
         cap = (yy < heart_top + half_h) & (((xx - cx) / half_w) ** 2 + ((yy - heart_top - half_h) / half_h) ** 2 > 1)
         heart &= ~cap
     return heart & ~lungs
+
+
+def _heart_borders(image: np.ndarray, right: np.ndarray, left: np.ndarray, re: np.ndarray, le: np.ndarray,
+                   rows: np.ndarray, heart_top: int, cfg: "DeriveConfig") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The heart's lateral borders, which on a real film lie inside the lung fields: the aerated lung behind the
+    heart keeps the field dark enough to be segmented as lung, so a lung's medial edge runs medial of the faint
+    heart border. Per heart row, each border moves from the lung's medial edge outwards while the image
+    stays closer to the heart's brightness than to the lung's (`heart_shadow_level` of the way from the lung
+    median to the median between the lungs), at most `heart_shadow_max` of the image width, and only on rows where
+    that lung is present (below a lung's base the bright tissue is diaphragm, not heart). Returns the moved
+    borders and the lung pixels they cover (heart shadow over the lung field). On phantoms, whose heart borders are
+    sharp, it moves little (heart Dice on tuning seeds 0-59: 0.837 without it, 0.831 with it); on real films it
+    finds the faint borders the lung masks run over (IU CXR7: CTR 0.33 without it, 0.40 with it)."""
+    h, w = image.shape
+    g = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 2.0)
+    sel = rows >= heart_top
+    cols = np.arange(w)[None, :]
+    between = (cols > re[sel, None]) & (cols < le[sel, None])
+    inner = g[rows[sel]][between]
+    lungs = right | left
+    if inner.size == 0 or not lungs.any():
+        return re, le, np.zeros((h, w), bool)
+    lung_level, heart_level = float(np.median(g[lungs])), float(np.median(inner))
+    if heart_level <= lung_level:
+        return re, le, np.zeros((h, w), bool)
+    def local_threshold(lung_row: np.ndarray, g_row: np.ndarray) -> float:
+        # the lung's own brightness on this row (lung fields are paler at the bases and behind ribs)
+        level = min(float(np.median(g_row[lung_row])), heart_level) if lung_row.any() else lung_level
+        return level + cfg.heart_shadow_level * (heart_level - level)
+
+    cap = int(round(cfg.heart_shadow_max * w))
+    out_r, out_l = np.zeros(rows.size), np.zeros(rows.size)  # how far each border moves outwards, per row
+    for i in np.flatnonzero(sel):
+        y = rows[i]
+        if right[y].any() and re[i] >= 0:
+            t, x = local_threshold(right[y], g[y]), int(re[i])
+            while re[i] - x < cap and x >= 0 and right[y, x] and g[y, x] >= t:
+                x -= 1
+            out_r[i] = re[i] - x
+        if left[y].any() and le[i] >= 0:
+            t, x = local_threshold(left[y], g[y]), int(le[i])
+            while x - le[i] < cap and x < w and left[y, x] and g[y, x] >= t:
+                x += 1
+            out_l[i] = x - le[i]
+    # A heart border is smooth: a single row reaching further along a vessel or a rib is not the heart.
+    k = 5
+    out_r = np.array([np.median(out_r[max(0, i - k // 2):i + k // 2 + 1]) for i in range(rows.size)])
+    out_l = np.array([np.median(out_l[max(0, i - k // 2):i + k // 2 + 1]) for i in range(rows.size)])
+    new_re, new_le = re - np.round(out_r), le + np.round(out_l)
+    shadow = np.zeros((h, w), bool)
+    cols = np.arange(w)
+    for i in np.flatnonzero(sel):
+        shadow[rows[i]] = ((cols > new_re[i]) & (cols <= re[i])) | ((cols >= le[i]) & (cols < new_le[i]))
+    re, le = new_re, new_le
+    shadow &= right | left
+    return re, le, shadow
 
 
 def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None = None,
@@ -170,7 +230,10 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
 
     heart_top = int(round(heart_bottom - cfg.heart_height_fraction * (heart_bottom - top)))
     if heart is None:
-        heart = _fit_heart(re, le, rows, heart_top, heart_bottom, (h, w), right | left)
+        hre, hle, shadow = re, le, np.zeros((h, w), bool)
+        if image is not None:
+            hre, hle, shadow = _heart_borders(image, right, left, re, le, rows, heart_top, cfg)
+        heart = _fit_heart(hre, hle, rows, heart_top, heart_bottom, (h, w), (right | left) & ~shadow)
     masks["heart"] = heart
     # The mediastinum proper is a band about the midline: wider gaps between apices and domes are chest wall.
     mid_rows = (rows >= heart_top - (heart_bottom - heart_top) // 2) & (rows < heart_top)
