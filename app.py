@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from PIL import Image
 from db.replay import CONTENT_KINDS, REASON_CODES, FinalSentence
 from db.store import Store
 from model import ASSETS_DIR, PROJECT_ROOT, taxonomy
+from model.atomic import atomic_path, atomic_write_json
 from model.imageio import read_radiograph
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 from viewer.heatmap import render_heatmap
@@ -306,14 +306,8 @@ class Backend:
         case_id = "upload-" + hashlib.sha256(pixels.tobytes()).hexdigest()[:10]
         path = os.path.join(self.data_dir, "uploads", case_id + ".png")
         if not os.path.exists(path):
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    Image.fromarray(pixels).save(fh, format="PNG")
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            with atomic_path(path, ".png") as tmp:
+                Image.fromarray(pixels).save(tmp, format="PNG")
         if case_id in self.cases:
             return self.cases[case_id]
         # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
@@ -371,15 +365,9 @@ class Backend:
         out_dir = os.path.join(self.data_dir, "export")
         msg, files = self.store.export(out_dir)
         zpath = os.path.join(self.data_dir, "groundcxr-export.zip")
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, suffix=".zip.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-                for f in files:
-                    zf.write(f, arcname=os.path.basename(f))
-            os.replace(tmp, zpath)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_path(zpath, ".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=os.path.basename(f))
         return msg, zpath
 
     def fine_tune(self, progress: Callable[[float, str], None]) -> str:
@@ -421,7 +409,7 @@ class Backend:
             raise RuntimeError(f"fine-tuning failed (exit code {rc}): " + " | ".join(lines[-5:]))
         card = {"name": name, "parent": self.analyser.model_version, "fine_tuned_on": f"{n} signed reviews",
                 "export": export_dir}
-        _write_json_atomic(os.path.join(ckpt, "model_card.json"), card)
+        atomic_write_json(os.path.join(ckpt, "model_card.json"), card, indent=2)
         self.models[name] = ckpt
         progress(1.0, "done")
         return f"fine-tuned model {name} is ready (from {n} signed reports); choose it in the Model tab to use it"
@@ -440,17 +428,6 @@ _EPOCH = re.compile(r"epoch (\d+)/(\d+):\s*(\d+)%")  # a tqdm line of model.s2d.
 def finetune_command(export_dir: str, init: str, data: str, out: str) -> list[str]:
     return [sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", init, "--data", data,
             "--out", out, "--threads", "1"]
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _state_dict(state: ReviewState) -> dict:

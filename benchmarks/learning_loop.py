@@ -91,7 +91,7 @@ def build_world(cfg: LoopConfig) -> str:
     """Phantom cases in R2Gen layout: `train` (few effusions), `val`, and `test` = the review cases (half with a
     large effusion, alternating sides). Nothing else is abnormal, so the effusion is the only thing to learn."""
     from model.phantom import generate_case, write_case
-    from model.phantom.store import atomic_write_json
+    from model.atomic import atomic_write_json
     from model.report.keyphrases import extract_key_phrases
 
     world = os.path.join(cfg.out, "world")
@@ -115,7 +115,7 @@ def build_world(cfg: LoopConfig) -> str:
 
 
 def write_card(model_dir: str, card: dict) -> None:
-    from model.phantom.store import atomic_write_json
+    from model.atomic import atomic_write_json
 
     atomic_write_json(os.path.join(model_dir, "model_card.json"), card)
 

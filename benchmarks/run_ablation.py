@@ -21,12 +21,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from model.atomic import atomic_write_text  # noqa: E402
 
 VARIANTS = ("none", "single-stage", "joint", "reversed", "no-shared-memory", "mlp-projector", "no-segmentation")
 LABELS = {"none": "full curriculum (S1 -> S2 -> S3)", "single-stage": "single-stage", "joint": "joint",
@@ -37,18 +37,6 @@ PAPER_CE_F1 = {"none": 0.608, "single-stage": 0.449, "joint": 0.470, "reversed":
                "mlp-projector": 0.473}
 BEGIN, END = "<!-- results:begin (written by benchmarks/run_ablation.py) -->", "<!-- results:end -->"
 DEFAULT_IU = os.path.join(os.path.dirname(ROOT), "shared", "data", "iu-xray", "annotation_promptmrg_split.json")
-
-
-def write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def ensure_data(args: argparse.Namespace) -> None:
@@ -130,7 +118,7 @@ def run_one(args, variant: str, seed: int, cases, val, texts) -> dict:
     result = {"variant": variant, "seed": seed, "checkpoint": ckpt, **summarise(metrics),
               "final_val_loss": val_losses[-1] if val_losses else None,
               "train_s": round(t2 - t1, 1), "eval_s": round(time.time() - t2, 1), "setup_s": round(t1 - t0, 1)}
-    write_atomic(result_path, json.dumps(result, indent=2))
+    atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -254,7 +242,7 @@ def write_doc(path: str, block: str) -> None:
     if BEGIN not in text or END not in text:
         raise SystemExit(f"error: {path} lacks the results markers {BEGIN!r} ... {END!r}; restore them")
     head, rest = text.split(BEGIN, 1)
-    write_atomic(path, head + block + rest.split(END, 1)[1])
+    atomic_write_text(path, head + block + rest.split(END, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:
         n_cases = {k: len(v) for k, v in json.load(fh).items()}
     agg, base = aggregate(results), baselines(args)
-    write_atomic(args.json, json.dumps({"preset": os.path.relpath(args.preset, ROOT), "cases": n_cases,
+    atomic_write_text(args.json, json.dumps({"preset": os.path.relpath(args.preset, ROOT), "cases": n_cases,
                                         "data_seed": args.data_seed, "paper_ce_f1": PAPER_CE_F1, "aggregate": agg,
                                         "baselines": base, "runs": results}, indent=2))
     write_doc(args.doc, render(agg, base, args, n_cases))

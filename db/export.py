@@ -16,11 +16,11 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from db.keyphrases import key_phrases
+from model.atomic import atomic_write_bytes
 from db.replay import report_text
 from db.store import SignedReport, Store
 
@@ -41,23 +41,10 @@ class ExportResult:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; an export is meant to be read by the trainer
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part; fsynced, since an
+    export is the durable hand-over to training."""
+    atomic_write_bytes(path, data, fsync=True)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a crash
     finally:

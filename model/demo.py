@@ -97,7 +97,8 @@ NIH_TO_CHEXPERT = {"Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural Effusion
 def build_demo_assets(shared_data: str, out_dir: str = DEMO_DIR) -> list[dict]:
     """Write the demo images, masks and cases.json (atomically); real images are copied verbatim."""
     from model.phantom import generate_case
-    from model.phantom.store import atomic_write_bytes, atomic_write_json, write_case
+    from model.atomic import atomic_write_bytes, atomic_write_json
+    from model.phantom.store import write_case
 
     entries = []
     rel_dir = os.path.relpath(out_dir, os.path.dirname(out_dir))  # "demo"

@@ -9,9 +9,7 @@ the old file or the new one, never half a file.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 
@@ -19,29 +17,12 @@ import cv2
 import numpy as np
 
 from model import taxonomy
+from model.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 
 from .generate import PhantomCase, check_knobs, generate_case
 
 FINDING_PREFIX = "finding/"
 SPLITS = ("train", "val", "test")
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
 def save_masks(path: str, anatomy: dict, findings: dict) -> None:
@@ -52,21 +33,12 @@ def save_masks(path: str, anatomy: dict, findings: dict) -> None:
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) > 1:
         raise ValueError(f"masks of one case must share a shape; got {sorted(shapes)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        # a standard .npz (np.load reads it) at deflate level 1: masks are sparse, and level 6 was the
-        # dataset writer's single largest cost (~55 ms a case) for files only ~10% smaller
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for key, arr in arrays.items():
-                with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # a standard .npz (np.load reads it) at deflate level 1: masks are sparse, and level 6 was the
+    # dataset writer's single largest cost (~55 ms a case) for files only ~10% smaller
+    with atomic_path(path, ".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, arr in arrays.items():
+            with zf.open(key + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
 def load_masks(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -11,9 +11,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Iterable
 
+from model.atomic import atomic_write_text
 from model.report.anatomy import sentence_anatomy
 from model.report.keyphrases import extract_key_phrases
 from model.report.labeler import label_report
@@ -49,19 +49,8 @@ def read_lines(path: str | None) -> list[str]:
 
 
 def write_atomic(path: str, lines: Iterable[str]) -> None:
-    """Write all lines or nothing: a temp file beside the target, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write all lines or nothing."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
+from model.atomic import atomic_path
 from model.imageio import ImageReadError
 
 # Drawn in this order, so the heart sits on top of the mediastinum and the trachea on top of both.
@@ -26,15 +26,8 @@ def add_arguments(parser) -> None:
 
 
 def _atomic_write(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp" + os.path.splitext(path)[1])
-    os.close(fd)
-    try:
+    with atomic_path(path, os.path.splitext(path)[1]) as tmp:  # keep the extension: savez and PIL read it
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def overlay(image: np.ndarray, masks: dict[str, np.ndarray], names=None, alpha: float = 0.4) -> np.ndarray:
