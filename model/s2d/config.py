@@ -35,6 +35,7 @@ class VisionConfig:
     image_mean: float = 0.5
     image_std: float = 0.25
     trainable: bool = True  # tiny has no pretrained encoder, so it must learn; Rad-DINO stays frozen
+    stem: str = "patch"  # "patch": Dinov2's patch-sized linear embedding; "conv": stride-2 conv stem (tiny)
 
 
 @dataclass
@@ -99,7 +100,7 @@ class TrainConfig:
     # tiny: far fewer epochs than the paper's 8 / 5 / 3 and higher rates (a from-scratch model on a 2-core CPU
     # budget of ~30 minutes); the paper preset sets its own
     stages: dict[int, StageConfig] = field(default_factory=lambda: {
-        0: StageConfig(1, 1e-3), 1: StageConfig(3, 1e-3), 2: StageConfig(1, 5e-4), 3: StageConfig(1, 2e-4)})
+        0: StageConfig(1, 1e-3), 1: StageConfig(6, 1e-3), 2: StageConfig(2, 5e-4), 3: StageConfig(2, 2e-4)})
     batch_size: int = 16
     max_report_tokens: int = 96
     seg_dropout: float = 0.1  # share of training images whose seg maps are zeroed (robust to missing masks)
@@ -108,6 +109,11 @@ class TrainConfig:
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
     gate_lr_scale: float = 20.0  # the zero-initialised ASaRG gate is one scalar: it needs a larger step to open
+    # stage 0's vision half (tiny: an encoder with no published checkpoint): report-derived tag prediction
+    # (model/s2d/vision_pretrain.py); epochs 0 skips it
+    vision_pretrain: StageConfig = field(default_factory=lambda: StageConfig(12, 1e-3))
+    vision_min_count: int = 10  # a tag must occur in this many training reports
+    vision_batch_size: int = 64
     num_workers: int = 0
 
 
@@ -128,6 +134,8 @@ class S2DConfig:
             raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
         if self.asarg.schedule not in ("joint", "late"):
             raise ValueError(f"asarg.schedule must be 'joint' or 'late', got {self.asarg.schedule!r}")
+        if self.vision.stem not in ("patch", "conv"):
+            raise ValueError(f"vision.stem must be 'patch' or 'conv', got {self.vision.stem!r}")
         if self.sma.width % self.sma.heads:
             raise ValueError(f"sma.width {self.sma.width} is not divisible by sma.heads {self.sma.heads}")
 
@@ -148,6 +156,12 @@ class S2DConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "S2DConfig":
+        d = dict(d)
+        if isinstance(d.get("vision"), dict) and "stem" not in d["vision"]:
+            # saved before the conv stem existed: those checkpoints were all built with Dinov2's patch embedding
+            d["vision"] = {**d["vision"], "stem": "patch"}
+        if isinstance(d.get("train"), dict) and "vision_pretrain" not in d["train"]:
+            d["train"] = {**d["train"], "vision_pretrain": {"epochs": 0, "lr": 0.0}}
         return _apply(PRESETS[d.get("preset", "tiny")](), d, "config")
 
     @classmethod
@@ -157,8 +171,9 @@ class S2DConfig:
 
 
 def tiny() -> S2DConfig:
-    """CPU-sized S2D-ALIGN: small Dinov2-style ViT on 128x128, 2-layer BERT, 4-layer Llama d=192, vocab 2048."""
-    return S2DConfig()
+    """CPU-sized S2D-ALIGN: small Dinov2-style ViT (conv stem) on 128x128, 2-layer BERT, 4-layer Llama d=192,
+    vocab 2048. The ViT is pretrained in stage 0 and then frozen, as the paper keeps Rad-DINO frozen."""
+    return S2DConfig(vision=VisionConfig(stem="conv", trainable=False))
 
 
 def paper() -> S2DConfig:

@@ -7,6 +7,7 @@ the memory soft tokens (SDPA returns none).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -67,14 +68,43 @@ def _from_pretrained(cls, name: str, what: str, **kw):
             f"`pretrained` field at a local directory holding it ({exc.__class__.__name__})") from exc
 
 
+class ConvStem(nn.Module):
+    """Patch embedding by stride-2 3x3 convolutions instead of one patch-sized linear map (Xiao et al. 2021,
+    "Early convolutions help transformers see better"): a ViT trained from scratch on a few thousand images
+    learns local texture far sooner this way. pixels [B, C, S, S] -> patch tokens [B, (S/p)^2, D]."""
+
+    def __init__(self, channels: int, hidden: int, patch_size: int, image_size: int):
+        super().__init__()
+        n = int(math.log2(patch_size))
+        if 2 ** n != patch_size:
+            raise ValueError(f"vision.stem 'conv' needs a power-of-two patch_size, got {patch_size}")
+        widths = [channels] + [min(hidden, 16 * 2 ** i) for i in range(1, n + 1)]
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1), nn.GroupNorm(1, widths[i + 1]),
+                       nn.GELU()]
+        layers.append(nn.Conv2d(widths[-1], hidden, 1))
+        self.net = nn.Sequential(*layers)
+        self.num_channels = channels
+        self.num_patches = (image_size // patch_size) ** 2
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.shape[1] != self.num_channels:
+            raise ValueError(f"vision encoder expects {self.num_channels} channels, got {pixel_values.shape[1]}")
+        return self.net(pixel_values).flatten(2).transpose(1, 2)
+
+
 def build_vision(cfg: S2DConfig, random_init: bool = False) -> nn.Module:
     from transformers import Dinov2Config, Dinov2Model
 
     v = cfg.vision
     if v.pretrained and not random_init:
         return _from_pretrained(Dinov2Model, v.pretrained, "vision encoder")
-    return Dinov2Model(Dinov2Config(hidden_size=v.hidden, num_hidden_layers=v.layers, num_attention_heads=v.heads,
-                                    image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels))
+    model = Dinov2Model(Dinov2Config(hidden_size=v.hidden, num_hidden_layers=v.layers, num_attention_heads=v.heads,
+                                     image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels))
+    if v.stem == "conv":
+        model.embeddings.patch_embeddings = ConvStem(v.num_channels, v.hidden, v.patch_size, v.image_size)
+    return model
 
 
 def build_text_encoder(cfg: S2DConfig, random_init: bool = False) -> nn.Module:

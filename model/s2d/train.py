@@ -1,6 +1,8 @@
 """The S2D-ALIGN curriculum (Progressive Anatomical Grounding) through HF accelerate.
 
-Stage 0 (tiny only): language-model pretraining of the decoder on report text (stands in for Vicuna's).
+Stage 0 (tiny only): language-model pretraining of the decoder on report text (stands in for Vicuna's), then
+pretraining of the from-scratch vision encoder on report-derived tags (stands in for Rad-DINO's;
+`vision_pretrain.py`), after which the encoder stays frozen like Rad-DINO.
 Stage 1: image -> report (SMA_v + LoRA). Stage 2: + SMA_t on the reference report. Stage 3: + SMA_p on key
 phrases. Each stage starts from the previous stage's weights. In stages 2/3 a share `aux_prob` of the batches
 carries the auxiliary input and the rest are image-only, so the inference path (SMA_v alone) keeps training.
@@ -122,6 +124,25 @@ def _log(path: str, row: dict) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
+def needs_vision_pretraining(cfg: S2DConfig) -> bool:
+    return not cfg.vision.pretrained and cfg.train.vision_pretrain.epochs > 0
+
+
+def _pretrain_vision(model: S2DAlign, cfg: S2DConfig, cases: list[Case], val_cases: list[Case], seed: int,
+                     progress: bool, log_path: str) -> dict:
+    from model.s2d.vision_pretrain import pretrain_vision
+
+    if not cases:
+        raise ValueError("stage 0's vision pretraining needs the training images (--data)")
+    vp = cfg.train.vision_pretrain
+    result = pretrain_vision(model.vision, cases, val_cases, cfg.vision.image_mean, cfg.vision.image_std,
+                             cfg.vision.num_channels, vp.epochs, vp.lr, cfg.train.vision_batch_size,
+                             cfg.train.vision_min_count, seed, progress, log=lambda row: _log(log_path, row))
+    summary = result.to_dict()
+    _log(log_path, {"stage": 0, "part": "vision", **summary})
+    return summary
+
+
 def _find_resume(out_dir: str, phases: list[Phase]) -> tuple[int, dict | None]:
     """Index of the latest phase with a checkpoint and its state (None: start fresh)."""
     for i in range(len(phases) - 1, -1, -1):
@@ -168,6 +189,10 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only {cfg.decoder.vocab_size}")
         model = S2DAlign(cfg)
         start = max(start, 0)
+    if (state is None and not init_dir and phases[0].stage != 0 and needs_vision_pretraining(cfg)
+            and not cfg.vision.trainable):
+        raise ValueError("the tiny vision encoder is pretrained in stage 0 and frozen afterwards: include stage 0, "
+                         "start from a checkpoint, or set vision.trainable / train.vision_pretrain.epochs: 0")
     ckpt = os.path.join(out_dir, f"stage{phases[-1].stage}")
     for i in range(max(start, 0), len(phases)):
         phase, last = phases[i], i == len(phases) - 1
@@ -239,14 +264,23 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
             row = {"stage": phase.stage, "epoch": epoch + 1, "epoch_seconds": round(time.time() - t0, 1)}
             if val_cases and phase.stage > 0:
                 row["val_loss"] = evaluate_loss(model, tokenizer, val_cases, cfg)
+            vision_pending = phase.stage == 0 and needs_vision_pretraining(cfg)
             if acc.is_main_process:
                 _log(log_path, row)
-                complete = epoch + 1 == phase.epochs
+                complete = epoch + 1 == phase.epochs and not vision_pending
                 save_model(model, ckpt, tokenizer, {"stage": phase.stage, "aux": list(phase.aux),
                                                     "epochs_done": epoch + 1, "complete": complete, "seed": seed})
                 if not complete:
                     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
                                os.path.join(ckpt, "optimizer.pt"))
+            acc.wait_for_everyone()
+        if phase.stage == 0 and needs_vision_pretraining(cfg):
+            # every process trains the same encoder from the same seed and data; only the main one writes
+            summary = _pretrain_vision(model, cfg, cases, val_cases, seed, progress and acc.is_main_process,
+                                       log_path if acc.is_main_process else os.devnull)
+            if acc.is_main_process:
+                save_model(model, ckpt, tokenizer, {"stage": 0, "aux": [], "epochs_done": phase.epochs,
+                                                    "complete": True, "seed": seed, "vision_pretraining": summary})
             acc.wait_for_everyone()
         state = None
     return ckpt
