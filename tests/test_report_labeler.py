@@ -51,6 +51,48 @@ def test_tricky_sentences(text, expected):
     assert labels(text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    # a finding named as something to exclude, rule out or detect is hypothetical (uncertain), before or after it
+    ("Repeat radiograph after treatment to exclude an underlying mass.", {"Lung Lesion": -1}),
+    ("Scarring at the right apex, though difficult to exclude a small cavitary lesion.",
+     {"Lung Opacity": 1, "Lung Lesion": -1}),
+    ("CT is recommended to rule-out a pulmonary nodule.", {"Lung Lesion": -1}),
+    ("Dedicated CT would be more sensitive for detecting small nodules.", {"Lung Lesion": -1}),
+    ("Mild interstitial edema difficult to entirely exclude.", {"Edema": -1}),
+    ("An early pneumonia should be excluded clinically.", {"Pneumonia": -1}),
+    # "cannot exclude" stays uncertain, and a plain negation after the purpose clause is still a negation
+    ("Cannot rule out a left lower lobe nodule.", {"Lung Lesion": -1}),
+    ("To exclude a mass, compare with older films. No pleural effusion.", {"Lung Lesion": -1, "Pleural Effusion": 0}),
+    # clinical history is not a finding of this film: the mention is dropped, neither 1 nor 0
+    ("Stable right hilar opacity in this patient with a history of lung mass.", {"Lung Opacity": 1}),
+    ("History of pneumonia. The lungs are clear.", {"No Finding": 1}),
+    ("Patient with a history of COPD. Lungs clear.", {"No Finding": 1}),
+    # ... and only the named history: a comma or "without" ends it, and what follows is read as usual
+    ("Postsurgical changes consistent with history of right lobectomy, without pneumothorax or effusion.",
+     {"Pneumothorax": 0, "Pleural Effusion": 0}),
+    ("Prior history of lymphoma with a new 2 cm left upper lobe mass.", {"Lung Lesion": 1}),
+    ("History of heart failure. Moderate cardiomegaly and a small right effusion.",
+     {"Cardiomegaly": 1, "Pleural Effusion": 1}),
+    # calcified vs non-calcified: a calcified granuloma is not a Lung Lesion, a calcified nodule is, and a negated
+    # non-calcified nodule is a negative Lung Lesion
+    ("Small calcified granuloma in the left lower lobe.", {}),
+    ("Two calcified nodules in the right upper lobe, from old granulomatous disease.", {"Lung Lesion": 1}),
+    ("No effusion or noncalcified nodule. Normal heart size.",
+     {"Pleural Effusion": 0, "Lung Lesion": 0, "Cardiomegaly": 0, "No Finding": 1}),
+    # "no other nodules" negates only the others: the lesion it presupposes is labelled where it is named
+    ("Stable 8 mm nodule in the left midlung. No other nodules or masses.", {"Lung Lesion": 1}),
+    ("Calcified granuloma in the right base. No other nodules.", {"Lung Lesion": 0}),
+    ("Known pulmonary nodules, unchanged. No new nodules.", {"Lung Lesion": 1}),
+    ("No new nodules.", {"Lung Lesion": 0, "No Finding": 1}),
+    # a nodular opacity is an opacity, not a Lung Lesion (docs/labeler.md)
+    ("Faint nodular opacity in the left upper lobe.", {"Lung Opacity": 1}),
+    ("There is a 1 cm nodular density in the right midlung.", {"Lung Opacity": 1}),
+    ("Diffuse reticulonodular pattern.", {"Lung Opacity": 1}),
+])
+def test_hypothetical_history_and_nodule_rules(text, expected):
+    assert labels(text) == expected
+
+
 def test_aggregation_positive_wins_then_uncertain_then_negative():
     assert labels("No effusion. Small right effusion.")["Pleural Effusion"] == 1
     assert labels("No pneumonia. Pneumonia cannot be excluded.")["Pneumonia"] == -1

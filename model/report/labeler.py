@@ -13,7 +13,10 @@ scoliosis, hernia, ...) is mentioned positively; it is never 0 (CheXpert leaves 
 
 Documented choices (docs/labeler.md): "heart size is normal" → Cardiomegaly 0; a normal cardiomediastinal
 silhouette → Cardiomegaly 0 and Enlarged Cardiomediastinum 0; "borderline cardiomegaly" is a mild degree → 1;
-"upper limits of normal" → 0; a calcified granuloma is not a Lung Lesion (it still blocks No Finding).
+"upper limits of normal" → 0; a calcified granuloma is not a Lung Lesion (it still blocks No Finding), a calcified
+nodule is; a finding named as something to exclude, rule out or detect ("follow-up to exclude an underlying mass",
+"difficult to exclude a cavitary lesion", "X should be excluded") is uncertain; a mention in the scope of "history
+of" is clinical history, not a finding of this film, and is dropped.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ _MENTIONS: dict[str, str] = {
         r"(?:mildly |moderately |severely |markedly |slightly )?(?:enlarged|increased))\b"),
     "Lung Opacity": (
         r"\b(?:opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)|air[- ]?space (?:disease|opacit\w+)|"
-        r"decreased translucency|increased density|interstitial (?:markings?|pattern|lung disease|prominence|"
+        r"decreased translucency|increased density|nodular densit(?:y|ies)|interstitial (?:markings?|pattern|lung disease|prominence|"
         r"opacit\w+|changes?|thickening)|reticular (?:pattern|markings?|opacit\w+)|reticulation|"
         r"reticulonodular|(?:parenchymal |pulmonary |lung )?scarring|peribronchial (?:thickening|cuffing)|"
         r"(?:bronchial )?wall thickening|ground[- ]glass|haziness|hazy|airspace process)\b"),
@@ -124,6 +127,12 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
      r"(?:excluded|ruled out)\b", "bwd"),
     (r"\b(?:cannot|can ?not|can't|could not|not) (?:entirely |completely |totally |definitely )?"
      r"(?:exclude|rule out)\b", "fwd"),
+    # A finding named as something to exclude or look for is hypothetical: "follow-up to exclude an underlying
+    # mass", "difficult to exclude a cavitary lesion", "recommended to rule-out a nodule", "CT is more sensitive in
+    # detecting small nodules".
+    (r"\b(?:exclude|rule[- ]out|to detect|detecting|detection of|screen(?:ing)? for)\b", "fwd"),
+    (r"\b(?:(?:difficult|hard|impossible) to (?:entirely |completely |totally |definitely |confidently )?"
+     r"(?:exclude|rule[- ]out)|(?:should|must|needs? to|to) be (?:excluded|ruled out))\b", "bwd"),
     (r"\b(?:is|are|was|were|be|remains?) (?:also |more |less )?(?:likely|possible|suspected|questioned|"
      r"probable|questionable|equivocal|uncertain|unclear|indeterminate|not excluded|a possibility|considered)\b",
      "bwd"),
@@ -138,6 +147,12 @@ _UNCERTAINTY_CUES: list[tuple[str, str]] = [
     (r"\b(?:versus|vs\.?)(?=\s)", "both"),
     (r"\?", "bwd"),
 ]
+# Clinical history is not a finding of this film: a mention in the scope of "history of" ("compatible with history
+# of right upper lobe mass", "prior history of pneumonia") is dropped, neither positive nor negative. The scope is
+# the named history only: it also ends at a comma and at "with" / "without" ("history of lobectomy, without focal
+# consolidation" still negates consolidation).
+_HISTORY_CUE = re.compile(r"\b(?:history of|h/o|hx of)\b")
+_HISTORY_STOP = re.compile(r",|\b(?:with|without)\b")
 # Where a forward scope ends; backward scopes end at the mirror of these (and at commas).
 _FWD_STOP = re.compile(
     r"[.;:]|\b(?:but|however|although|though|whereas|while|except|aside from|apart from|other than|which|who|"
@@ -212,6 +227,14 @@ def _scopes(s: str, cues: list[tuple[re.Pattern, str]]) -> list[tuple[int, int, 
     return out
 
 
+def _history_scopes(s: str) -> list[tuple[int, int, int, int]]:
+    out = []
+    for m in _HISTORY_CUE.finditer(s):
+        ends = [x.start() for x in (_FWD_STOP.search(s, m.end()), _HISTORY_STOP.search(s, m.end())) if x]
+        out.append((m.end(), min(ends) if ends else len(s), m.start(), m.end()))
+    return out
+
+
 def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
     spans = [m.span() for m in _MENTION_RE[obs].finditer(s)]
     if obs in _STATE_RE:
@@ -222,13 +245,15 @@ def _mention_spans(obs: str, s: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _covered(start: int, end: int, scopes: list) -> bool:
+    # The mention must lie in the scope and not overlap the cue itself ("no longer" is not a mention of "no").
+    return any(a <= start and end <= b and not (cs < end and start < ce) for a, b, cs, ce in scopes)
+
+
 def _mention_label(start: int, end: int, neg: list, unc: list) -> int:
-    def covered(scopes):
-        # The mention must lie in the scope and not overlap the cue itself ("no longer" is not a mention of "no").
-        return any(a <= start and end <= b and not (cs < end and start < ce) for a, b, cs, ce in scopes)
-    if covered(unc):
+    if _covered(start, end, unc):
         return UNCERTAIN
-    if covered(neg):
+    if _covered(start, end, neg):
         return NEGATIVE
     return POSITIVE
 
@@ -258,17 +283,22 @@ OTHER = "Other"
 def sentence_mentions(text: str) -> list[Mention]:
     """Every observation mention in one sentence with its polarity, in text order."""
     s = normalise(text)
-    neg, unc = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE)
+    neg, unc, hist = _scopes(s, _NEG_RE), _scopes(s, _UNC_RE), _history_scopes(s)
     found: list[Mention] = []
+    history: list[tuple[int, int]] = []  # mentions dropped as clinical history
     for obs in _MENTION_RE:
         for start, end in _mention_spans(obs, s):
+            if _covered(start, end, hist):
+                history.append((start, end))
+                continue
             found.append(Mention(obs, start, end, _mention_label(start, end, neg, unc)))
         if obs in _NORMAL_STATE:
             found += [Mention(obs, m.start(), m.end(), NEGATIVE, normal_state=True)
                       for m in _NORMAL_STATE[obs].finditer(s)]
-    claimed = [(m.start, m.end) for m in found if not m.normal_state]
+    claimed = [(m.start, m.end) for m in found if not m.normal_state] + history
     found += [Mention(OTHER, m.start(), m.end(), _mention_label(m.start(), m.end(), neg, unc))
-              for m in _OTHER_RE.finditer(s) if not any(a <= m.start() < b for a, b in claimed)]
+              for m in _OTHER_RE.finditer(s) if not any(a <= m.start() < b for a, b in claimed)
+              and not _covered(m.start(), m.end(), hist)]
     return sorted(found, key=lambda m: (m.start, m.end))
 
 
