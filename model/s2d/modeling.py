@@ -244,6 +244,8 @@ def save_model(model: S2DAlign, out_dir: str, tokenizer, state: dict) -> None:
     """Weights (safetensors), config, tokenizer and training state, written into a temp dir then swapped in."""
     from safetensors.torch import save_file
 
+    from model.atomic import atomic_write_json
+
     tmp = out_dir.rstrip("/") + ".tmp"
     if os.path.isdir(tmp):
         import shutil
@@ -255,8 +257,7 @@ def save_model(model: S2DAlign, out_dir: str, tokenizer, state: dict) -> None:
     save_file(sd, os.path.join(tmp, WEIGHTS), metadata={"format": "pt"})
     model.cfg.save(os.path.join(tmp, "config.json"))
     tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
-    with open(os.path.join(tmp, STATE), "w", encoding="utf-8") as fh:
-        json.dump({**state, "lora": model.lora}, fh, indent=2)
+    atomic_write_json(os.path.join(tmp, STATE), {**state, "lora": model.lora}, indent=2)
     _swap_dir(tmp, out_dir)
 
 
