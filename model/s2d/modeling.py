@@ -16,27 +16,9 @@ from torch import nn
 from model.s2d.asarg import ASaRGFusion
 from model.s2d.config import S2DConfig
 from model.s2d.sma import MLPProjector, SMA, SMAOutput, SMAVision
+from model.types import KeyLayout  # torch-free there, for grounding; `model.s2d.modeling.KeyLayout` still works
 
 AUX = ("t", "p")  # reference report, key phrases
-
-
-@dataclass
-class KeyLayout:
-    """How SMA_v's keys map back to the image: patches (row-major grid), then regions, then feature tokens."""
-    grid: tuple[int, int]  # (gh, gw) patch grid
-    regions: list[str]  # one key per name, in order, after the patches
-    n_feature_tokens: int  # class token (+ pooled segmenter features), last
-
-    @property
-    def n_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def n_keys(self) -> int:
-        return self.n_patches + len(self.regions) + self.n_feature_tokens
-
-    def to_dict(self) -> dict:
-        return {"grid": list(self.grid), "regions": list(self.regions), "n_feature_tokens": self.n_feature_tokens}
 
 
 @dataclass
