@@ -1,4 +1,4 @@
-"""GroundCXR review app: `python app.py [--db URL] [--model DIR] [--host H] [--port P]`.
+"""GroundCXR review app: `python app.py [--db URL] [--model DIR] [--host H] [--port P] [--threads N]`.
 
 A radiologist opens a chest radiograph from the worklist (or uploads one), sees CXAS anatomy overlays, the
 machine-written report with a grounding verdict per sentence and each sentence's attention map, corrects the
@@ -884,6 +884,21 @@ def make_backend(model_dir: str | None, db_url: str | None, data_dir: str,
                    models=models, finetune_data=finetune_data)
 
 
+def set_torch_threads(n: int) -> None:
+    """torch intra-op threads for generation and grounding; 0 leaves torch's default (one per core).
+
+    The default of 1 is deliberate: the tiny model's matrices are too small to gain from splitting, and with
+    torch's default of 2 threads on a busy 2-core machine generation ran several times slower than with 1, the
+    threads contending for the cores (docs/model.md). torch is imported here, at start-up, not when app.py is
+    imported."""
+    if n < 0:
+        raise SystemExit(f"--threads expects 0 or more, got {n}")
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default=None, help="SQLAlchemy URL of the review store (default: sqlite in --data-dir)")
@@ -897,8 +912,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "from corrections in the Model tab; without it fine-tuning is off")
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                    help="require login; the logged-in name is recorded on every correction (repeatable)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch intra-op threads (default 1: the tiny model gains nothing from more and slows down "
+                        "when threads contend on a busy CPU; 0: torch's default)")
     args = p.parse_args(argv)
     auth = _parse_auth(args.user)
+    set_torch_threads(args.threads)  # before the model loads
     try:
         backend = make_backend(args.model, args.db, args.data_dir, args.finetune_data)  # loads the model
     except (FileNotFoundError, ValueError) as exc:

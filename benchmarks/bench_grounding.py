@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model  # noqa: E402,F401
+from model.atomic import atomic_write_text  # noqa: E402
 from model.grounding import attribution, ground_detailed, harness  # noqa: E402
 from model.grounding.forced import teacher_force  # noqa: E402
 from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
@@ -183,10 +184,7 @@ def main(argv=None) -> int:
     text = json.dumps(_finite(summary), indent=2)
     print(text)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, text + "\n")
     return 0
 
 

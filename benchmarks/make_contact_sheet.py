@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model import taxonomy  # noqa: E402
+from model.atomic import atomic_path  # noqa: E402
 from model.phantom import generate_case  # noqa: E402
 from model.phantom.store import case_seed  # noqa: E402
 
@@ -66,9 +67,8 @@ def main(argv=None) -> int:
     fig.suptitle("GroundCXR phantoms (synthetic; patient's right = image left). Overlay: lung/heart/airway/"
                  "diaphragm/clavicle outlines in CXAS colours, finding masks in red", fontsize=9)
     fig.tight_layout()
-    tmp = args.out + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out, ".png") as tmp:  # savefig infers the format from the extension
+        fig.savefig(tmp, dpi=80)
     print(f"wrote {args.out}")
     return 0
 

@@ -79,3 +79,33 @@ class Segmentation:
     @property
     def shape(self) -> tuple[int, int]:
         return next(iter(self.masks.values())).shape if self.masks else (0, 0)
+
+
+@dataclass
+class KeyLayout:
+    """How SMA_v's keys map back to the image: patches (row-major grid), then regions, then feature tokens.
+
+    The model builds it (`model.s2d.modeling` re-exports it), grounding reads it; it lives here, torch-free, so
+    that grounding stays importable without torch."""
+
+    grid: tuple[int, int]  # (gh, gw) patch grid
+    regions: list[str]  # one key per name, in order, after the patches
+    n_feature_tokens: int  # class token (+ pooled segmenter features), last
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def n_keys(self) -> int:
+        return self.n_patches + len(self.regions) + self.n_feature_tokens
+
+    def to_dict(self) -> dict:
+        return {"grid": list(self.grid), "regions": list(self.regions), "n_feature_tokens": self.n_feature_tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "KeyLayout":
+        if d.get("grid") is None:
+            raise ValueError(f"key_layout has no patch grid: {d!r}")
+        grid = d["grid"]
+        return cls((int(grid[0]), int(grid[1])), list(d.get("regions") or []), int(d.get("n_feature_tokens") or 0))

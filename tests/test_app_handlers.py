@@ -137,6 +137,24 @@ def test_cli_login_option_is_validated():
         main(["--user", "nopassword"])
 
 
+def test_cli_threads_are_set_before_the_model_loads(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import app
+
+    seen = []  # torch's intra-op threads when main() loads the model
+    monkeypatch.setattr(app, "make_backend", lambda *a, **kw: seen.append(torch.get_num_threads()) or object())
+    monkeypatch.setattr(app, "launch", lambda *a, **kw: None)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert app.main([]) == 0 and app.main(["--threads", "3"]) == 0 and app.main(["--threads", "0"]) == 0
+        with pytest.raises(SystemExit, match="0 or more"):
+            app.main(["--threads", "-1"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 3, 3]  # default 1; 0 leaves the count as it was
+
+
 def _fake_trainer(export_dir, init, data, out):
     # Stands in for `python -m model train --from-export`: the same progress lines and final "done: PATH".
     code = ("import os, sys, json; a = json.load(open(sys.argv[1] + '/annotation.json'));"

@@ -5,7 +5,7 @@ import pytest
 from model.grounding import attribution
 from model.grounding.regions import region_mass, score_regions, spread_tokens, threshold_iou, to_display
 from model.grounding.verdict import Thresholds, judge, side_of
-from model.types import RegionScore
+from model.types import KeyLayout, RegionScore
 
 H = W = 64
 
@@ -156,8 +156,7 @@ def test_thresholds_load_rejects_unknown_fields(tmp_path):
 
 
 # --- attribution mechanics with a tiny fake model whose evidence is known -------------------------------------
-LAYOUT = attribution.KeyLayout(grid=(4, 4), region_names=("right lung", "left lung base", "heart"),
-                               n_feature_tokens=2)
+LAYOUT = KeyLayout(grid=(4, 4), regions=["right lung", "left lung base", "heart"], n_feature_tokens=2)
 
 
 def test_rollout_follows_memory_to_the_attended_keys():
@@ -261,10 +260,7 @@ def test_unsupported_but_image_confirmed_finding_is_weak_not_ungrounded():
 
 
 def test_key_layout_reads_the_generator_layout_and_its_dict():
-    from model.s2d.modeling import KeyLayout as ModelLayout
-
-    m = ModelLayout(grid=(4, 4), regions=["right lung", "left lung base", "heart"], n_feature_tokens=2)
-    assert attribution.KeyLayout.from_any(m) == LAYOUT
-    assert attribution.KeyLayout.from_any(m.to_dict()) == LAYOUT
+    assert attribution.as_layout(LAYOUT) is LAYOUT
+    assert attribution.as_layout(LAYOUT.to_dict()) == LAYOUT
     with pytest.raises(ValueError, match="no patch grid"):
-        attribution.KeyLayout.from_any({"regions": []})
+        attribution.as_layout({"regions": []})

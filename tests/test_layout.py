@@ -41,10 +41,10 @@ def test_viewer_does_no_model_work():
 
 
 def test_importing_model_sets_offline_env_and_stays_light():
-    code = ("import os, sys, model, model.types, model.taxonomy; "
+    code = ("import os, sys, model, model.types, model.taxonomy, model.atomic, model.grounding; "
             "assert os.environ['HF_HUB_OFFLINE'] == '1' and os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'; "
             "assert os.environ['HF_HUB_DISABLE_TELEMETRY'] == '1'; "
-            "assert 'torch' not in sys.modules, 'model.types must not pull torch'")
+            "assert 'torch' not in sys.modules, 'model.types / model.grounding must not pull torch'")
     # Start from an environment without the variables, whatever earlier tests in this process set.
     env = {k: v for k, v in os.environ.items()
            if k not in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY")}

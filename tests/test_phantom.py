@@ -216,7 +216,7 @@ def test_write_dataset_r2gen_layout_roundtrip(tmp_path):
     anatomy, findings = load_masks(str(out / e["masks"]))
     assert case.image.shape == (128, 128) and set(findings) == {f["id"] for f in e["findings"]["findings"]}
     taxonomy.validate_names(anatomy)
-    assert not list(out.rglob(".tmp-*"))  # no temporary files left behind
+    assert not list(out.rglob(".*.tmp*"))  # no temporary files (model.atomic's) left behind
     # the same seed gives the same dataset whatever the worker count
     again = write_dataset(str(tmp_path / "ds1"), 10, seed=3, size=128, workers=1)
     assert [x["report"] for x in again["train"]] == [x["report"] for x in ann["train"]]

@@ -38,7 +38,7 @@ def test_label_input_and_output_files(tmp_path):
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in dst.read_text().splitlines()]
     assert [r["labels"]["Cardiomegaly"] for r in records] == [1, None]
-    assert not [f for f in os.listdir(dst.parent) if f.startswith(".tmp-")]  # no temp file left behind
+    assert os.listdir(dst.parent) == ["labels.jsonl"]  # no temp file left behind
 
 
 def test_label_missing_and_non_utf8_input(tmp_path):

@@ -236,7 +236,7 @@ def test_cli_writes_masks_overlay_and_json(tmp_path):
     with np.load(out / "masks.npz") as npz:
         assert npz["right lung"].dtype == bool and npz["right lung"].shape == (256, 256)
     assert Image.open(out / "overlay.png").size == (256, 256)
-    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert sorted(os.listdir(out)) == ["masks.npz", "overlay.png"]  # no temp file left behind
 
 
 def test_cli_reports_bad_input_without_writing(tmp_path):

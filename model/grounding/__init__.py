@@ -147,14 +147,15 @@ def save_heatmaps(report: ReportOutput, out_dir: str, stem: str) -> dict[int, st
 
     from PIL import Image
 
+    from model.atomic import atomic_path
+
     if not report.heatmaps:
         return {}
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for i, heat in sorted(report.heatmaps.items()):
         path = os.path.join(out_dir, f"{stem}_s{i}.png")
-        tmp = path + ".tmp"
-        Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path, ".png") as tmp:
+            Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
         paths[i] = path
     return paths

@@ -3,44 +3,21 @@
 for ablation, the per-region log-likelihood drops.
 
 Keys of SMA_v (what the memory queries attend to) are laid out as [patch tokens (gh*gw, row-major) | region
-tokens (one per name in key_layout's region names) | feature tokens]; `KeyLayout` reads that from the generator's
-`key_layout`. Feature tokens (the segmenter's pooled features and class token) have no place in the image, so
-their share of attribution is dropped: heatmaps show only what can be drawn.
+tokens (one per name in `regions`) | feature tokens], as the generator's `key_layout` (`model.types.KeyLayout`,
+or its `to_dict()` form) says. Feature tokens (the segmenter's pooled features and class token) have no place in
+the image, so their share of attribution is dropped: heatmaps show only what can be drawn.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from model.grounding.regions import spread_tokens
+from model.types import KeyLayout
 
 
-@dataclass(frozen=True)
-class KeyLayout:
-    grid: tuple[int, int]  # (gh, gw) patch grid
-    region_names: tuple[str, ...]  # one region token per name, after the patches
-    n_feature_tokens: int  # after the region tokens
-
-    @property
-    def n_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def n_keys(self) -> int:
-        return self.n_patches + len(self.region_names) + self.n_feature_tokens
-
-    @classmethod
-    def from_any(cls, layout) -> "KeyLayout":
-        """Accept the generator's key_layout (model.s2d.modeling.KeyLayout: grid, regions, n_feature_tokens) or
-        its to_dict() form."""
-        if isinstance(layout, KeyLayout):
-            return layout
-        get = layout.get if isinstance(layout, dict) else (lambda k, d=None: getattr(layout, k, d))
-        grid, names = get("grid"), get("region_names") or get("regions") or ()
-        if grid is None:
-            raise ValueError(f"key_layout has no patch grid: {layout!r}")
-        return cls((int(grid[0]), int(grid[1])), tuple(names), int(get("n_feature_tokens", 0) or 0))
+def as_layout(layout: KeyLayout | dict) -> KeyLayout:
+    """The generator's key_layout, or its `to_dict()` form."""
+    return layout if isinstance(layout, KeyLayout) else KeyLayout.from_dict(layout)
 
 
 def _np(x) -> np.ndarray:
@@ -54,11 +31,11 @@ def key_weights_to_density(key_w: np.ndarray, layout: KeyLayout, masks: dict[str
     """[N_keys] non-negative weights -> H x W density (patches onto their cells, region tokens onto their masks)."""
     if key_w.shape[0] != layout.n_keys:
         raise ValueError(f"attribution has {key_w.shape[0]} keys but the key layout describes {layout.n_keys} "
-                         f"({layout.n_patches} patches + {len(layout.region_names)} regions + "
+                         f"({layout.n_patches} patches + {len(layout.regions)} regions + "
                          f"{layout.n_feature_tokens} feature tokens)")
     patch = key_w[:layout.n_patches].reshape(layout.grid)
-    region = {n: float(w) for n, w in zip(layout.region_names,
-                                          key_w[layout.n_patches:layout.n_patches + len(layout.region_names)])}
+    region = {n: float(w) for n, w in zip(layout.regions,
+                                          key_w[layout.n_patches:layout.n_patches + len(layout.regions)])}
     return spread_tokens(patch, region, masks, shape)
 
 
@@ -74,7 +51,7 @@ def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, i
     """
     mem = _np(mem_attention)
     cross = _np(cross_attention)
-    layout = KeyLayout.from_any(key_layout)
+    layout = as_layout(key_layout)
     if mem.ndim != 2 or cross.ndim != 2 or mem.shape[1] != cross.shape[0]:
         raise ValueError(f"mem_attention {mem.shape} and cross_attention {cross.shape} disagree: expected [T, Nmem] "
                          "and [Nmem, N_keys] with the same Nmem")
@@ -108,8 +85,8 @@ def region_key_masks(layout: KeyLayout, masks: dict[str, np.ndarray], regions: l
         if not chosen.any() and cover.max() > 0:
             chosen[np.argmax(cover)] = True
         out[j, :gh * gw] = chosen
-        if name in layout.region_names:
-            out[j, gh * gw + layout.region_names.index(name)] = True
+        if name in layout.regions:
+            out[j, gh * gw + layout.regions.index(name)] = True
     return out
 
 
@@ -125,7 +102,7 @@ def ablation(score_fn, layout, masks: dict[str, np.ndarray], regions: list[str])
     import torch
     from captum.attr import FeatureAblation
 
-    layout = KeyLayout.from_any(layout)
+    layout = as_layout(layout)
     remove = torch.from_numpy(region_key_masks(layout, masks, regions))  # [R, N_keys]
 
     def forward(present):  # present: [1, R] float
@@ -173,7 +150,7 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
 
     from model.grounding.forced import sentence_loglik_fn
 
-    layout = KeyLayout.from_any(key_layout)
+    layout = as_layout(key_layout)
     forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
     layer = generator.model.vision.embeddings.patch_embeddings
     lig = LayerIntegratedGradients(forward, layer)

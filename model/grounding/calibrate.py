@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 
 import numpy as np
 
 import model  # noqa: F401
+from model.atomic import atomic_write_text
 from model.grounding import harness
 from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
                                      measurement_view, opacity_value)
@@ -123,12 +123,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     result = calibrate(args.data, args.n, args.model, args.seed)
     result["command"] = "python -m model.grounding.calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

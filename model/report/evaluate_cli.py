@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any
 
+from model.atomic import atomic_path
 from model.report.label_cli import write_atomic
 from model.report.labeler import OBSERVATIONS
 from model.report.metrics import compute_all
@@ -119,15 +119,8 @@ def _markdown(result: dict[str, Any], split: str) -> str:
 
 
 def _save_figure(fig, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".png") as tmp:  # keep the extension: savefig infers the format from it
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _figures(result: dict[str, Any], out: str) -> list[str]:

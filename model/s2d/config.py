@@ -149,10 +149,9 @@ class S2DConfig:
         return d
 
     def save(self, path: str) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-        os.replace(tmp, path)
+        from model.atomic import atomic_write_json
+
+        atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "S2DConfig":

@@ -19,6 +19,7 @@ import os
 import random
 from dataclasses import dataclass
 
+from model.atomic import atomic_write_json
 from model.s2d.config import S2DConfig
 from model.s2d.data import Case, load_cases
 
@@ -46,13 +47,6 @@ def card_name(model_dir: str) -> str:
         if name:
             return str(name)
     return os.path.basename(os.path.abspath(model_dir))
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
 
 
 def _dataset_masks(data_dir: str) -> dict[str, str]:
@@ -165,6 +159,6 @@ def fine_tune(fc: FineTuneConfig) -> str:
                                               "seed": fc.seed},
             "stage3": {"epochs": cfg.train.stages[3].epochs, "lr": cfg.train.stages[3].lr}, "metrics": metrics,
             "note": "trained on synthetic phantoms and reviewer corrections; not for clinical use"}
-    _write_json(os.path.join(ckpt, "model_card.json"), card)
+    atomic_write_json(os.path.join(ckpt, "model_card.json"), card)
     print(f"model {card['name']!r} (parent {parent!r}): {ckpt}")
     return ckpt

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model import ASSETS_DIR
-from model.types import ReportOutput, Segmentation, Sentence
+from model.types import KeyLayout, ReportOutput, Segmentation, Sentence
 
 DEFAULT_MODEL_DIR = os.path.join(ASSETS_DIR, "model")
 
@@ -35,7 +35,7 @@ class GenerationOutput:
     mem_attention: np.ndarray = field(repr=False)
     # [Nmem, N_keys]: SMA_v cross-attention averaged over heads; rows sum to 1 over the keys.
     cross_attention: np.ndarray = field(repr=False)
-    key_layout: "KeyLayout" = field(repr=False)  # noqa: F821  (model.s2d.modeling.KeyLayout)
+    key_layout: KeyLayout = field(repr=False)
     model_version: str = ""
 
     def to_report_output(self) -> ReportOutput:

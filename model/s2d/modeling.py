@@ -17,27 +17,9 @@ from torch import nn
 from model.s2d.asarg import ASaRGFusion
 from model.s2d.config import S2DConfig
 from model.s2d.sma import MLPProjector, SMA, SMAOutput, SMAVision
+from model.types import KeyLayout  # torch-free there, for grounding; `model.s2d.modeling.KeyLayout` still works
 
 AUX = ("t", "p")  # reference report, key phrases
-
-
-@dataclass
-class KeyLayout:
-    """How SMA_v's keys map back to the image: patches (row-major grid), then regions, then feature tokens."""
-    grid: tuple[int, int]  # (gh, gw) patch grid
-    regions: list[str]  # one key per name, in order, after the patches
-    n_feature_tokens: int  # class token (+ pooled segmenter features), last
-
-    @property
-    def n_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def n_keys(self) -> int:
-        return self.n_patches + len(self.regions) + self.n_feature_tokens
-
-    def to_dict(self) -> dict:
-        return {"grid": list(self.grid), "regions": list(self.regions), "n_feature_tokens": self.n_feature_tokens}
 
 
 @dataclass
@@ -274,6 +256,8 @@ def save_model(model: S2DAlign, out_dir: str, tokenizer, state: dict) -> None:
     """Weights (safetensors), config, tokenizer and training state, written into a temp dir then swapped in."""
     from safetensors.torch import save_file
 
+    from model.atomic import atomic_write_json
+
     tmp = out_dir.rstrip("/") + ".tmp"
     if os.path.isdir(tmp):
         import shutil
@@ -285,8 +269,7 @@ def save_model(model: S2DAlign, out_dir: str, tokenizer, state: dict) -> None:
     save_file(sd, os.path.join(tmp, WEIGHTS), metadata={"format": "pt"})
     model.cfg.save(os.path.join(tmp, "config.json"))
     tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
-    with open(os.path.join(tmp, STATE), "w", encoding="utf-8") as fh:
-        json.dump({**state, "lora": model.lora}, fh, indent=2)
+    atomic_write_json(os.path.join(tmp, STATE), {**state, "lora": model.lora}, indent=2)
     _swap_dir(tmp, out_dir)
 
 

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import ASSETS_DIR
+from model.atomic import atomic_path
 from model.segmentation.derive import DERIVED_REGIONS, derive_regions
 from model.segmentation.errors import SegmentationError
 
@@ -274,16 +274,8 @@ def save(net: UNet, path: str, extra: dict | None = None) -> None:
     blob = {"state_dict": {k: v.half() for k, v in net.state_dict().items()},
             "config": {"size": net.cfg.size, "base": net.cfg.base, "classes": list(net.cfg.classes)},
             "meta": extra or {}}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def train(data: str, out: str, steps: int = 1500, batch: int = 16, lr: float = 3e-3, size: int = 96,
