@@ -5,9 +5,9 @@
 
 Steps (each resumable; a finished run is skipped, an interrupted one resumes from its last epoch checkpoint):
 1. a phantom dataset (`python -m model phantom`, 600 train / 50 val / 150 test at the defaults) unless present;
-2. per seed, stage 0 (decoder language-model pretraining, ablation-independent) once, shared by every variant of
-   that seed: each variant's `stage0/` checkpoint is its own freshly initialised model (seeded) carrying the
-   shared decoder weights, so `model.s2d.train.train` resumes from it at stage 1;
+2. per seed, stage 0 (decoder language-model pretraining and vision-encoder pretraining, ablation-independent)
+   once, shared by every variant of that seed: each variant's `stage0/` checkpoint is its own freshly initialised
+   model (seeded) carrying the shared decoder and vision-encoder weights, so `model.s2d.train.train` resumes from it at stage 1;
 3. per variant x seed, the rest of the curriculum (`benchmarks/ablation_preset.yaml`), then
    `python -m model evaluate`'s code path on the test split (project labeler + metrics, no METEOR);
 4. docs/ablation.json (every number) and the generated results block of docs/ablation.md (text outside the
@@ -76,8 +76,11 @@ def seed_variant(run_dir: str, variant: str, args, stage0: str, seed: int) -> No
     shared, tok, state = load_model(stage0)
     set_seed(seed)
     model = S2DAlign(load_preset(args.preset, ablation=variant))
-    dec = {k[len("decoder."):]: v for k, v in shared.state_dict().items() if k.startswith("decoder.")}
-    model.decoder.load_state_dict(dec, strict=True)  # same decoder config in every variant: must match exactly
+    # stage 0 pretrains what the paper loads from published checkpoints (the decoder, the vision encoder): every
+    # variant starts from the same ones; same configs in every variant, so they must match exactly
+    for part in ("decoder", "vision"):
+        sd = {k[len(part) + 1:]: v for k, v in shared.state_dict().items() if k.startswith(part + ".")}
+        getattr(model, part).load_state_dict(sd, strict=True)
     os.makedirs(run_dir, exist_ok=True)
     save_model(model, os.path.join(run_dir, "stage0"), tok, {**state, "shared_from": os.path.abspath(stage0)})
 

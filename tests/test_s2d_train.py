@@ -76,6 +76,26 @@ def test_each_stage_starts_from_the_previous(trained):
     assert w[1][lb].abs().sum() > 0 and not torch.equal(w[2][lb], torch.zeros_like(w[2][lb]))
 
 
+def test_stage0_pretrains_the_vision_encoder_which_stays_frozen(trained):
+    w = [_weights(os.path.join(trained, f"stage{k}")) for k in range(4)]
+    state = json.load(open(os.path.join(trained, "stage0", "state.json")))
+    assert state["vision_pretraining"]["n_tags"] > 0
+    rows = [json.loads(line) for line in open(os.path.join(trained, "loss_log.jsonl"))]
+    vision_epochs = [r["loss"] for r in rows if r.get("part") == "vision" and "epoch" in r]
+    assert len(vision_epochs) == 12 and vision_epochs[-1] < vision_epochs[0]
+    keys = [k for k in w[0] if k.startswith("vision.")]
+    assert any(k.startswith("vision.embeddings.patch_embeddings.net.") for k in keys)  # the conv stem
+    for k in (1, 2, 3):
+        for key in keys:
+            torch.testing.assert_close(w[k][key], w[0][key], rtol=0, atol=0)
+
+
+def test_starting_at_stage1_with_an_unpretrained_frozen_encoder_is_refused(phantom_dir, preset, tmp_path):
+    with pytest.raises(ValueError, match="pretrained in stage 0"):
+        main(["train", "--preset", preset, "--data", phantom_dir, "--out", str(tmp_path), "--iu", "none",
+              "--stages", "1", "--no-progress"])
+
+
 def test_ablation_plans():
     from model.s2d.config import tiny
     from model.s2d.train import plan
