@@ -75,9 +75,19 @@ def test_ablation_calls_the_scorer_once_per_region_plus_one(gen, case, monkeypat
     calls = []
     real = gen.score_sentences
     monkeypatch.setattr(gen, "score_sentences", lambda *a, **k: calls.append(k.get("key_mask")) or real(*a, **k))
-    ground(gen, image, seg, forced, "ablation", ablation_regions=["left lung base", "heart", "right lung"])
+    from dataclasses import replace
+
+    from model.grounding.specificity import phantom_bank
+    from model.grounding.verdict import Thresholds
+
+    regions = ["left lung base", "heart", "right lung"]
+    ground(gen, image, seg, forced, "ablation", replace(Thresholds.load(), pmi_weight=0.0), ablation_regions=regions)
     assert len(calls) == 4 and calls[0] is None
     assert all(km is not None and not km.all() for km in calls[1:])
+    # with image specificity on: one more pass on this image and one per reference film, none ablated
+    calls.clear()
+    ground(gen, image, seg, forced, "ablation", replace(Thresholds.load(), pmi_weight=0.5), ablation_regions=regions)
+    assert len(calls) == 4 + 1 + len(phantom_bank()) and all(km is None for km in calls[4:])
 
 
 def test_ground_on_a_generated_report_and_region_links(gen, case):

@@ -167,13 +167,38 @@ def test_rollout_follows_memory_to_the_attended_keys():
     cross[1, 0] = 1.0  # memory 1 reads the top-left patch
     cross[2, -1] = 1.0  # memory 2 reads a feature token (not drawable)
     mem = np.zeros((4, nmem)); mem[:2, 0] = 1.0; mem[2:, 1] = 1.0
-    dens = attribution.rollout(mem, cross, LAYOUT, [(0, 2), (2, 4)], masks, (H, W))
+    dens = attribution.rollout(mem, cross, LAYOUT, [(0, 2), (2, 4)], masks, (H, W), contrast=False,
+                               region_tokens=True)
     assert score_regions(dens[0], masks)[0].name == "left lung base"
+    assert dens[1][:16, :16].sum() == pytest.approx(dens[1].sum())
+    # the default draws patch evidence only: the region token's weight is left out
+    dens = attribution.rollout(mem, cross, LAYOUT, [(0, 2), (2, 4)], masks, (H, W))
+    assert dens[0].sum() == 0 and dens[1].sum() > 0
     assert dens[1][:16, :16].sum() == pytest.approx(dens[1].sum())
     with pytest.raises(ValueError, match="outside the 4 attention rows"):
         attribution.rollout(mem, cross, LAYOUT, [(0, 9)], masks, (H, W))
     with pytest.raises(ValueError, match="same Nmem"):
         attribution.rollout(mem, cross[:2], LAYOUT, [(0, 2)], masks, (H, W))
+
+
+def test_contrasted_rollout_keeps_what_a_sentence_reads_more_than_the_report():
+    masks = synthetic_masks()
+    cross = np.zeros((3, LAYOUT.n_keys))
+    cross[0, 5] = 1.0  # a slot every sentence leans on (the report's common ground)
+    cross[1, 0] = 1.0  # top-left patch
+    cross[2, 15] = 1.0  # bottom-right patch
+    mem = np.zeros((4, 3))
+    mem[:, 0] = 0.6
+    mem[:2, 1] = 0.4  # sentence 0 also reads slot 1
+    mem[2:, 2] = 0.4  # sentence 1 also reads slot 2
+    plain = attribution.rollout(mem, cross, LAYOUT, [(0, 2), (2, 4)], masks, (H, W), contrast=False)
+    dens = attribution.rollout(mem, cross, LAYOUT, [(0, 2), (2, 4)], masks, (H, W))
+    cell = lambda d, k: d[(k // 4) * 16:(k // 4 + 1) * 16, (k % 4) * 16:(k % 4 + 1) * 16].sum()  # noqa: E731
+    assert cell(plain[0], 5) > cell(plain[0], 0)  # uncontrasted, the shared slot dominates both sentences
+    assert cell(dens[0], 0) == pytest.approx(dens[0].sum()) and cell(dens[0], 5) == 0
+    assert cell(dens[1], 15) == pytest.approx(dens[1].sum()) and cell(dens[1], 0) == 0
+    one = attribution.rollout(mem[:2], cross, LAYOUT, [(0, 2)], masks, (H, W))  # nothing to contrast with
+    assert cell(one[0], 5) > 0 and cell(one[0], 0) > 0
 
 
 def test_ablation_finds_the_region_a_sentence_depends_on():

@@ -51,3 +51,28 @@ def test_generate_cli_bad_input(tmp_path, phantom_png):
     bad.write_bytes(b"not an image")
     with pytest.raises(Exception, match="(?i)image|identify|decode"):
         main(["generate", str(bad)])
+
+
+def test_embedded_default_reads_the_image():
+    """The shipped model must describe what is drawn, not write one template for every film (the previous
+    default wrote 3 distinct reports for 185 test phantoms)."""
+    import torch
+
+    from model.phantom import generate_case
+    from model.report.labeler import label_report
+    from model.s2d.generate import load_generator
+
+    torch.set_num_threads(1)
+    gen = load_generator()
+    specs = {"normal": [], "effusion": [{"type": "Pleural Effusion", "side": "left", "size": "large"}],
+             "cardiomegaly": [{"type": "Cardiomegaly", "size": "marked"}],
+             "pneumothorax": [{"type": "Pneumothorax", "side": "right", "size": "large"}]}
+    cases = {k: generate_case(11, findings=f) for k, f in specs.items()}
+    outs = gen.generate_batch([c.image for c in cases.values()], [c.masks for c in cases.values()])
+    reports = dict(zip(cases, (o.report for o in outs)))
+    labels = {k: label_report(r).labels for k, r in reports.items()}
+    assert len(set(reports.values())) == len(reports), reports
+    assert labels["effusion"]["Pleural Effusion"] == 1, reports["effusion"]
+    assert labels["cardiomegaly"]["Cardiomegaly"] == 1, reports["cardiomegaly"]
+    assert labels["pneumothorax"]["Pneumothorax"] == 1, reports["pneumothorax"]
+    assert not any(v == 1 for k, v in labels["normal"].items() if k != "No Finding"), reports["normal"]

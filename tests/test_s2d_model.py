@@ -150,7 +150,7 @@ def test_preset_yaml_overrides_and_unknown_field(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text("base: tiny\ndecoder: {layers: 2}\ntrain: {stages: {1: {epochs: 7}}}\n")
     cfg = load_preset(str(p))
-    assert cfg.decoder.layers == 2 and cfg.train.stages[1].epochs == 7 and cfg.train.stages[2].epochs == 1
+    assert cfg.decoder.layers == 2 and cfg.train.stages[1].epochs == 7 and cfg.train.stages[2].epochs == 2
     assert S2DConfig.from_dict(cfg.to_dict()) == cfg
     p.write_text("base: tiny\ndecoder: {depth: 2}\n")
     with pytest.raises(ValueError, match="unknown field 'depth'"):

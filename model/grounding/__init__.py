@@ -17,7 +17,7 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Judgement, Thresholds, image_checks, judge
+from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, with_specificity
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
@@ -95,10 +95,19 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     th = thresholds or Thresholds.load()
     shape = tuple(np.asarray(image).shape[:2])
     masks = _candidate_masks(segmentation, shape)
-    dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
+    dens, abl_scores = attribute(generator, image, segmentation, gen_output, method,
+                                 **{k: v for k, v in kwargs.items() if k != "bank"})
     t_attr = time.perf_counter() - t0
     # Image checks beside the segmenter's measurements: zone density and lateral lung lucency against the other side.
     measurements = {**segmentation.measurements, **image_checks(image, masks)}
+    pmi = None
+    if th.pmi_weight > 0 and gen_output.sentences:
+        from model.grounding.specificity import sentence_pmi
+
+        pmi = sentence_pmi(generator, image, segmentation.masks, gen_output.report, kwargs.get("bank"))
+        if len(pmi) != len(gen_output.sentences):
+            raise ValueError(f"the scorer returned {len(pmi)} sentences but the report has "
+                             f"{len(gen_output.sentences)}")
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
         regions = score_regions(dens[i], masks)
@@ -107,6 +116,8 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
                               for r in regions), key=lambda r: (-r.score, r.name))
         labels, anatomy = understand(s.text)
         j = judge(s.text, labels, anatomy, regions, masks, measurements, th)
+        if pmi is not None:
+            j = with_specificity(j, float(pmi[i]), th)
         judgements.append(j)
         sentences.append(Sentence(index=i, text=s.text, token_span=tuple(s.token_span), regions=j.regions,
                                   verdict=j.verdict, reasons=j.reasons, labels=labels, anatomy=anatomy))

@@ -40,14 +40,21 @@ def key_weights_to_density(key_w: np.ndarray, layout: KeyLayout, masks: dict[str
 
 
 def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, int]], masks: dict[str, np.ndarray],
-            shape: tuple[int, int]) -> dict[int, np.ndarray]:
+            shape: tuple[int, int], contrast: bool = True, region_tokens: bool = False) -> dict[int, np.ndarray]:
     """Attention rollout through the memory bottleneck, one pass, no gradients.
 
     mem_attention [T, Nmem]: each (generated or teacher-forced) token's attention to the Nmem memory soft tokens,
     already aggregated over decoder layers and heads by the generator (docs/model.md); cross_attention [Nmem,
     N_keys]: SMA_v's memory-query attention over its keys, averaged over heads. For sentence tokens [a, b):
-    w = mean_t mem_attention[t] renormalised to sum 1 -> [Nmem]; key weights k = w @ cross_attention -> [N_keys];
-    k is spread onto the image (patch cells, region masks).
+    w = mean_t mem_attention[t] renormalised to sum 1 -> [Nmem]; key weights k = w @ cross_attention -> [N_keys].
+
+    `contrast` (default): k minus the same weights for the whole report (all spans' tokens), clipped at 0: what
+    this sentence reads more than the report as a whole does. Every sentence leans on the same few memory slots
+    (the report's common ground: the lungs, the heart), which otherwise put every sentence's peak in one place; a
+    single-sentence report has nothing to contrast with and keeps k. `region_tokens` (default off): also spread
+    region tokens' weights over their masks; off, the heatmap shows patch evidence only, since a region token's
+    weight spread evenly over a whole lung blurs where the evidence is (validation pointing game 0.09 for plain
+    rollout, 0.18 contrasted with region tokens, 0.24 contrasted on patches; docs/grounding.md).
     """
     mem = _np(mem_attention)
     cross = _np(cross_attention)
@@ -55,13 +62,25 @@ def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, i
     if mem.ndim != 2 or cross.ndim != 2 or mem.shape[1] != cross.shape[0]:
         raise ValueError(f"mem_attention {mem.shape} and cross_attention {cross.shape} disagree: expected [T, Nmem] "
                          "and [Nmem, N_keys] with the same Nmem")
-    out = {}
+
+    def key_weights(rows: np.ndarray) -> np.ndarray:
+        w = rows.mean(axis=0)
+        w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1.0 / w.size)
+        return w @ cross
+
     for i, (a, b) in enumerate(spans):
         if not 0 <= a < b <= mem.shape[0]:
             raise ValueError(f"sentence {i} token span {(a, b)} lies outside the {mem.shape[0]} attention rows")
-        w = mem[a:b].mean(axis=0)
-        w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1.0 / w.size)
-        out[i] = key_weights_to_density(np.clip(w @ cross, 0, None), layout, masks, shape)
+    report = key_weights(np.concatenate([mem[a:b] for a, b in spans])) if contrast and spans else None
+    out = {}
+    for i, (a, b) in enumerate(spans):
+        k = key_weights(mem[a:b])
+        if report is not None and np.clip(k - report, 0, None).sum() > 1e-12:
+            k = k - report
+        k = np.clip(k, 0, None)
+        if not region_tokens:
+            k[layout.n_patches:] = 0.0
+        out[i] = key_weights_to_density(k, layout, masks, shape)
     return out
 
 

@@ -9,7 +9,10 @@ images with and without the finding on that side; each logistic scale is a sixth
 groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
 `support_good` is the true sentences' median (never below `support_min`); `support_weight` (the share of
-support in a checked finding's score, at most 0.3) scales with that J / 0.6.
+support in a checked finding's score, at most 0.3) scales with that J / 0.6. Image specificity (the report
+model's own PMI, model/grounding/specificity.py): `pmi_weight` and `pmi_scale` are the grid pair that maximises
+the hallucination AUROC of the verdict score on the same perturbed val reports (one absent finding inserted,
+one present finding denied, as the benchmark does).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
 def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     from model.grounding import ground_detailed
     from model.grounding.forced import teacher_force
+    from model.grounding.specificity import sentence_pmi
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
     from model.segmentation import SegmentationError, segment
@@ -50,6 +54,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     rng = random.Random(seed)
     cases = []  # (findings, measurements incl. image checks)
     support = ([], [])  # (true finding sentences, inserted ones)
+    perturbed = []  # (image, segmentation, teacher-forced output, labels, PMI) for the specificity fit
     seg_failures = 0
     for entry in harness.load_split(data_dir, "val", n):
         image, _, _, findings, report = harness.read_case(data_dir, entry)
@@ -60,15 +65,16 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
             continue
         cases.append((findings, measurement_view({**seg.measurements, **image_checks(image, seg.masks)})))
         sents = [s.text for s in split_sentences(report)]
-        pert, labels = harness.hallucinate(sents, findings, rng, n_drop=0,
-                                           sentence_types=harness.sentence_positive_types)
+        # as the benchmark perturbs: one absent finding inserted, one present finding denied
+        pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
         forced = teacher_force(gen, image, seg.masks, " ".join(pert))
-        _, js = ground_detailed(gen, image, seg, forced, "rollout")
+        _, js = ground_detailed(gen, image, seg, forced, "rollout", thresholds=Thresholds())
         if len(js) != len(labels):
             continue
         for j, y in zip(js, labels):
             if j.support is not None:
                 support[y].append(j.support)
+        perturbed.append((image, seg, forced, labels, sentence_pmi(gen, image, seg.masks, forced.report)))
     th = Thresholds()
     stats = {}
 
@@ -103,9 +109,42 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         # Attribution support counts in a checked finding's score only as far as it separates on its own.
         th.support_weight = round(0.3 * float(np.clip(j / RELIABLE_J, 0.0, 1.0)), 4)
         stats["support"]["youden_j"] = round(j, 3)
+    fit_specificity(th, perturbed, gen, stats)
     stats["segmentation_failures"] = seg_failures
     th.source = f"calibrated on {data_dir}'s val split ({n} cases, {seg_failures} not segmentable), seed {seed}"
     return {**th.to_dict(), "calibration": stats}
+
+
+PMI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+PMI_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(9))
+
+
+def fit_specificity(th: Thresholds, perturbed, gen, stats: dict) -> None:
+    """pmi_weight / pmi_scale: the pair that maximises the hallucination AUROC on val of the verdict score with
+    the thresholds fitted above (weight 0 = the score without the model's image specificity)."""
+    from model.grounding import ground_detailed
+
+    base = Thresholds(**{**th.to_dict(), "pmi_weight": 0.0})
+    scores, labels, pmis = [], [], []
+    for image, seg, forced, ys, pmi in perturbed:
+        _, js = ground_detailed(gen, image, seg, forced, "rollout", thresholds=base)
+        scores += [j.score for j in js]
+        labels += ys
+        pmis += list(pmi)
+    scores, pmis = np.asarray(scores), np.asarray(pmis)
+    stats["specificity"] = {"sentences": len(labels), "hallucinated": int(sum(labels))}
+    if sum(labels) < 3 or len(labels) - sum(labels) < 3:
+        return
+    best = (harness.auroc(scores, labels), 0.0, 1.0)
+    for scale in PMI_SCALES:
+        p = 1.0 / (1.0 + np.exp(np.clip(pmis / scale, -50, 50)))
+        for w in PMI_WEIGHTS[1:]:
+            a = harness.auroc((1 - w) * scores + w * p, labels)
+            if a > best[0] + 1e-9:
+                best = (a, w, scale)
+    th.pmi_weight, th.pmi_scale = best[1], best[2]
+    stats["specificity"].update({"auroc_without": round(harness.auroc(scores, labels), 4),
+                                 "auroc_with": round(best[0], 4), "auroc_pmi_alone": round(harness.auroc(-pmis, labels), 4)})
 
 
 def main(argv=None) -> int:

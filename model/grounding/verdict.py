@@ -57,6 +57,10 @@ class Thresholds:
     # only when its evidence is STRONG.
     reliable: dict[str, bool] = field(default_factory=lambda: {
         "ctr": True, "cp": True, "lucency": True, "opacity": False})
+    # image specificity (model/grounding/specificity.py): the share of the report model's own PMI in every
+    # sentence's score, and the PMI scale of its logistic; 0 = off (uncalibrated: the model may not read the image)
+    pmi_weight: float = 0.0
+    pmi_scale: float = 1.0
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -334,3 +338,19 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         return Judgement("weak", [f"{what}: no region clearly supports it ({best_any:.2f} < {th.support_min:.2f})"],
                          float(1 - best_any), top)
     return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)
+
+
+def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
+    """Fold the report model's image specificity (PMI, model/grounding/specificity.py) into a judgement: its
+    unsupported-probability takes `pmi_weight` of the score; a `grounded` sentence the model finds less likely on
+    this film than on typical ones (probability > 0.5) becomes `weak`, with the reason."""
+    p = float(1.0 / (1.0 + math.exp(max(-50.0, min(50.0, pmi / max(th.pmi_scale, 1e-6))))))
+    score = (1 - th.pmi_weight) * j.score + th.pmi_weight * p
+    ratio = math.exp(min(abs(pmi), 50.0))
+    how = "less" if pmi < 0 else "more"
+    why = f"the report model finds it {ratio:.1f}x {how} likely on this image than on typical films (PMI {pmi:+.2f})"
+    verdict, reasons = j.verdict, list(j.reasons)
+    if p > 0.5 and verdict == "grounded":
+        verdict = "weak"
+    reasons.append(why)
+    return Judgement(verdict, reasons, float(score), j.regions, j.support)
