@@ -289,3 +289,37 @@ def test_key_layout_reads_the_generator_layout_and_its_dict():
     assert attribution.as_layout(LAYOUT.to_dict()) == LAYOUT
     with pytest.raises(ValueError, match="no patch grid"):
         attribution.as_layout({"regions": []})
+
+
+def test_image_specificity_blends_the_score_and_demotes_a_grounded_sentence():
+    from dataclasses import replace
+
+    from model.grounding.verdict import Judgement, with_specificity
+
+    th = replace(Thresholds(), pmi_weight=0.5, pmi_scale=1.0)
+    j = Judgement("grounded", ["supported by heart (0.80)"], 0.2, [RegionScore("heart", 0.8)], 0.8)
+    down = with_specificity(j, -2.0, th)
+    assert down.verdict == "weak" and down.score == pytest.approx(0.5 * 0.2 + 0.5 / (1 + np.exp(-2.0)))
+    assert "7.4x less likely on this image" in down.reasons[-1] and down.reasons[0] == j.reasons[0]
+    up = with_specificity(j, 6.0, th)
+    assert up.verdict == "grounded" and up.score < j.score and "over 100x more likely" in up.reasons[-1]
+    bad = with_specificity(Judgement("ungrounded", ["x"], 0.9, []), 3.0, th)
+    assert bad.verdict == "ungrounded"  # the model's view moves the score, never clears a contradiction
+
+
+def test_sentence_pmi_is_own_likelihood_against_the_bank_mean():
+    import torch
+
+    from model.grounding.specificity import sentence_pmi
+
+    class Scorer:  # log-likelihoods per sentence, by which image it is given
+        table = {0: [-1.0, -5.0], 1: [-2.0, -1.0], 2: [-4.0, -1.0]}
+
+        def score_sentences(self, image, masks, text):
+            return torch.tensor(self.table[int(image[0, 0])], dtype=torch.float64)
+
+    img = lambda k: np.full((4, 4), k, dtype=np.float32)  # noqa: E731
+    pmi = sentence_pmi(Scorer(), img(0), None, "A. B.", bank=[(img(1), None), (img(2), None)])
+    prior = np.log((np.exp([-2.0, -1.0]) + np.exp([-4.0, -1.0])) / 2)
+    np.testing.assert_allclose(pmi, np.array([-1.0, -5.0]) - prior)
+    assert pmi[0] > 0 > pmi[1]

@@ -348,7 +348,8 @@ def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
     score = (1 - th.pmi_weight) * j.score + th.pmi_weight * p
     ratio = math.exp(min(abs(pmi), 50.0))
     how = "less" if pmi < 0 else "more"
-    why = f"the report model finds it {ratio:.1f}x {how} likely on this image than on typical films (PMI {pmi:+.2f})"
+    times = "over 100x" if ratio > 100 else f"{ratio:.1f}x"
+    why = f"the report model finds it {times} {how} likely on this image than on typical films (PMI {pmi:+.2f})"
     verdict, reasons = j.verdict, list(j.reasons)
     if p > 0.5 and verdict == "grounded":
         verdict = "weak"
