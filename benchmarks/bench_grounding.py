@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="phantom dataset dir (annotation.json)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=40, help="cases to use")
-    ap.add_argument("--methods", default="rollout,ablation,ig")
+    ap.add_argument("--methods", default="rollout,saliency,ablation,ig")
     ap.add_argument("--model", default=None, help="model dir (default: the embedded default)")
     ap.add_argument("--ig-steps", type=int, default=16)
     ap.add_argument("--slow-cases", type=int, default=10, help="run ablation and ig on only the first N cases")
@@ -178,9 +178,10 @@ def main(argv=None) -> int:
     summary["measurement_checks_auroc"] = {
         k: {"auroc": harness.auroc(v, y), "with_finding": int(sum(y)), "without": int(len(y) - sum(y))}
         for k, (v, y) in sorted(checks.items())}
-    if "ig" in methods and "rollout" in methods:
-        summary["rollout_speedup_vs_ig"] = (summary["methods"]["ig"]["sec_per_sentence"]
-                                            / summary["methods"]["rollout"]["sec_per_sentence"])
+    for m in ("rollout", "saliency", "ablation"):
+        if "ig" in methods and m in methods:
+            summary[f"{m}_speedup_vs_ig"] = (summary["methods"]["ig"]["sec_per_sentence"]
+                                             / summary["methods"][m]["sec_per_sentence"])
     text = json.dumps(_finite(summary), indent=2)
     print(text)
     if args.json:

@@ -62,12 +62,13 @@ def test_variants_share_stage0_and_follow_their_plans(study):
     _, tmp, _ = study
     runs = tmp / "runs" / "seed0"
     shared = load_file(runs / "shared" / "stage0" / "model.safetensors")
-    shared_dec = {k: v for k, v in shared.items() if k.startswith("decoder.")}
+    shared_dec = {k: v for k, v in shared.items() if k.startswith(("decoder.", "vision."))}
+    assert any(k.startswith("vision.") for k in shared_dec)
     finals = {"none": "stage3", "reversed": "stage2", "mlp-projector": "stage3"}
     for variant in VARIANTS:
         own = load_file(runs / variant / "stage0" / "model.safetensors")
         for k, v in shared_dec.items():
-            assert (own[k] == v).all(), (variant, k)  # the shared language-model pretraining, bit for bit
+            assert (own[k] == v).all(), (variant, k)  # the shared stage-0 decoder and encoder, bit for bit
         rows = [json.loads(line) for line in (runs / variant / "loss_log.jsonl").read_text().splitlines()]
         assert rows and all(r["stage"] != 0 for r in rows), variant  # stage 0 was not retrained per variant
         result = json.loads((runs / variant / "result.json").read_text())

@@ -4,7 +4,8 @@
     ground_text(generator, image, segmentation, report_text, method="rollout") -> ReportOutput
     region_links(report_output) -> {region name: [sentence indices grounded in it]}
 
-Methods: `rollout` (one pass of attention through the memory bottleneck; the default), `ablation` (captum
+Methods: `rollout` (one pass of attention through the memory bottleneck; the default), `saliency` (gradient
+norm at the patch embeddings: one forward pass and one backward pass per sentence), `ablation` (captum
 FeatureAblation over CXAS regions, causal, R + 1 teacher-forced passes; its links combine heatmap mass and the
 ablation drop), `ig` (captum LayerIntegratedGradients on the patch embeddings; the slow reference).
 See docs/grounding.md for the normalisation, the verdict rules and the calibration.
@@ -21,7 +22,7 @@ from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, 
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
-METHODS = ("rollout", "ablation", "ig")
+METHODS = ("rollout", "saliency", "ablation", "ig")
 
 
 def understand(text: str) -> tuple[dict[str, int | None], list[str]]:
@@ -55,6 +56,9 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     spans = [tuple(s.token_span) for s in gen_output.sentences]
     if not spans:  # an empty report: nothing to attribute (and captum cannot ablate zero outputs)
         return {}, {}
+    if method == "saliency":
+        return attribution.saliency(generator, image, segmentation, gen_output.report, gen_output.key_layout,
+                                    shape), {}
     if method == "ig":
         dens = attribution.integrated_gradients(generator, image, segmentation, gen_output.report,
                                                 gen_output.key_layout, n_steps=ig_steps, shape=shape)

@@ -186,3 +186,38 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
         key_w[:layout.n_patches] = np.clip(patch, 0, None)
         out[i] = key_weights_to_density(key_w, layout, masks, shape)
     return out
+
+
+def saliency(generator, image: np.ndarray, segmentation, report_text: str, key_layout, shape: tuple[int, int],
+             sentence_indices=None) -> dict[int, np.ndarray]:
+    """Gradient saliency: the norm, over the embedding width, of the gradient of each sentence's teacher-forced
+    log-likelihood with respect to the vision encoder's patch embeddings -> [Np] per sentence, spread onto the
+    image. One forward pass for the whole report and one backward pass per sentence (IG needs `n_steps` of both
+    per sentence). The norm, not gradient x input: which patches the sentence is sensitive to, in either
+    direction (validation pointing game 0.33 for the norm, 0.22 for the positive part of gradient x input)."""
+    import torch
+
+    from model.grounding.forced import sentence_loglik_fn
+
+    layout = as_layout(key_layout)
+    forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
+    layer = generator.model.vision.embeddings.patch_embeddings
+    seen = {}
+    hook = layer.register_forward_hook(lambda module, args, output: seen.__setitem__("patches", output))
+    try:
+        with torch.enable_grad():
+            px = px.detach().requires_grad_(True)  # the encoder is frozen: the graph must start somewhere
+            loglik = forward(px)  # [1, S]
+    finally:
+        hook.remove()
+    patches = seen["patches"]  # [1, Np, D]
+    if patches.shape[1] != layout.n_patches:
+        raise ValueError(f"the vision encoder gave {patches.shape[1]} patches, the layout has {layout.n_patches}")
+    todo = list(range(len(sentences)) if sentence_indices is None else sentence_indices)
+    out = {}
+    for n, i in enumerate(todo):
+        grad, = torch.autograd.grad(loglik[0, i], patches, retain_graph=n + 1 < len(todo))
+        key_w = np.zeros(layout.n_keys)
+        key_w[:layout.n_patches] = grad[0].norm(dim=-1).detach().double().numpy()
+        out[i] = key_weights_to_density(key_w, layout, segmentation.masks, shape)
+    return out
