@@ -54,7 +54,7 @@ def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, i
     single-sentence report has nothing to contrast with and keeps k. `region_tokens` (default off): also spread
     region tokens' weights over their masks; off, the heatmap shows patch evidence only, since a region token's
     weight spread evenly over a whole lung blurs where the evidence is (validation pointing game 0.09 for plain
-    rollout, 0.18 contrasted with region tokens, 0.24 contrasted on patches; docs/grounding.md).
+    rollout, 0.18 contrasted with region tokens, 0.24 contrasted on patches: benchmarks/attribution_variants.py).
     """
     mem = _np(mem_attention)
     cross = _np(cross_attention)
@@ -194,7 +194,8 @@ def saliency(generator, image: np.ndarray, segmentation, report_text: str, key_l
     log-likelihood with respect to the vision encoder's patch embeddings -> [Np] per sentence, spread onto the
     image. One forward pass for the whole report and one backward pass per sentence (IG needs `n_steps` of both
     per sentence). The norm, not gradient x input: which patches the sentence is sensitive to, in either
-    direction (validation pointing game 0.33 for the norm, 0.22 for the positive part of gradient x input)."""
+    direction (validation pointing game 0.33 for the norm, 0.22 for the positive part of gradient x input:
+    benchmarks/attribution_variants.py)."""
     import torch
 
     from model.grounding.forced import sentence_loglik_fn

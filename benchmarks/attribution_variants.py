@@ -1,0 +1,97 @@
+"""Pointing game of attribution variants on a phantom split (the design choices in docs/grounding.md were made on
+the validation split with this script; the benchmark itself is bench_grounding.py).
+
+    python -m model phantom --out /tmp/gr_phantom1k --n 1000 --seed 23
+    python benchmarks/attribution_variants.py --data /tmp/gr_phantom1k --split val --n 100
+
+Variants: rollout plain (region tokens drawn, no contrast), contrasted with region tokens, contrasted on patches
+only (the default); gradient at the patch embeddings: its norm (`saliency`) and the positive part of
+gradient x input. Prints one JSON object: per variant, finding sentences, pointing game and top-region overlap.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from model.grounding import attribution, harness
+    from model.grounding.forced import sentence_loglik_fn, teacher_force
+    from model.grounding.regions import score_regions
+    from model.report.sentences import split_sentences
+    from model.s2d.generate import load_generator
+    from model.segmentation import SegmentationError, segment
+    from model.taxonomy import CLASS_INDEX
+
+    gen = load_generator(args.model)
+    res: dict[str, tuple[list, list]] = {}
+
+    def add(name, heat, mask, masks):
+        hits, tops = res.setdefault(name, ([], []))
+        hits.append(harness.pointing_hit(heat, mask))
+        top = score_regions(heat, masks)[0].name
+        tops.append(bool(np.logical_and(masks[top], mask).any()))
+
+    layer = gen.model.vision.embeddings.patch_embeddings
+    for entry in harness.load_split(args.data, args.split, args.n):
+        image, _, fmasks, findings, report = harness.read_case(args.data, entry)
+        try:
+            seg = segment(image)
+        except SegmentationError:
+            continue
+        masks = {n: v for n, v in seg.masks.items() if n in CLASS_INDEX}
+        texts = [s.text for s in split_sentences(report)]
+        wanted = {}
+        for f in findings:
+            m, i = fmasks.get(f.get("id")), harness.finding_sentence(texts, f)
+            if m is not None and m.any() and i is not None and f.get("type") != "Support Devices":
+                wanted.setdefault(i, m)
+        if not wanted:
+            continue
+        fo = teacher_force(gen, image, seg.masks, report)
+        spans = [tuple(s.token_span) for s in fo.sentences]
+        for name, kw in (("rollout plain", dict(contrast=False, region_tokens=True)),
+                         ("rollout contrasted, region tokens drawn", dict(contrast=True, region_tokens=True)),
+                         ("rollout contrasted, patches only (default)", dict(contrast=True, region_tokens=False))):
+            dens = attribution.rollout(fo.mem_attention, fo.cross_attention, fo.key_layout, spans, masks,
+                                       image.shape, **kw)
+            for i, m in wanted.items():
+                add(name, dens[i], m, masks)
+        for i, m in wanted.items():  # gradient variants, one sentence at a time
+            forward, px, _ = sentence_loglik_fn(gen, image, seg.masks, report)
+            seen = {}
+            hook = layer.register_forward_hook(lambda mod, a, out: seen.__setitem__("p", out))
+            with torch.enable_grad():
+                loglik = forward(px.detach().requires_grad_(True))
+            hook.remove()
+            grad, = torch.autograd.grad(loglik[0, i], seen["p"])
+            lay = gen.key_layout
+            for name, vec in (("saliency (gradient norm)", grad[0].norm(dim=-1)),
+                              ("gradient x input, positive part", (grad * seen["p"])[0].sum(-1).clamp(min=0))):
+                kw = np.zeros(lay.n_keys)
+                kw[:lay.n_patches] = vec.detach().double().numpy()
+                add(name, attribution.key_weights_to_density(kw, lay, masks, image.shape), m, masks)
+    print(json.dumps({k: {"finding_sentences": len(h), "pointing_game": round(float(np.mean(h)), 3),
+                          "top_region_overlaps": round(float(np.mean(t)), 3)} for k, (h, t) in res.items()},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
