@@ -145,7 +145,10 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
     y = tag_matrix(per_report, vocab)
     images = np.stack([c.image for c in cases])
     pos = y.mean(0).clamp(1e-3, 1 - 1e-3)
-    head = PatchTagHead(vision.config.hidden_size, len(vocab), (images.shape[-1] // vision.config.patch_size) ** 2)
+    device = next(vision.parameters()).device  # the encoder may already sit on an accelerator (train.py)
+    head = PatchTagHead(vision.config.hidden_size, len(vocab),
+                        (images.shape[-1] // vision.config.patch_size) ** 2).to(device)
+    y = y.to(device)
     with torch.no_grad():
         head.proj.bias.copy_(torch.log(pos / (1 - pos)))  # start at the base rates: no early loss spike
     for p in vision.parameters():
@@ -167,7 +170,7 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
         losses = []
         for s in bar:
             idx = order[s:s + batch_size]
-            x = augment(pixel_tensor(images[idx], image_mean, image_std, channels), gen)
+            x = augment(pixel_tensor(images[idx], image_mean, image_std, channels), gen).to(device)
             loss = F.binary_cross_entropy_with_logits(head(_patches(vision, x)), y[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -186,7 +189,7 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
         with torch.no_grad():
             vimg = np.stack([c.image for c in val_cases])
             scores = torch.cat([head(_patches(vision, pixel_tensor(vimg[s:s + batch_size], image_mean, image_std,
-                                                                   channels)))
+                                                                   channels).to(device))).cpu()
                                 for s in range(0, len(val_cases), batch_size)]).numpy()
         for k, t in enumerate(vocab):
             a = _auroc(scores[:, k], yv[:, k])
