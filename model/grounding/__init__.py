@@ -110,8 +110,12 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
 
         pmi = sentence_pmi(generator, image, segmentation.masks, gen_output.report, kwargs.get("bank"))
         if len(pmi) != len(gen_output.sentences):
-            raise ValueError(f"the scorer returned {len(pmi)} sentences but the report has "
-                             f"{len(gen_output.sentences)}")
+            # an extra score must not cost the reviewer the whole grounding: verdicts go on without it
+            import warnings
+
+            warnings.warn(f"image specificity skipped: the scorer split the report into {len(pmi)} sentences, "
+                          f"the output has {len(gen_output.sentences)}")
+            pmi = None
     sentences, heatmaps, judgements = [], {}, []
     for i, s in enumerate(gen_output.sentences):
         regions = score_regions(dens[i], masks)
