@@ -92,15 +92,16 @@ def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output,
 
 
 def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
-                    thresholds: Thresholds | None = None, **kwargs) -> tuple[ReportOutput, list[Judgement]]:
+                    thresholds: Thresholds | None = None, bank=None, **kwargs
+                    ) -> tuple[ReportOutput, list[Judgement]]:
     """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
-    benchmark)."""
+    benchmark). `bank`: the reference films [(image, masks), ...] of the image-specificity term (default: the
+    phantom bank of model/grounding/specificity.py)."""
     t0 = time.perf_counter()
     th = thresholds or Thresholds.load()
     shape = tuple(np.asarray(image).shape[:2])
     masks = _candidate_masks(segmentation, shape)
-    dens, abl_scores = attribute(generator, image, segmentation, gen_output, method,
-                                 **{k: v for k, v in kwargs.items() if k != "bank"})
+    dens, abl_scores = attribute(generator, image, segmentation, gen_output, method, **kwargs)
     t_attr = time.perf_counter() - t0
     # Image checks beside the segmenter's measurements: zone density and lateral lung lucency against the other side.
     measurements = {**segmentation.measurements, **image_checks(image, masks)}
@@ -108,7 +109,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     if th.pmi_weight > 0 and gen_output.sentences:
         from model.grounding.specificity import sentence_pmi
 
-        pmi = sentence_pmi(generator, image, segmentation.masks, gen_output.report, kwargs.get("bank"))
+        pmi = sentence_pmi(generator, image, segmentation.masks, gen_output.report, bank)
         if len(pmi) != len(gen_output.sentences):
             # an extra score must not cost the reviewer the whole grounding: verdicts go on without it
             import warnings

@@ -27,7 +27,7 @@ import model  # noqa: F401
 from model.atomic import atomic_write_text
 from model.grounding import harness
 from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
-                                     measurement_view, opacity_value)
+                                     measurement_view, opacity_value, pmi_unsupported)
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")
 
@@ -137,14 +137,15 @@ def fit_specificity(th: Thresholds, perturbed, gen, stats: dict) -> None:
         return
     best = (harness.auroc(scores, labels), 0.0, 1.0)
     for scale in PMI_SCALES:
-        p = 1.0 / (1.0 + np.exp(np.clip(pmis / scale, -50, 50)))
+        p = pmi_unsupported(pmis, scale)
         for w in PMI_WEIGHTS[1:]:
             a = harness.auroc((1 - w) * scores + w * p, labels)
             if a > best[0] + 1e-9:
                 best = (a, w, scale)
     th.pmi_weight, th.pmi_scale = best[1], best[2]
     stats["specificity"].update({"auroc_without": round(harness.auroc(scores, labels), 4),
-                                 "auroc_with": round(best[0], 4), "auroc_pmi_alone": round(harness.auroc(-pmis, labels), 4)})
+                                 "auroc_with": round(best[0], 4),
+                                 "auroc_pmi_alone": round(harness.auroc(-pmis, labels), 4)})
 
 
 def main(argv=None) -> int:

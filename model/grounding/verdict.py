@@ -340,11 +340,17 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
     return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)
 
 
+def pmi_unsupported(pmi, scale: float):
+    """Logistic of -PMI / scale (scalar or array): 0.5 when this film is no better than the reference films,
+    -> 1 as the sentence gets less likely on it."""
+    return 1.0 / (1.0 + np.exp(np.clip(np.asarray(pmi, dtype=np.float64) / max(scale, 1e-6), -50, 50)))
+
+
 def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
     """Fold the report model's image specificity (PMI, model/grounding/specificity.py) into a judgement: its
     unsupported-probability takes `pmi_weight` of the score; a `grounded` sentence the model finds less likely on
     this film than on typical ones (probability > 0.5) becomes `weak`, with the reason."""
-    p = float(1.0 / (1.0 + math.exp(max(-50.0, min(50.0, pmi / max(th.pmi_scale, 1e-6))))))
+    p = float(pmi_unsupported(pmi, th.pmi_scale))
     score = (1 - th.pmi_weight) * j.score + th.pmi_weight * p
     ratio = math.exp(min(abs(pmi), 50.0))
     how = "less" if pmi < 0 else "more"

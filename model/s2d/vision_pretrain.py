@@ -101,16 +101,6 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 6) -> torch.Tens
     return x * scale + offset
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 @dataclass
 class PretrainResult:
     vocabulary: list[str]
@@ -134,6 +124,8 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
                     min_count: int = 10, seed: int = 0, progress: bool = True, log=None) -> PretrainResult:
     """Train `vision` in place on report-derived tags; returns the vocabulary and validation AUROC per tag."""
     from tqdm.auto import tqdm
+
+    from model.grounding.harness import auroc
 
     t0 = time.time()
     # a small set (a test's 8 cases) cannot have 10 reports per tag: ask for 5 % of the set, at least 2
@@ -192,8 +184,8 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
                                                                    channels).to(device))).cpu()
                                 for s in range(0, len(val_cases), batch_size)]).numpy()
         for k, t in enumerate(vocab):
-            a = _auroc(scores[:, k], yv[:, k])
-            if a is not None:
+            a = auroc(scores[:, k], yv[:, k])
+            if a == a:  # nan: the tag has only one class among the validation cases
                 val_auroc[t] = a
     for p in vision.parameters():
         p.requires_grad_(False)
