@@ -4,9 +4,13 @@ the validation split with this script; the benchmark itself is bench_grounding.p
     python -m model phantom --out /tmp/gr_phantom1k --n 1000 --seed 23
     python benchmarks/attribution_variants.py --data /tmp/gr_phantom1k --split val --n 100
 
-Variants: rollout plain (region tokens drawn, no contrast), contrasted with region tokens, contrasted on patches
-only (the default); gradient at the patch embeddings: its norm (`saliency`) and the positive part of
-gradient x input. Prints one JSON object: per variant, finding sentences, pointing game and top-region overlap.
+Variants: the memory relevance either by attention rollout through the decoder layers (the generator's
+`MemoryRollout`, the default) or as the mean over layers of each layer's direct attention to the memory (the
+earlier default); rollout plain (region tokens drawn, no contrast), contrasted with region tokens, contrasted on
+patches only (the default); gradient at the patch embeddings: its norm (`saliency`) and the positive part of
+gradient x input; with `--ig`, integrated gradients (16 steps) as the reference. Prints one JSON object: per
+variant, finding sentences, pointing game (strict, and with the customary 15-pixel tolerance) and top-region
+overlap.
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--ig", action="store_true", help="also integrated gradients (16 steps; slow)")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
     from model.grounding import attribution, harness
-    from model.grounding.forced import sentence_loglik_fn, teacher_force
+    from model.grounding.forced import _encode, sentence_loglik_fn, teacher_force
     from model.grounding.regions import score_regions
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
@@ -40,13 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     from model.taxonomy import CLASS_INDEX
 
     gen = load_generator(args.model)
-    res: dict[str, tuple[list, list]] = {}
+    res: dict[str, tuple[list, list, list]] = {}
 
     def add(name, heat, mask, masks):
-        hits, tops = res.setdefault(name, ([], []))
+        hits, tol, tops = res.setdefault(name, ([], [], []))
         hits.append(harness.pointing_hit(heat, mask))
+        tol.append(harness.pointing_hit(heat, mask, tolerance=15))
         top = score_regions(heat, masks)[0].name
         tops.append(bool(np.logical_and(masks[top], mask).any()))
+
+    def layer_mean(image, seg_masks, report):
+        """[T, Nmem]: each layer's direct attention to the memory, heads and layers averaged (earlier default)."""
+        ids, text_ids = _encode(gen, report)
+        px, maps = gen._inputs([image], [seg_masks])
+        with torch.no_grad():
+            prefix = gen.model.get_image_features(px, maps).tokens
+            M = prefix.shape[1]
+            embeds = torch.cat([prefix, gen.model.embed_tokens()(torch.tensor([ids]))], dim=1)
+            out = gen.model.decoder(inputs_embeds=embeds, output_attentions=True,
+                                    attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long))
+        return torch.stack([a[0, :, M:M + len(text_ids), :M] for a in out.attentions]).mean((0, 1)).numpy()
 
     layer = gen.model.vision.embeddings.patch_embeddings
     for entry in harness.load_split(args.data, args.split, args.n):
@@ -66,13 +84,24 @@ def main(argv: list[str] | None = None) -> int:
             continue
         fo = teacher_force(gen, image, seg.masks, report)
         spans = [tuple(s.token_span) for s in fo.sentences]
-        for name, kw in (("rollout plain", dict(contrast=False, region_tokens=True)),
-                         ("rollout contrasted, region tokens drawn", dict(contrast=True, region_tokens=True)),
-                         ("rollout contrasted, patches only (default)", dict(contrast=True, region_tokens=False))):
-            dens = attribution.rollout(fo.mem_attention, fo.cross_attention, fo.key_layout, spans, masks,
-                                       image.shape, **kw)
+        mean = layer_mean(image, seg.masks, report)
+        for name, mem, kw in (
+                ("layer mean: plain", mean, dict(contrast=False, region_tokens=True)),
+                ("layer mean: contrasted, region tokens drawn", mean, dict(contrast=True, region_tokens=True)),
+                ("layer mean: contrasted, patches only (earlier default)", mean,
+                 dict(contrast=True, region_tokens=False)),
+                ("rollout: plain", fo.mem_attention, dict(contrast=False, region_tokens=True)),
+                ("rollout: contrasted, region tokens drawn", fo.mem_attention, dict(contrast=True, region_tokens=True)),
+                ("rollout: contrasted, patches only (default)", fo.mem_attention,
+                 dict(contrast=True, region_tokens=False))):
+            dens = attribution.rollout(mem, fo.cross_attention, fo.key_layout, spans, masks, image.shape, **kw)
             for i, m in wanted.items():
                 add(name, dens[i], m, masks)
+        if args.ig:
+            dens = attribution.integrated_gradients(gen, image, seg, report, fo.key_layout, 16, image.shape,
+                                                    sentence_indices=list(wanted))
+            for i, m in wanted.items():
+                add("integrated gradients (16 steps)", dens[i], m, masks)
         for i, m in wanted.items():  # gradient variants, one sentence at a time
             forward, px, _ = sentence_loglik_fn(gen, image, seg.masks, report)
             seen = {}
@@ -88,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 kw[:lay.n_patches] = vec.detach().double().numpy()
                 add(name, attribution.key_weights_to_density(kw, lay, masks, image.shape), m, masks)
     print(json.dumps({k: {"finding_sentences": len(h), "pointing_game": round(float(np.mean(h)), 3),
-                          "top_region_overlaps": round(float(np.mean(t)), 3)} for k, (h, t) in res.items()},
+                          "pointing_game_15px": round(float(np.mean(p)), 3),
+                          "top_region_overlaps": round(float(np.mean(t)), 3)} for k, (h, p, t) in res.items()},
                      indent=2))
     return 0
 

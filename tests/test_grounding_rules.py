@@ -323,3 +323,22 @@ def test_sentence_pmi_is_own_likelihood_against_the_bank_mean():
     prior = np.log((np.exp([-2.0, -1.0]) + np.exp([-4.0, -1.0])) / 2)
     np.testing.assert_allclose(pmi, np.array([-1.0, -5.0]) - prior)
     assert pmi[0] > 0 > pmi[1]
+
+
+def test_pointing_game_points_at_the_centre_of_a_blocky_maximum():
+    from model.grounding.harness import peak_point, pointing_hit
+
+    # an 8 x 8 patch map on a 256-pixel image: the maximum is a whole 32 x 32 cell (rows and cols 64..95)
+    heat = np.zeros((256, 256))
+    heat[64:96, 64:96] = 1.0
+    assert peak_point(heat) in {(79, 79), (79, 80), (80, 79), (80, 80)}
+    # a finding touching only the cell's top-left corner is not what the map points at; one at its centre is
+    corner = np.zeros((256, 256), bool)
+    corner[60:66, 60:66] = True
+    centre = np.zeros((256, 256), bool)
+    centre[76:84, 76:84] = True
+    assert not pointing_hit(heat, corner) and pointing_hit(heat, centre)
+    assert pointing_hit(heat, corner, tolerance=15)  # the customary tolerance reaches the cell's corner
+    # a single-pixel peak is itself
+    heat[200, 10] = 2.0
+    assert peak_point(heat) == (200, 10)

@@ -196,3 +196,25 @@ def test_cli_errors(tmp_path, preset):
         main(["train", "--preset", preset, "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--iu", "none"])
     with pytest.raises(SystemExit, match="image not found"):
         main(["generate", str(tmp_path / "missing.png")])
+
+
+def test_memory_rollout_chains_layers_through_the_residual():
+    # two memory positions, one text position, two layers, by hand: layer 1 the text reads memory 0 only,
+    # layer 2 it reads itself only; rollout must still credit memory 0 through the text's own layer-1 state
+    import torch
+
+    from model.s2d.generate import MemoryRollout
+
+    a1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    a2 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    att = [a1[None, None], a2[None, None]]  # [B=1, heads=1, q=3, N=3]
+    r = MemoryRollout(2).extend(att)[0]
+    # text after layer 1: 0.5 * 0 + 0.5 * e_0; layer 2 attends itself: 0.5 r + 0.5 r = r
+    torch.testing.assert_close(r[2], torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(r[:2], torch.eye(2))
+    # the same attentions fed one position at a time give the same rows
+    inc = MemoryRollout(2)
+    inc.extend([a[..., :2, :2] for a in att])
+    torch.testing.assert_close(inc.extend([a[..., 2:, :] for a in att])[0, 0], r[2])
+    with pytest.raises(ValueError, match="positions"):
+        inc.extend([a[..., 2:, :] for a in att])

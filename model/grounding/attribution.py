@@ -43,9 +43,10 @@ def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, i
             shape: tuple[int, int], contrast: bool = True, region_tokens: bool = False) -> dict[int, np.ndarray]:
     """Attention rollout through the memory bottleneck, one pass, no gradients.
 
-    mem_attention [T, Nmem]: each (generated or teacher-forced) token's attention to the Nmem memory soft tokens,
-    already aggregated over decoder layers and heads by the generator (docs/model.md); cross_attention [Nmem,
-    N_keys]: SMA_v's memory-query attention over its keys, averaged over heads. For sentence tokens [a, b):
+    mem_attention [T, Nmem]: each (generated or teacher-forced) token's relevance over the Nmem memory soft
+    tokens, already rolled out through the decoder layers by the generator (`MemoryRollout`, docs/model.md);
+    cross_attention [Nmem, N_keys]: SMA_v's memory-query attention over its keys, averaged over heads. For
+    sentence tokens [a, b):
     w = mean_t mem_attention[t] renormalised to sum 1 -> [Nmem]; key weights k = w @ cross_attention -> [N_keys].
 
     `contrast` (default): k minus the same weights for the whole report (all spans' tokens), clipped at 0: what
@@ -53,8 +54,9 @@ def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, i
     (the report's common ground: the lungs, the heart), which otherwise put every sentence's peak in one place; a
     single-sentence report has nothing to contrast with and keeps k. `region_tokens` (default off): also spread
     region tokens' weights over their masks; off, the heatmap shows patch evidence only, since a region token's
-    weight spread evenly over a whole lung blurs where the evidence is (validation pointing game 0.09 for plain
-    rollout, 0.18 contrasted with region tokens, 0.24 contrasted on patches: benchmarks/attribution_variants.py).
+    weight spread evenly over a whole lung blurs where the evidence is. On the validation split, contrasted on
+    patches is the best of the rollout forms on top-region overlap and on the pointing game with its customary
+    15-pixel tolerance (benchmarks/attribution_variants.py; numbers in docs/grounding.md).
     """
     mem = _np(mem_attention)
     cross = _np(cross_attention)
@@ -194,8 +196,8 @@ def saliency(generator, image: np.ndarray, segmentation, report_text: str, key_l
     log-likelihood with respect to the vision encoder's patch embeddings -> [Np] per sentence, spread onto the
     image. One forward pass for the whole report and one backward pass per sentence (IG needs `n_steps` of both
     per sentence). The norm, not gradient x input: which patches the sentence is sensitive to, in either
-    direction (validation pointing game 0.33 for the norm, 0.22 for the positive part of gradient x input:
-    benchmarks/attribution_variants.py)."""
+    direction (the norm points better than the positive part of gradient x input on the validation split:
+    benchmarks/attribution_variants.py, numbers in docs/grounding.md)."""
     import torch
 
     from model.grounding.forced import sentence_loglik_fn

@@ -33,10 +33,10 @@ def _sentence_matrix(generator, text_ids: list[int], text: str) -> tuple[list, t
 @torch.no_grad()
 def teacher_force(generator, image: np.ndarray, masks, report_text: str):
     """One teacher-forced pass over `report_text` -> a GenerationOutput as if the model had written it:
-    mem_attention [T_text, Nmem] (the query predicting each text token: its attention to the memory positions,
-    averaged over decoder layers and heads, exactly as generation records it), cross_attention [Nmem, N_keys]
+    mem_attention [T_text, Nmem] (the query predicting each text token: its rollout relevance over the memory
+    positions, exactly as generation records it), cross_attention [Nmem, N_keys]
     (heads averaged), sentences with token spans, key_layout."""
-    from model.s2d.generate import GenerationOutput
+    from model.s2d.generate import GenerationOutput, MemoryRollout
 
     t0 = time.perf_counter()
     model = generator.model
@@ -49,7 +49,7 @@ def teacher_force(generator, image: np.ndarray, masks, report_text: str):
     out = model.decoder(inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long),
                         output_attentions=True)
     # query at position M + i (token i of ids) predicts ids[i + 1]; text token k is ids[k + 1]
-    att = torch.stack([a[0, :, M:M + len(text_ids), :M] for a in out.attentions]).mean((0, 1))  # [T, M]
+    att = MemoryRollout(M).extend(out.attentions)[0, M:M + len(text_ids)]  # [T, M]
     text = generator.tok.decode(text_ids, skip_special_tokens=True)
     sentences, _ = _sentence_matrix(generator, text_ids, text)
     dt = time.perf_counter() - t0
