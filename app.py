@@ -475,7 +475,7 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
     elif heat is None:
         heat_note = "This sentence has no attention map (the reviewer added it)."
     else:
-        heat_note = f"Attention map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
+        heat_note = f"Evidence map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
         original = next((s.text for s in state.original if s.index == sel.index), sel.text)
         if original != sel.text:
             heat_note += " It shows the model's attention for its original wording, before the reviewer's edit."
@@ -582,7 +582,7 @@ def build_app(backend: Backend, title: str = "GroundCXR review") -> gr.Blocks:
                             classes = gr.CheckboxGroup(present_classes, value=[], label="Classes")
                         legend = gr.HTML(elem_id="gcxr-legend")
                         heat_note = gr.Markdown()
-                        heatmap = gr.Image(label="Attention map of the selected sentence", format="png",
+                        heatmap = gr.Image(label="Evidence map of the selected sentence", format="png",
                                            type="numpy", interactive=False, elem_id="gcxr-heatmap", height=380)
                     with gr.Column(scale=3):
                         report = gr.HTML(elem_id="gcxr-report")

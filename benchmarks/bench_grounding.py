@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model  # noqa: E402,F401
 from model.atomic import atomic_write_text  # noqa: E402
-from model.grounding import attribute, attribution, ground_detailed, harness  # noqa: E402
+from model.grounding import DEFAULT_METHOD, attribute, attribution, ground_detailed, harness  # noqa: E402
 from model.grounding.forced import teacher_force  # noqa: E402
 from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
 from model.taxonomy import CLASS_INDEX  # noqa: E402
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="phantom dataset dir (annotation.json)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=40, help="cases to use")
-    ap.add_argument("--methods", default="rollout,saliency,ablation,ig")
+    ap.add_argument("--methods", default="ig-fast,rollout,saliency,ablation,ig")
     ap.add_argument("--model", default=None, help="model dir (default: the embedded default)")
     ap.add_argument("--ig-steps", type=int, default=16)
     ap.add_argument("--slow-cases", type=int, default=10, help="run ablation and ig on only the first N cases")
@@ -149,14 +149,14 @@ def main(argv=None) -> int:
         # Whole-report grounding with the default method on the model's own generation (no teacher forcing).
         g = gen.generate(image, masks=seg.masks)
         t0 = time.perf_counter()
-        ground_detailed(gen, image, seg, g, "rollout")
+        ground_detailed(gen, image, seg, g, DEFAULT_METHOD)
         report_ground_s.append(time.perf_counter() - t0)
         report_sentences.append(len(g.sentences))
         # Hallucination detection on a perturbed copy of the reference report.
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
         forced = teacher_force(gen, image, seg.masks, " ".join(pert))
-        out, js = ground_detailed(gen, image, seg, forced, "rollout")
+        out, js = ground_detailed(gen, image, seg, forced, DEFAULT_METHOD)
         if [s.text.strip() for s in out.sentences] != [p.strip() for p in pert]:
             skipped += 1
             continue
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     summary["measurement_checks_auroc"] = {
         k: {"auroc": harness.auroc(v, y), "with_finding": int(sum(y)), "without": int(len(y) - sum(y))}
         for k, (v, y) in sorted(checks.items())}
-    for m in ("rollout", "saliency", "ablation"):
+    for m in ("ig-fast", "rollout", "saliency", "ablation"):
         if "ig" in methods and m in methods:
             summary[f"{m}_speedup_vs_ig"] = (summary["methods"]["ig"]["sec_per_sentence"]
                                              / summary["methods"][m]["sec_per_sentence"])

@@ -32,10 +32,11 @@ def _as_image(image) -> np.ndarray:
 
 
 class Pipeline:
-    def __init__(self, model_dir: str | None = None, seg_backend: str = "atlas", method: str = "rollout",
+    def __init__(self, model_dir: str | None = None, seg_backend: str = "atlas", method: str | None = None,
                  generator=None):
-        from model.grounding import METHODS
+        from model.grounding import DEFAULT_METHOD, METHODS
 
+        method = method or DEFAULT_METHOD
         if method not in METHODS:
             raise ValueError(f"unknown grounding method '{method}'; choose one of {', '.join(METHODS)}")
         self.model_dir, self.seg_backend, self.method = model_dir, seg_backend, method

@@ -9,7 +9,7 @@ import pytest
 
 from _s2d import micro_model, micro_tokenizer
 
-from model.grounding import METHODS, ground, ground_detailed, ground_text, region_links
+from model.grounding import DEFAULT_METHOD, METHODS, ground, ground_detailed, ground_text, region_links
 from model.grounding.forced import teacher_force
 from model.types import VERDICTS
 
@@ -118,7 +118,7 @@ def test_pipeline_analyses_a_batch(gen, case):
     out = p.analyse_batch([image, (image * 255).astype(np.uint8)])
     assert len(out) == 2
     for a in out:
-        assert a.segmentation.masks and a.report.grounding_method == "rollout"
+        assert a.segmentation.masks and a.report.grounding_method == DEFAULT_METHOD == "ig-fast"
         assert set(a.timings) == {"segment_s", "generate_s", "ground_s", "total_s"}
         assert all(s.verdict in VERDICTS for s in a.report.sentences)
     with pytest.raises(ValueError, match="unknown grounding method"):
@@ -184,3 +184,20 @@ def test_an_empty_generated_report_grounds_to_nothing(gen, case, method):
     g.report, g.sentences = "", []
     out = ground(gen, image, seg, g, method)
     assert out.sentences == [] and out.heatmaps == {}
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 3])
+def test_fast_integrated_gradients_equal_captums(gen, case, n_steps):
+    # ig-fast batches every sentence's backward pass into one; it must be the same attribution captum gives
+    from model.grounding import attribution
+
+    image, seg = case
+    layout = gen.model.key_layout()
+    ref = attribution.integrated_gradients(gen, image, seg, TEXT, layout, n_steps, image.shape)
+    fast = attribution.fast_integrated_gradients(gen, image, seg, TEXT, layout, image.shape, n_steps=n_steps)
+    assert sorted(fast) == sorted(ref) == [0, 1, 2, 3]
+    for i in ref:
+        assert ref[i].max() > 0
+        np.testing.assert_allclose(fast[i], ref[i], rtol=1e-4, atol=1e-6 * ref[i].max())
+    assert attribution.fast_integrated_gradients(gen, image, seg, TEXT, layout, image.shape,
+                                                 sentence_indices=[]) == {}

@@ -1,7 +1,7 @@
 """Grounding engine: sentence -> ranked CXAS regions, heatmap and verdict (grounded / weak / ungrounded).
 
-    ground(generator, image, segmentation, gen_output, method="rollout") -> ReportOutput
-    ground_text(generator, image, segmentation, report_text, method="rollout") -> ReportOutput
+    ground(generator, image, segmentation, gen_output, method="ig-fast") -> ReportOutput
+    ground_text(generator, image, segmentation, report_text, method="ig-fast") -> ReportOutput
     region_links(report_output) -> {region name: [sentence indices grounded in it]}
 
 Methods: `rollout` (one pass of attention through the memory bottleneck; the default), `saliency` (gradient
@@ -22,7 +22,8 @@ from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, 
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
-METHODS = ("rollout", "saliency", "ablation", "ig")
+METHODS = ("ig-fast", "rollout", "saliency", "ablation", "ig")
+DEFAULT_METHOD = "ig-fast"
 
 
 def understand(text: str) -> tuple[dict[str, int | None], list[str]]:
@@ -45,7 +46,7 @@ def _candidate_masks(segmentation: Segmentation, shape: tuple[int, int]) -> dict
     return masks
 
 
-def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
               ablation_regions: list[str] | None = None, ig_steps: int = 16
               ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, float]]]:
     """Per sentence: a pixel density and, for ablation, region -> [0, 1] ablation score (0.5 = no effect)."""
@@ -59,6 +60,9 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     if method == "saliency":
         return attribution.saliency(generator, image, segmentation, gen_output.report, gen_output.key_layout,
                                     shape), {}
+    if method == "ig-fast":
+        return attribution.fast_integrated_gradients(generator, image, segmentation, gen_output.report,
+                                                     gen_output.key_layout, shape), {}
     if method == "ig":
         dens = attribution.integrated_gradients(generator, image, segmentation, gen_output.report,
                                                 gen_output.key_layout, n_steps=ig_steps, shape=shape)
@@ -85,13 +89,13 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     return out, scores
 
 
-def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
            thresholds: Thresholds | None = None, **kwargs) -> ReportOutput:
     """Fill each sentence of `gen_output` with ranked regions, verdict, reasons, labels and anatomy."""
     return ground_detailed(generator, image, segmentation, gen_output, method, thresholds, **kwargs)[0]
 
 
-def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = "rollout",
+def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
                     thresholds: Thresholds | None = None, bank=None, **kwargs
                     ) -> tuple[ReportOutput, list[Judgement]]:
     """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
@@ -141,7 +145,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
 
 
 def ground_text(generator, image: np.ndarray, segmentation: Segmentation, report_text: str,
-                method: str = "rollout", **kwargs) -> ReportOutput:
+                method: str = DEFAULT_METHOD, **kwargs) -> ReportOutput:
     """Ground any report text (a reviewer's edit, an inserted sentence) with one teacher-forced pass."""
     if not report_text or not report_text.strip():
         raise ValueError("report_text is empty: nothing to ground")

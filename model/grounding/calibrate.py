@@ -6,7 +6,7 @@ assets/grounding/thresholds.json together with the command that produced them.
 
 Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, lateral lucency, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
-groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from rollout region support
+groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from the default method's region support
 of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
 `support_good` is the true sentences' median (never below `support_min`); `support_weight` (the share of
 support in a checked finding's score, at most 0.3) scales with that J / 0.6. Image specificity (the report
@@ -43,7 +43,7 @@ def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
 
 
 def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
-    from model.grounding import ground_detailed
+    from model.grounding import DEFAULT_METHOD, ground_detailed
     from model.grounding.forced import teacher_force
     from model.grounding.specificity import sentence_pmi
     from model.report.sentences import split_sentences
@@ -68,7 +68,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         # as the benchmark perturbs: one absent finding inserted, one present finding denied
         pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
         forced = teacher_force(gen, image, seg.masks, " ".join(pert))
-        _, js = ground_detailed(gen, image, seg, forced, "rollout", thresholds=Thresholds())
+        _, js = ground_detailed(gen, image, seg, forced, DEFAULT_METHOD, thresholds=Thresholds())
         if len(js) != len(labels):
             continue
         for j, y in zip(js, labels):
@@ -122,12 +122,12 @@ PMI_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(9))
 def fit_specificity(th: Thresholds, perturbed, gen, stats: dict) -> None:
     """pmi_weight / pmi_scale: the pair that maximises the hallucination AUROC on val of the verdict score with
     the thresholds fitted above (weight 0 = the score without the model's image specificity)."""
-    from model.grounding import ground_detailed
+    from model.grounding import DEFAULT_METHOD, ground_detailed
 
     base = Thresholds(**{**th.to_dict(), "pmi_weight": 0.0})
     scores, labels, pmis = [], [], []
     for image, seg, forced, ys, pmi in perturbed:
-        _, js = ground_detailed(gen, image, seg, forced, "rollout", thresholds=base)
+        _, js = ground_detailed(gen, image, seg, forced, DEFAULT_METHOD, thresholds=base)
         scores += [j.score for j in js]
         labels += ys
         pmis += list(pmi)

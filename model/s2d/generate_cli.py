@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                             "(default: the segmenter's, when available)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--ground", action="store_true", help="ground every sentence (needs model.grounding)")
-    p.add_argument("--method", default="rollout", choices=("rollout", "saliency", "ablation", "ig"))
+    p.add_argument("--method", default="ig-fast", choices=("ig-fast", "rollout", "saliency", "ablation", "ig"))
     p.add_argument("--out", default=None, help="with --ground: directory for heatmaps")
 
 
