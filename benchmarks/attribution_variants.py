@@ -1,16 +1,16 @@
 """Pointing game of attribution variants on a phantom split (the design choices in docs/grounding.md were made on
 the validation split with this script; the benchmark itself is bench_grounding.py).
 
-    python -m model phantom --out /tmp/gr_phantom1k --n 1000 --seed 23
-    python benchmarks/attribution_variants.py --data /tmp/gr_phantom1k --split val --n 100
+    python -m model phantom --out /tmp/gr_phantom4k --n 4000 --seed 31
+    python benchmarks/attribution_variants.py --data /tmp/gr_phantom4k --split val --n 400 --ig
 
 Variants: the memory relevance either by attention rollout through the decoder layers (the generator's
-`MemoryRollout`, the default) or as the mean over layers of each layer's direct attention to the memory (the
-earlier default); rollout plain (region tokens drawn, no contrast), contrasted with region tokens, contrasted on
-patches only (the default); gradient at the patch embeddings: its norm (`saliency`) and the positive part of
-gradient x input; with `--ig`, integrated gradients (16 steps) as the reference. Prints one JSON object: per
-variant, finding sentences, pointing game (strict, and with the customary 15-pixel tolerance) and top-region
-overlap.
+`MemoryRollout`) or as the mean over layers of each layer's direct attention to the memory (the earlier form);
+rollout plain (region tokens drawn, no contrast), contrasted with region tokens, contrasted on patches only (the
+`rollout` method); integrated gradients with 2 steps (`ig-fast`, the default); gradient at the patch
+embeddings: its norm (`saliency`) and the positive part of gradient x input; with `--ig`, integrated gradients
+(16 steps, `ig`) as the reference. Prints one JSON object: per variant, finding sentences, pointing game
+(strict, and with the customary 15-pixel tolerance) and top-region overlap.
 """
 from __future__ import annotations
 
@@ -92,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
                  dict(contrast=True, region_tokens=False)),
                 ("rollout: plain", fo.mem_attention, dict(contrast=False, region_tokens=True)),
                 ("rollout: contrasted, region tokens drawn", fo.mem_attention, dict(contrast=True, region_tokens=True)),
-                ("rollout: contrasted, patches only (default)", fo.mem_attention,
+                ("rollout: contrasted, patches only (the rollout method)", fo.mem_attention,
                  dict(contrast=True, region_tokens=False))):
             dens = attribution.rollout(mem, fo.cross_attention, fo.key_layout, spans, masks, image.shape, **kw)
             for i, m in wanted.items():
                 add(name, dens[i], m, masks)
+        dens = attribution.fast_integrated_gradients(gen, image, seg, report, fo.key_layout, image.shape,
+                                                     sentence_indices=list(wanted))
+        for i, m in wanted.items():
+            add("integrated gradients, 2 steps (ig-fast, the default)", dens[i], m, masks)
         if args.ig:
             dens = attribution.integrated_gradients(gen, image, seg, report, fo.key_layout, 16, image.shape,
                                                     sentence_indices=list(wanted))

@@ -4,10 +4,12 @@
     ground_text(generator, image, segmentation, report_text, method="ig-fast") -> ReportOutput
     region_links(report_output) -> {region name: [sentence indices grounded in it]}
 
-Methods: `rollout` (one pass of attention through the memory bottleneck; the default), `saliency` (gradient
-norm at the patch embeddings: one forward pass and one backward pass per sentence), `ablation` (captum
-FeatureAblation over CXAS regions, causal, R + 1 teacher-forced passes; its links combine heatmap mass and the
-ablation drop), `ig` (captum LayerIntegratedGradients on the patch embeddings; the slow reference).
+Methods: `ig-fast` (the default: integrated gradients on the patch embeddings with 2 Gauss-Legendre steps, all
+sentences in one vectorised backward pass), `rollout` (attention rollout through the decoder and the memory
+bottleneck: free on a generated report), `saliency` (gradient norm at the patch embeddings: one forward pass and
+one backward pass per sentence), `ablation` (captum FeatureAblation over CXAS regions, causal, R + 1
+teacher-forced passes; its links combine heatmap mass and the ablation drop), `ig` (captum
+LayerIntegratedGradients on the patch embeddings, 16 steps; the slow reference).
 See docs/grounding.md for the normalisation, the verdict rules and the calibration.
 """
 from __future__ import annotations
