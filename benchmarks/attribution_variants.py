@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--model", default=None)
     ap.add_argument("--ig", action="store_true", help="also integrated gradients (16 steps; slow)")
+    ap.add_argument("--fast-steps", default="2", help="step counts for the batched IG rows (2 is ig-fast)")
     args = ap.parse_args(argv)
 
     import torch
@@ -97,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             dens = attribution.rollout(mem, fo.cross_attention, fo.key_layout, spans, masks, image.shape, **kw)
             for i, m in wanted.items():
                 add(name, dens[i], m, masks)
-        dens = attribution.fast_integrated_gradients(gen, image, seg, report, fo.key_layout, image.shape,
-                                                     sentence_indices=list(wanted))
-        for i, m in wanted.items():
-            add("integrated gradients, 2 steps (ig-fast, the default)", dens[i], m, masks)
+        for steps in (int(x) for x in args.fast_steps.split(",")):
+            dens = attribution.fast_integrated_gradients(gen, image, seg, report, fo.key_layout, image.shape,
+                                                         n_steps=steps, sentence_indices=list(wanted))
+            for i, m in wanted.items():
+                add(f"integrated gradients, {steps} steps" + (" (ig-fast, the default)" if steps == 2 else ""),
+                    dens[i], m, masks)
         if args.ig:
             dens = attribution.integrated_gradients(gen, image, seg, report, fo.key_layout, 16, image.shape,
                                                     sentence_indices=list(wanted))
