@@ -471,14 +471,14 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
     heat = analysis.heatmaps.get(sentence) if sentence is not None else None
     heat_img = _display_size(render_heatmap(image, heat)) if heat is not None else None
     if sel is None:
-        heat_note = "Select a sentence to see its attention map."
+        heat_note = "Select a sentence to see its evidence map."
     elif heat is None:
-        heat_note = "This sentence has no attention map (the reviewer added it)."
+        heat_note = "This sentence has no evidence map (the reviewer added it)."
     else:
         heat_note = f"Evidence map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
         original = next((s.text for s in state.original if s.index == sel.index), sel.text)
         if original != sel.text:
-            heat_note += " It shows the model's attention for its original wording, before the reviewer's edit."
+            heat_note += " It shows the model's evidence for its original wording, before the reviewer's edit."
     in_region = ""
     if region:
         hits = sentences_in_region(state.current, region)

@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             lay = gen.key_layout
             for name, vec in (("saliency (gradient norm)", grad[0].norm(dim=-1)),
                               ("gradient x input, positive part", (grad * seen["p"])[0].sum(-1).clamp(min=0))):
-                kw = np.zeros(lay.n_keys)
-                kw[:lay.n_patches] = vec.detach().double().numpy()
-                add(name, attribution.key_weights_to_density(kw, lay, masks, image.shape), m, masks)
+                add(name, attribution.patch_density(vec.detach().double().numpy(), lay, masks, image.shape), m, masks)
     print(json.dumps({k: {"finding_sentences": len(h), "pointing_game": round(float(np.mean(h)), 3),
                           "pointing_game_15px": round(float(np.mean(p)), 3),
                           "top_region_overlaps": round(float(np.mean(t)), 3)} for k, (h, p, t) in res.items()},

@@ -39,6 +39,18 @@ def key_weights_to_density(key_w: np.ndarray, layout: KeyLayout, masks: dict[str
     return spread_tokens(patch, region, masks, shape)
 
 
+def patch_density(patch_weights, layout: KeyLayout, masks: dict[str, np.ndarray], shape: tuple[int, int]
+                  ) -> np.ndarray:
+    """Per-patch weights [Np] (the gradient methods' output: they reach the patch tokens only) -> pixel density."""
+    patch = np.asarray(patch_weights, dtype=np.float64)
+    if patch.shape != (layout.n_patches,):
+        raise ValueError(f"got {patch.shape[0] if patch.ndim == 1 else patch.shape} patch weights, the layout has "
+                         f"{layout.n_patches} patches")
+    key_w = np.zeros(layout.n_keys)
+    key_w[:layout.n_patches] = patch
+    return key_weights_to_density(key_w, layout, masks, shape)
+
+
 def rollout(mem_attention, cross_attention, key_layout, spans: list[tuple[int, int]], masks: dict[str, np.ndarray],
             shape: tuple[int, int], contrast: bool = True, region_tokens: bool = False) -> dict[int, np.ndarray]:
     """Attention rollout through the memory bottleneck, one pass, no gradients.
@@ -181,12 +193,7 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
         attr = lig.attribute(px, baselines=torch.zeros_like(px), target=i, n_steps=n_steps,
                              internal_batch_size=n_steps)  # [1, Np, D]
         patch = attr[0].sum(-1).detach().double().numpy()  # [Np]
-        if patch.shape[0] != layout.n_patches:
-            raise ValueError(f"integrated gradients gave {patch.shape[0]} patches, the layout has "
-                             f"{layout.n_patches}")
-        key_w = np.zeros(layout.n_keys)
-        key_w[:layout.n_patches] = np.clip(patch, 0, None)
-        out[i] = key_weights_to_density(key_w, layout, masks, shape)
+        out[i] = patch_density(np.clip(patch, 0, None), layout, masks, shape)
     return out
 
 
@@ -220,9 +227,7 @@ def saliency(generator, image: np.ndarray, segmentation, report_text: str, key_l
     out = {}
     for n, i in enumerate(todo):
         grad, = torch.autograd.grad(loglik[0, i], patches, retain_graph=n + 1 < len(todo))
-        key_w = np.zeros(layout.n_keys)
-        key_w[:layout.n_patches] = grad[0].norm(dim=-1).detach().double().numpy()
-        out[i] = key_weights_to_density(key_w, layout, segmentation.masks, shape)
+        out[i] = patch_density(grad[0].norm(dim=-1).detach().double().numpy(), layout, segmentation.masks, shape)
     return out
 
 
@@ -237,7 +242,7 @@ def fast_integrated_gradients(generator, image: np.ndarray, segmentation, report
     positive part), computed without captum's per-sentence loop: one forward pass over the `n_steps`
     interpolated inputs, then one vectorised backward pass (`is_grads_batched`) that gives every sentence's
     gradient at every step at once. Two steps pointed as well as sixteen on the validation split
-    (docs/grounding.md); a test checks    the numbers against captum's."""
+    (docs/grounding.md); a test checks the numbers against captum's."""
     import torch
 
     from model.grounding.forced import sentence_loglik_fn
@@ -248,14 +253,9 @@ def fast_integrated_gradients(generator, image: np.ndarray, segmentation, report
     if not todo:
         return {}
     layer = generator.model.vision.embeddings.patch_embeddings
-    seen: dict[str, torch.Tensor] = {}
-    hook = layer.register_forward_hook(lambda module, args, output: seen.__setitem__("a", output))
-    try:
-        with torch.no_grad():
-            generator.model.vision(pixel_values=torch.cat([px, torch.zeros_like(px)]))
-    finally:
-        hook.remove()
-    a1, a0 = seen["a"][:1].detach(), seen["a"][1:].detach()  # [1, Np, D] this image, baseline
+    with torch.no_grad():
+        a = layer(torch.cat([px, torch.zeros_like(px)]))  # the layer's output for this image and the baseline
+    a1, a0 = a[:1], a[1:]  # [1, Np, D]
     if a1.shape[1] != layout.n_patches:
         raise ValueError(f"the vision encoder gave {a1.shape[1]} patches, the layout has {layout.n_patches}")
     x, w = np.polynomial.legendre.leggauss(n_steps)
@@ -278,7 +278,5 @@ def fast_integrated_gradients(generator, image: np.ndarray, segmentation, report
     out = {}
     for j, i in enumerate(todo):
         patch = ((a1[0] - a0[0]) * grads[j]).sum(-1).double().numpy()  # [Np]
-        key_w = np.zeros(layout.n_keys)
-        key_w[:layout.n_patches] = np.clip(patch, 0, None)
-        out[i] = key_weights_to_density(key_w, layout, segmentation.masks, shape)
+        out[i] = patch_density(np.clip(patch, 0, None), layout, segmentation.masks, shape)
     return out

@@ -6,8 +6,8 @@ assets/grounding/thresholds.json together with the command that produced them.
 
 Measurement thresholds (cardiothoracic ratio, costophrenic sharpness, lateral lucency, zone opacity) maximise Youden's J between
 images with and without the finding on that side; each logistic scale is a sixth of the gap between the two
-groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from the default method's region support
-of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
+groups' medians (so the group medians sit at ~0.05 / ~0.95). Support thresholds come from the default method's
+region support of the report's true finding sentences vs inserted absent-finding sentences: `support_min` maximises J,
 `support_good` is the true sentences' median (never below `support_min`); `support_weight` (the share of
 support in a checked finding's score, at most 0.3) scales with that J / 0.6. Image specificity (the report
 model's own PMI, model/grounding/specificity.py): `pmi_weight` and `pmi_scale` are the grid pair that maximises
