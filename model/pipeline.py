@@ -1,7 +1,7 @@
 """End-to-end analysis of one radiograph: segment -> generate -> ground. The app and `python -m model generate
 --ground` use this; everything returned is a plain type from model/types.py.
 
-    p = Pipeline(model_dir=None, seg_backend="atlas")   # None: the embedded default model in assets/model/
+    p = Pipeline(model_dir=None, seg_backend="unet")    # None: the embedded default model in assets/model/
     case = p.analyse(image)             # CaseAnalysis(segmentation, report (with heatmaps), timings)
     cases = p.analyse_batch([img1, img2])
 """
@@ -32,7 +32,7 @@ def _as_image(image) -> np.ndarray:
 
 
 class Pipeline:
-    def __init__(self, model_dir: str | None = None, seg_backend: str = "atlas", method: str | None = None,
+    def __init__(self, model_dir: str | None = None, seg_backend: str = "unet", method: str | None = None,
                  generator=None):
         from model.grounding import DEFAULT_METHOD, METHODS
 
@@ -41,6 +41,8 @@ class Pipeline:
             raise ValueError(f"unknown grounding method '{method}'; choose one of {', '.join(METHODS)}")
         self.model_dir, self.seg_backend, self.method = model_dir, seg_backend, method
         self._generator = generator
+        self._gate = False  # not loaded yet (None: the model has no domain gate)
+        self.use_gate = True  # benchmarks switch it off to measure the other rules alone
 
     @property
     def generator(self):
@@ -49,6 +51,22 @@ class Pipeline:
 
             self._generator = load_generator(self.model_dir)
         return self._generator
+
+    @property
+    def gate(self):
+        if self._gate is False:
+            from model.s2d.domain import DomainGate
+
+            self._gate = DomainGate.load(self.generator.model_dir)
+        return self._gate
+
+    def domain(self, images: list[np.ndarray]) -> list[dict | None]:
+        """The model's domain gate on each film ({"score", "limit", "inside"}), None where the model has none."""
+        if not self.use_gate or self.gate is None:
+            return [None] * len(images)
+        from model.s2d.domain import film_features
+
+        return [v.to_dict() for v in self.gate.judge(film_features(self.generator, images))]
 
     def segment(self, image: np.ndarray) -> Segmentation:
         from model.segmentation import segment
@@ -73,13 +91,16 @@ class Pipeline:
         if len(gens) != len(images):
             raise RuntimeError(f"generator returned {len(gens)} reports for {len(images)} images")
         t_gen = time.perf_counter() - t1
+        t3 = time.perf_counter()
+        domains = self.domain(images)
+        t_dom = time.perf_counter() - t3
         out = []
-        for im, seg, gen in zip(images, segs, gens):
+        for im, seg, gen, dom in zip(images, segs, gens, domains):
             t2 = time.perf_counter()
-            report = ground(self.generator, im, seg, gen, method=method or self.method)
+            report = ground(self.generator, im, seg, gen, method=method or self.method, domain=dom)
             t_ground = time.perf_counter() - t2
             n = len(images)
-            timings = {"segment_s": t_seg / n, "generate_s": t_gen / n, "ground_s": t_ground}
+            timings = {"segment_s": t_seg / n, "generate_s": t_gen / n, "domain_s": t_dom / n, "ground_s": t_ground}
             timings["total_s"] = sum(timings.values())
             report.timings.update(timings)
             out.append(CaseAnalysis(segmentation=seg, report=report, timings=timings))

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-VERDICTS = ("grounded", "weak", "ungrounded")
+# `unverified`: the film lies outside what the report model was trained on (its domain gate), so nothing it wrote
+# about this film is vouched for, whatever the attribution says (docs/grounding.md).
+VERDICTS = ("grounded", "weak", "ungrounded", "unverified")
 
 
 @dataclass
@@ -54,17 +56,23 @@ class ReportOutput:
     timings: dict[str, float] = field(default_factory=dict)
     grounding_method: str | None = None
     heatmaps: dict[int, np.ndarray] | None = field(default=None, repr=False)
+    # the model's domain gate on this film: {"score", "limit", "inside"}; None when the model has no gate
+    domain: dict[str, Any] | None = None
+
+    @property
+    def out_of_domain(self) -> bool:
+        return bool(self.domain) and not self.domain.get("inside", True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"report": self.report, "sentences": [s.to_dict() for s in self.sentences],
                 "model_version": self.model_version, "timings": dict(self.timings),
-                "grounding_method": self.grounding_method}
+                "grounding_method": self.grounding_method, "domain": self.domain}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ReportOutput":
         return cls(report=d["report"], sentences=[Sentence.from_dict(s) for s in d.get("sentences", [])],
                    model_version=d.get("model_version", ""), timings=dict(d.get("timings", {})),
-                   grounding_method=d.get("grounding_method"))
+                   grounding_method=d.get("grounding_method"), domain=d.get("domain"))
 
 
 @dataclass

@@ -91,3 +91,17 @@ def test_small_highlighted_region_is_drawn_over_a_large_one():
     out = compose_overlay(img, {"heart": small, "cardiomediastinum": big}, highlight=["heart", "cardiomediastinum"],
                           opacity=1.0)
     assert tuple(out[10, 10]) == taxonomy.color("heart")
+
+
+def test_legend_marks_estimated_classes_and_names_who_drew_them():
+    from model.types import Segmentation
+    from viewer.overlay import segmentation_legend_info
+    m = np.zeros((8, 8), bool)
+    seg = Segmentation(masks={"heart": m, "right lung base": m}, backend="unet",
+                       measurements={"segmentation": {"confidence": 0.71, "uncertain": True,
+                                                      "derived": ["right lung base"]}})
+    estimated, source = segmentation_legend_info(seg)
+    h = legend_html(["heart", "right lung base"], estimated=estimated, source=source)
+    assert h.count("(estimated)") == 1 and "learned segmenter" in h and "0.71" in h and "low" in h
+    atlas = Segmentation(masks={"heart": m}, backend="atlas")
+    assert "atlas" in segmentation_legend_info(atlas)[1] and segmentation_legend_info(atlas)[0] == ["heart"]

@@ -80,11 +80,14 @@ def compose_overlay(image: np.ndarray, masks: Mapping[str, np.ndarray], selected
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def legend_html(names: Iterable[str], highlight: Iterable[str] = ()) -> str:
-    """One swatch per CXAS name, grouped by display superclass; highlighted names in bold."""
+def legend_html(names: Iterable[str], highlight: Iterable[str] = (), estimated: Iterable[str] = (),
+                source: str | None = None) -> str:
+    """One swatch per CXAS name, grouped by display superclass; highlighted names in bold. `estimated`: names drawn
+    by geometry from the learned masks rather than learned themselves (marked so); `source`: who drew the masks
+    and how sure it is, shown under the swatches."""
     names = list(dict.fromkeys(names))
     taxonomy.validate_names(names)
-    lit = set(highlight)
+    lit, guessed = set(highlight), set(estimated)
     if not names:
         return '<div class="gcxr-legend"><em>No overlay selected.</em></div>'
     by_group: dict[str, list[str]] = {}
@@ -96,10 +99,15 @@ def legend_html(names: Iterable[str], highlight: Iterable[str] = ()) -> str:
         for n in members:
             r, g, b = taxonomy.color(n)
             label = f"<b>{html.escape(n)}</b>" if n in lit else html.escape(n)
+            if n in guessed:
+                label += ' <span class="gcxr-estimated" title="a geometric estimate from the learned lungs and heart, ' \
+                         'not segmented itself" style="color:#57606a">(estimated)</span>'
             parts.append(f'<span class="gcxr-legend-item" data-region="{html.escape(n, quote=True)}">'
                          f'<span class="gcxr-swatch" style="display:inline-block;width:0.9em;height:0.9em;'
                          f'background:rgb({r},{g},{b});margin-right:0.3em"></span>{label}</span>&ensp;')
         parts.append("</div>")
+    if source:
+        parts.append(f'<div class="gcxr-legend-source" style="color:#57606a">{html.escape(source)}</div>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -116,3 +124,17 @@ def zoom(rgb: np.ndarray, factor: float, center: tuple[float, float] = (0.5, 0.5
     left = int(np.clip(round(center[1] * w - cw / 2), 0, w - cw))
     crop = rgb[top:top + ch, left:left + cw]
     return np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.LANCZOS))
+
+
+def segmentation_legend_info(segmentation) -> tuple[list[str], str]:
+    """(names drawn by geometry rather than learned, a plain line naming who drew the outlines and how sure it is)
+    for a `model.types.Segmentation`."""
+    note = (segmentation.measurements or {}).get("segmentation") or {}
+    if segmentation.backend == "unet":
+        conf = note.get("confidence")
+        sure = "" if conf is None else (f"; confidence {conf:.2f}" + (" (low: check the outlines)"
+                                                                       if note.get("uncertain") else ""))
+        return list(note.get("derived", [])), f"Outlines: learned segmenter (lungs, heart){sure}"
+    if segmentation.backend == "atlas":
+        return [n for n in segmentation.masks], "Outlines: atlas (image processing, no learned weights): all estimates"
+    return [], f"Outlines: {segmentation.backend} segmenter"

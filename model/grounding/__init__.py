@@ -20,7 +20,7 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, with_specificity
+from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, unverified, with_specificity
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportOutput, Segmentation, Sentence
 
@@ -98,11 +98,12 @@ def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output,
 
 
 def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
-                    thresholds: Thresholds | None = None, bank=None, **kwargs
+                    thresholds: Thresholds | None = None, bank=None, domain: dict | None = None, **kwargs
                     ) -> tuple[ReportOutput, list[Judgement]]:
     """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
     benchmark). `bank`: the reference films [(image, masks), ...] of the image-specificity term (default: the
-    phantom bank of model/grounding/specificity.py)."""
+    phantom bank of model/grounding/specificity.py). `domain`: the model's domain gate on this film
+    (model/s2d/domain.py); outside it every sentence is `unverified`, whatever its attribution."""
     t0 = time.perf_counter()
     th = thresholds or Thresholds.load()
     shape = tuple(np.asarray(image).shape[:2])
@@ -133,6 +134,8 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
         j = judge(s.text, labels, anatomy, regions, masks, measurements, th)
         if pmi is not None:
             j = with_specificity(j, float(pmi[i]), th)
+        if domain is not None and not domain.get("inside", True):
+            j = unverified(j, domain)
         judgements.append(j)
         sentences.append(Sentence(index=i, text=s.text, token_span=tuple(s.token_span), regions=j.regions,
                                   verdict=j.verdict, reasons=j.reasons, labels=labels, anatomy=anatomy))
@@ -142,7 +145,7 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     timings.update({"grounding_attribution_s": t_attr, "grounding_s": time.perf_counter() - t0})
     out = ReportOutput(report=gen_output.report, sentences=sentences,
                        model_version=getattr(base, "model_version", "") or "", timings=timings,
-                       grounding_method=method, heatmaps=heatmaps)
+                       grounding_method=method, heatmaps=heatmaps, domain=domain)
     return out, judgements
 
 

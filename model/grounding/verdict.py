@@ -361,3 +361,11 @@ def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
         verdict = "weak"
     reasons.append(why)
     return Judgement(verdict, reasons, float(score), j.regions, j.support)
+
+
+def unverified(j: Judgement, domain: dict) -> Judgement:
+    """A film outside the report model's domain: the sentence is not vouched for, whatever the attribution found
+    (the model's attention on a film unlike its training films is not evidence). The score keeps its ranking."""
+    why = ("not checked: the model was not trained on films like this one, so this sentence is not a reading of "
+           "the film\n" f"domain score {domain.get('score', float('nan')):.1f}, limit {domain.get('limit', float('nan')):.1f}")
+    return Judgement("unverified", [why], j.score, j.regions, j.support)

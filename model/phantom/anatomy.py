@@ -114,6 +114,45 @@ class Anatomy:
     airway: np.ndarray | None = None  # trachea + main bronchi (bool HxW), drawn as air
     hilum: dict = field(default_factory=dict)  # side -> (x, y)
     measurements: dict = field(default_factory=dict)
+    # the visible lung fields and their zones/lobes (lung minus heart and aortic knob): what the image is drawn
+    # from; `masks` holds the anatomical lungs (CXAS convention), which overlap the heart
+    visible: dict = field(default_factory=dict)
+
+    @property
+    def drawing_masks(self) -> dict:
+        return {**self.masks, **self.visible}
+
+
+def lung_regions(lungs: dict, g: Geometry, S: int) -> dict[str, np.ndarray]:
+    """Lungs, zones (thirds of each lung's height, the apical zone above the clavicle) and approximate frontal lobes
+    (a horizontal fissure on the right, an oblique lateral-high to medial-low line on both sides)."""
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
+    masks = {"right lung": lungs["right"], "left lung": lungs["left"], "lung": lungs["right"] | lungs["left"]}
+    for side in SIDES:
+        rows = np.flatnonzero(lungs[side].any(1))
+        top, bot = rows[0] / S, (rows[-1] + 1) / S
+        h = bot - top
+        lung = lungs[side]
+        masks[f"{side} upper zone lung"] = lung & (yy < top + h / 3)
+        masks[f"{side} mid zone lung"] = lung & (yy >= top + h / 3) & (yy < top + 2 * h / 3)
+        masks[f"{side} lung base"] = lung & (yy >= top + 2 * h / 3)
+        masks[f"{side} apical zone lung"] = lung & (yy < min(g.clavicle_y + 0.01, top + h / 3))
+        off = (xx - g.cx) * side_sign(side)  # lateral offset, grows towards the patient's side
+        rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)  # 0 medial .. 1 lateral
+        oblique = top + h * (0.45 + 0.45 * (1 - rel))  # lateral: 45% down, medial: 90% down
+        if side == "right":
+            fissure = top + 0.45 * h
+            masks["lung upper lobe right"] = lung & (yy < fissure)
+            masks["lung middle lobe right"] = lung & (yy >= fissure) & (yy < oblique)
+            masks["lung lower lobe right"] = lung & (yy >= fissure) & (yy >= oblique)
+        else:
+            masks["lung upper lobe left"] = lung & (yy < oblique)
+            masks["lung lower lobe left"] = lung & (yy >= oblique)
+    for zone in ("upper zone lung", "mid zone lung", "lung base", "apical zone lung"):
+        masks[zone] = masks[f"right {zone}"] | masks[f"left {zone}"]
+    for group in ("lung halves", "lung zones", "lung lobes"):
+        masks[group] = masks["lung"]
+    return masks
 
 
 def build_anatomy(g: Geometry, size: int) -> Anatomy:
@@ -146,32 +185,13 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
     arch |= ellipse(S, (g.cx + 0.015, g.carina_y - 0.06), (0.05, 0.018))
     masks["aortic arch"] = arch
 
-    lungs = {side: fields[side] & ~heart & ~arch for side in SIDES}
-    masks["right lung"], masks["left lung"] = lungs["right"], lungs["left"]
-
-    # zones: thirds of each lung's height; the apical zone is the part above the clavicle (inside the upper zone)
-    for side in SIDES:
-        rows = np.flatnonzero(lungs[side].any(1))
-        top, bot = rows[0] / S, (rows[-1] + 1) / S
-        h = bot - top
-        lung = lungs[side]
-        masks[f"{side} upper zone lung"] = lung & (yy < top + h / 3)
-        masks[f"{side} mid zone lung"] = lung & (yy >= top + h / 3) & (yy < top + 2 * h / 3)
-        masks[f"{side} lung base"] = lung & (yy >= top + 2 * h / 3)
-        masks[f"{side} apical zone lung"] = lung & (yy < min(g.clavicle_y + 0.01, top + h / 3))
-        # approximate lobes on a frontal view: horizontal fissure (right) and an oblique lateral-high to
-        # medial-low line separating the lower lobe (lateral and basal) from the middle lobe / lingula
-        off = (xx - g.cx) * side_sign(side)  # lateral offset, grows towards the patient's side
-        rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)  # 0 medial .. 1 lateral
-        oblique = top + h * (0.45 + 0.45 * (1 - rel))  # lateral: 45% down, medial: 90% down
-        if side == "right":
-            fissure = top + 0.45 * h
-            masks["lung upper lobe right"] = lung & (yy < fissure)
-            masks["lung middle lobe right"] = lung & (yy >= fissure) & (yy < oblique)
-            masks["lung lower lobe right"] = lung & (yy >= fissure) & (yy >= oblique)
-        else:
-            masks["lung upper lobe left"] = lung & (yy < oblique)
-            masks["lung lower lobe left"] = lung & (yy >= oblique)
+    # Labels follow CXAS: the anatomical lung is the whole hemithorax field, passing behind the heart and the aortic
+    # knob (as the expert masks of real films draw it). The image is rendered from the visible lung fields (the
+    # field minus heart and knob), the older convention, so pixels did not change when the labels did.
+    visible_lungs = {side: fields[side] & ~heart & ~arch for side in SIDES}
+    lungs = {side: fields[side] for side in SIDES}
+    masks.update(lung_regions(lungs, g, S))
+    drawn = lung_regions(visible_lungs, g, S)
 
     # trachea and main bronchi (air), carina at the bifurcation
     tw = 0.021
@@ -221,12 +241,6 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
     masks["thoracic spine"] = (np.abs(xx - g.cx) < 0.05) & (yy >= top) & (yy < bot)
 
     # CXAS group masks where they are plain unions (names that are also class names keep the class mask)
-    masks["lung"] = lungs["right"] | lungs["left"]
-    masks["lung halves"] = masks["lung"]
-    masks["lung zones"] = masks["lung"]
-    masks["lung lobes"] = masks["lung"]
-    for zone in ("upper zone lung", "mid zone lung", "lung base", "apical zone lung"):
-        masks[zone] = masks[f"right {zone}"] | masks[f"left {zone}"]
     masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
     masks["clavicles"] = masks["clavicle right"] | masks["clavicle left"]
     masks["heart region"] = heart
@@ -238,7 +252,7 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
     meas = {"cardiothoracic_ratio": round(float(heart_w / thorax_w), 3), "heart_width_px": int(round(heart_w * S)),
             "thoracic_width_px": int(round(thorax_w * S))}
     return Anatomy(geometry=g, masks=masks, hemithorax=outlines, fields=fields, airway=airway, hilum=hilum,
-                   measurements=meas)
+                   measurements=meas, visible=drawn)
 
 
 def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -261,7 +275,7 @@ def _vessel_tree(canvas: np.ndarray, rng: np.random.Generator, start, angle: flo
 
 def render_normal(anat: Anatomy, rng: np.random.Generator, size: int) -> dict:
     """Brightness layers (float32 HxW, 0 = black) of a normal frontal radiograph; pathology edits them later."""
-    S, g, m = size, anat.geometry, anat.masks
+    S, g, m = size, anat.geometry, anat.drawing_masks
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
     px = S / 256.0  # blur radii are tuned at 256 px
 

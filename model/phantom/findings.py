@@ -122,7 +122,7 @@ def _blob(size: int, cx: float, cy: float, radius: float, rng: np.random.Generat
 
 def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size: int, strength: float):
     """Draw one finding into `layers` in place; returns (mask bool HxW, measurements dict, regions override|None)."""
-    S, g, m = size, anat.geometry, anat.masks
+    S, g, m = size, anat.geometry, anat.drawing_masks
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
     px = S / 256.0
     t, side = spec["type"], spec["side"]
@@ -130,7 +130,8 @@ def draw(spec: dict, anat: Anatomy, layers: dict, rng: np.random.Generator, size
     meas: dict = {}
 
     if t == "Cardiomegaly":  # the heart was already drawn large (geometry ctr); the mask is the heart
-        return m["heart"].copy(), {"cardiothoracic_ratio": anat.measurements["cardiothoracic_ratio"]}, None
+        # regions named outright: the anatomical lungs pass behind the heart, so overlap shares would name them too
+        return m["heart"].copy(), {"cardiothoracic_ratio": anat.measurements["cardiothoracic_ratio"]}, ["heart"]
 
     if t == "Pleural Effusion":
         lung = m[f"{side} lung"]

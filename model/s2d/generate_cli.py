@@ -40,7 +40,7 @@ def _masks_for(image, mask_path: str | None):
         from model.segmentation import segment
     except ModuleNotFoundError:
         return None  # no segmenter in this build: regions count as missing (docs/model.md)
-    return segment(image, backend="atlas")
+    return segment(image)
 
 
 def run(args: argparse.Namespace) -> int:

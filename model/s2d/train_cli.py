@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default=None, help="override epochs per stage, e.g. 0:2,1:4,2:2,3:1")
     p.add_argument("--from-export", default=None, help="fine-tune stage 3 on an exported corrections set "
                                                            "(`python -m db export`), mixed with --data's replay")
-    p.add_argument("--init", default=None, help="model directory to fine-tune (with --from-export; default: the "
-                                                "embedded assets/model/)")
+    p.add_argument("--init", default=None, help="model directory to continue from (with --stages, e.g. 3; with "
+                                                "--from-export the default is the embedded assets/model/)")
     p.add_argument("--replay", type=int, default=None, help="with --from-export: original training cases mixed "
                                                             "in (default: 4 per corrected case)")
     p.add_argument("--lr", type=float, default=None, help="with --from-export: stage-3 learning rate (default: the "
@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: --data DIR is required (with --from-export: the original training set to replay)")
     if args.from_export:
         return _fine_tune(args)
-    cfg = load_preset(args.preset, ablation=args.ablation)
+    if args.init:  # continue an existing model (e.g. on masks from a new segmenter): its architecture, these epochs
+        from model.s2d.config import S2DConfig
+        cfg = S2DConfig.load(os.path.join(args.init, "config.json"))
+    else:
+        cfg = load_preset(args.preset, ablation=args.ablation)
     if args.epochs:
         for item in args.epochs.split(","):
             k, v = item.split(":")
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     val = load_cases(args.data, "val", cfg.vision.image_size, regions, 64)
     texts = report_texts(iu, cases)
     print(f"train: {len(cases)} cases, val: {len(val)}, stage-0 texts: {len(texts)} (IU train: {bool(iu)})")
-    ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress)
+    ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress,
+                 init_dir=args.init)
     print(f"done: {ckpt}")
     return 0
 

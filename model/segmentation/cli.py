@@ -13,6 +13,7 @@ import numpy as np
 
 from model.atomic import atomic_path
 from model.imageio import ImageReadError
+from model.segmentation import BACKENDS, DEFAULT_BACKEND
 
 # Drawn in this order, so the heart sits on top of the mediastinum and the trachea on top of both.
 OVERLAY_DEFAULT = ("right lung", "left lung", "upper mediastinum", "heart", "trachea", "tracheal bifurcation",
@@ -21,7 +22,7 @@ OVERLAY_DEFAULT = ("right lung", "left lung", "upper mediastinum", "heart", "tra
 
 def add_arguments(parser) -> None:
     parser.add_argument("image", help="PNG, JPEG or DICOM radiograph (frontal view)")
-    parser.add_argument("--backend", default="atlas", choices=("atlas", "unet", "cxas", "auto"))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
 
 

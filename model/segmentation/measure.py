@@ -5,7 +5,8 @@ All are computed from masks and the image, whichever backend produced the masks:
   fields on one row). > 0.5 on a PA film suggests cardiomegaly.
 - `area_fraction[name]`: region pixels / image pixels.
 - `intensity[name]`: mean, std, p10, p90 of the [0, 1] image inside the region (an effusion or consolidation
-  makes a lung base brighter; a pneumothorax makes an apex darker).
+  makes a lung base brighter; a pneumothorax makes an apex darker). For lung regions only the part outside the
+  heart counts: the anatomical lungs (CXAS) pass behind the heart, whose density says nothing about aeration.
 - `costophrenic[side]`: the angle point (lowest lateral point of the lung field), the angle in degrees between
   the lateral chest wall and the diaphragm contour there, and `sharpness` in [0, 1] (1 = a deep acute recess,
   0 = blunted: a meniscus of effusion fills the recess and opens the angle).
@@ -16,6 +17,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from model.taxonomy import SUPERCLASSES
+
+LUNG_REGIONS = frozenset(("lung",) + tuple(n for g in ("lung halves", "lung zones", "lung lobes")
+                                            for n in SUPERCLASSES[g] + (g,)))
 
 _CP_ARM = 0.12  # arm length for the angle, as a fraction of the lung's height
 
@@ -92,11 +98,13 @@ def measure(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
             raise ValueError(f"mask '{name}' is {m.shape}, image is {image.shape}")
     total = float(image.size)
     out: dict = {"area_fraction": {}, "intensity": {}}
+    heart = masks.get("heart")
     for name, m in masks.items():
         n = int(m.sum())
         out["area_fraction"][name] = round(n / total, 5)
-        if n:
-            v = image[m]
+        seen = m & ~heart if heart is not None and name in LUNG_REGIONS else m
+        if seen.sum():
+            v = image[seen]
             p10, p90 = np.percentile(v, [10, 90])
             out["intensity"][name] = {"mean": round(float(v.mean()), 4), "std": round(float(v.std()), 4),
                                       "p10": round(float(p10), 4), "p90": round(float(p90), 4)}
