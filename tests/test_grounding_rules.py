@@ -342,3 +342,34 @@ def test_pointing_game_points_at_the_centre_of_a_blocky_maximum():
     # a single-pixel peak is itself
     heat[200, 10] = 2.0
     assert peak_point(heat) == (200, 10)
+
+
+def _with_airway(m):
+    m = dict(m)
+    m["trachea"] = np.zeros((H, W), bool)
+    m["trachea"][0:24, 30:34] = True
+    m["left hemidiaphragm"] = np.zeros((H, W), bool)
+    m["left hemidiaphragm"][56:60, 36:60] = True
+    return m
+
+
+def test_a_tube_supported_in_a_hemidiaphragm_is_not_grounded():
+    masks = _with_airway(synthetic_masks())
+    text = "Endotracheal tube tip is 4 cm above the carina."
+    labels = {"Support Devices": 1}
+    wrong = score_regions(blob(slice(56, 60), slice(36, 60)), masks)
+    j = judge(text, labels, [], wrong, masks, NORMAL, Thresholds())
+    assert j.verdict != "grounded" and "not where tubes and lines run" in j.reasons[0]
+    right_place = score_regions(blob(slice(0, 24), slice(30, 34)), masks)
+    assert judge(text, labels, [], right_place, masks, NORMAL, Thresholds()).verdict == "grounded"
+
+
+def test_a_pneumothorax_supported_only_at_the_base_is_not_grounded():
+    masks = synthetic_masks()
+    measurements = {**NORMAL, "lateral_lucency": {"left": 0.5, "right": 0.0}}  # the image agrees: air on the left
+    base = score_regions(blob(slice(44, 56), slice(36, 60)), masks)
+    j = judge("Left pneumothorax.", {"Pneumothorax": 1}, [], base, masks, measurements, Thresholds())
+    assert j.verdict != "grounded"
+    apex = score_regions(blob(slice(8, 18), slice(36, 60)), masks)
+    assert judge("Left pneumothorax.", {"Pneumothorax": 1}, [], apex, masks, measurements,
+                 Thresholds()).verdict == "grounded"

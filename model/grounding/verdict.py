@@ -108,6 +108,12 @@ FINDING_REGIONS = {
     "Edema": lambda side: LUNGS,
     "Pleural Other": lambda side: _sided("{} lung", side),
 }
+# Where a positive finding's support must lie (the anatomy rule): as FINDING_REGIONS, but a pneumothorax's air
+# collects at the apex and along the lateral wall of an upright film, not at the base.
+SUPPORT_REGIONS = {**FINDING_REGIONS, "Pneumothorax": lambda side: _sided("{} apical zone lung", side)
+                   + _sided("{} upper zone lung", side) + _sided("{} mid zone lung", side)}
+# Where a tube or line runs on a frontal film: support elsewhere (a hemidiaphragm, a lung base) is not support.
+DEVICE_REGIONS = ("trachea", "tracheal bifurcation", "upper mediastinum", "cardiomediastinum")
 CHECKS = {"Cardiomegaly": "ctr", "Pleural Effusion": "cp", "Pneumothorax": "lucency", "Consolidation": "opacity",
           "Lung Opacity": "opacity", "Pneumonia": "opacity", "Lung Lesion": "opacity", "Atelectasis": "opacity"}
 ZONES = ("upper zone lung", "mid zone lung", "lung base")
@@ -271,8 +277,8 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
             ev = finding_evidence(obs, side, measurements, th)
             if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
                 contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
-        expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
-        where = list(anatomy) or expected
+        expected = sorted({r for obs in positive for r in SUPPORT_REGIONS[obs](side)})
+        where = _where(anatomy, expected, masks)
         relevant = _relevant(regions, where, masks)
         support = relevant[0].score if relevant else 0.0
         best_any = top[0].score if top else 0.0
@@ -331,13 +337,36 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
             why += f" ({worst[2]})"
         return Judgement("grounded", [why], score, links)
 
-    # Plain description (technique, devices, normal anatomy): grounded when the attribution is not diffuse noise.
+    # Plain description (technique, devices, normal anatomy): grounded when the attribution is not diffuse noise;
+    # a device only where devices run.
     best_any = top[0].score if top else 0.0
-    what = "support device" if devices else "description"
+    if devices:
+        return _judge_device(regions, masks, th, top_k)
+    what = "description"
     if best_any < th.support_min:
         return Judgement("weak", [f"{what}: no region clearly supports it ({best_any:.2f} < {th.support_min:.2f})"],
                          float(1 - best_any), top)
     return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)
+
+
+def _where(anatomy: list[str], expected: list[str], masks: dict[str, np.ndarray]) -> list[str]:
+    """The anatomy a finding's support must come from: what the sentence names, where that lies inside the anatomy
+    the finding lives in (a "right lower lobe" consolidation), else where the finding lives (an effusion "at the
+    left hemidiaphragm" still needs support from the left base)."""
+    named = [a for a in anatomy if any(_inside(masks.get(a), masks.get(e)) >= 2 / 3 for e in expected)]
+    return named or expected
+
+
+def _judge_device(regions: list[RegionScore], masks: dict[str, np.ndarray], th: Thresholds, top_k: int) -> Judgement:
+    relevant = _relevant(regions, DEVICE_REGIONS, masks)
+    support = relevant[0].score if relevant else 0.0
+    top = regions[:top_k]
+    if support >= th.support_min:
+        return Judgement("grounded", [f"support device: supported by {relevant[0].name} ({support:.2f})"],
+                         float(1 - support), relevant[:top_k], support)
+    elsewhere = ", ".join(r.name for r in top) or "no region"
+    return Judgement("weak", ["support device: its support is not where tubes and lines run (trachea, "
+                              f"mediastinum); found in {elsewhere}"], float(1 - support), top, support)
 
 
 def pmi_unsupported(pmi, scale: float):

@@ -29,12 +29,20 @@ CLASSES: tuple[str, ...] = ("right lung", "left lung", "heart")
 MEASURE_SIZE = 256
 # A lung field smaller than this share of the film is not a lung field.
 MIN_LUNG_FRACTION = 0.02
-# Below this confidence the two "lungs" are a guess: the film is refused as not a frontal chest radiograph.
-# Set under the least confident real training film (docs/segmentation.md): an opacified lung lowers confidence
-# and must not be refused.
-MIN_CONFIDENCE = 0.55
+# Under this confidence the two "lungs" are a guess whatever else holds: not a chest radiograph.
+MIN_CONFIDENCE = 0.6
+# The frontal-film rule's defaults when the weights do not carry their own (`frontal_floor` in their meta, set by
+# train.py from the real training films): a film is refused as not frontal when BOTH its confidence is under every
+# real training film's AND the band between its lungs is no brighter than the lungs (a lateral view's two "lungs"
+# are halves of one dark field). Either alone would refuse frontal films: opacified lungs lower the contrast,
+# white-out lungs the confidence.
+FRONTAL_FLOOR = {"confidence": 0.93, "mediastinum_contrast": 0.5}
 # Below this the answer is kept but marked uncertain on screen.
 LOW_CONFIDENCE = 0.85
+# A learned heart whose cardiothoracic ratio falls outside this range is not trusted: the heart channel learned
+# from phantoms only (real films have no heart label), and on real films it finds too little of the heart. The
+# heart is then derived from the lungs' aerated parts (derive.py), as the atlas does, and marked estimated.
+LEARNED_HEART_CTR = (0.3, 0.75)
 
 
 @dataclass(frozen=True)
@@ -192,13 +200,71 @@ def _orientation_problem(net, x: np.ndarray, thresholds: dict) -> str | None:
     """Called when a film fails the layout or heart-side check: does it read as a chest once flipped or turned?"""
     variants = {"mirrored left-right": np.fliplr(x), "turned 90° clockwise": np.rot90(x, 1),
                 "turned 90° anticlockwise": np.rot90(x, -1)}
-    probs = _predict(net, np.stack(list(variants.values())))
-    for (what, _), p in zip(variants.items(), probs):
+    probs = _predict(net, np.stack([np.ascontiguousarray(v) for v in variants.values()]))
+    for (what, v), p in zip(variants.items(), probs):
         m = postprocess(p, thresholds)
-        side = _heart_side(m) if _layout_problem(m, x.shape) is None else None
-        if side is not None and side > 0.1 and confidence(p, m) >= LOW_CONFIDENCE:
+        if _layout_problem(m, x.shape) is not None or confidence(p, m) < LOW_CONFIDENCE:
+            continue
+        heart, _ = _heart(np.ascontiguousarray(v), m)
+        side = _heart_side({**m, "heart": heart}) if heart is not None else None
+        if side is not None and side > 0.1:
             return f"the film looks {what}; turn it upright (patient's right on the image's left) and open it again"
     return None
+
+
+def mediastinum_contrast(x: np.ndarray, masks: dict) -> float:
+    """How much brighter the band between the two lungs is than the lungs (in lung-intensity spreads), over the
+    upper 60 % of the rows both lungs share; -9 when the lungs touch on every such row."""
+    right, left = masks["right lung"], masks["left lung"]
+    g = cv2.GaussianBlur(x.astype(np.float32), (0, 0), 2.0)
+    rows = np.flatnonzero(right.any(1) & left.any(1))
+    rows = rows[: max(1, int(0.6 * rows.size))]
+    vals = []
+    for y in rows:
+        r_edge, l_edge = np.flatnonzero(right[y]).max(), np.flatnonzero(left[y]).min()
+        if l_edge - r_edge > 1:
+            vals.append(float(g[y, r_edge + 1:l_edge].mean()))
+    lungs = right | left
+    if not vals or not lungs.any():
+        return -9.0
+    return float((np.median(vals) - np.median(g[lungs])) / (g[lungs].std() + 1e-6))
+
+
+def aerated_fields(x: np.ndarray, masks: dict) -> dict:
+    """The dark (aerated) part of each anatomical lung: the visible lung field the atlas's heart derivation needs."""
+    lungs = masks["right lung"] | masks["left lung"]
+    g = cv2.GaussianBlur(x.astype(np.float32), (0, 0), 1.5)
+    t, _ = cv2.threshold((np.clip(g[lungs], 0, 1) * 255).astype(np.uint8).reshape(-1, 1), 0, 255,
+                         cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = g < t / 255.0
+    out = {}
+    for name in ("right lung", "left lung"):
+        v = cv2.morphologyEx((masks[name] & dark).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        out[name] = _main_parts(v.astype(bool), 1.0)
+    return out
+
+
+def _heart(xm: np.ndarray, masks: dict) -> tuple[np.ndarray | None, str]:
+    """The learned heart where its CTR is plausible, else one derived from the aerated lung fields; None when
+    neither can be found (white-out lungs): the CTR is then not measured rather than guessed."""
+    from model.segmentation.measure import cardiothoracic_ratio
+
+    learned = masks["heart"]
+    ctr = cardiothoracic_ratio(learned, masks["right lung"], masks["left lung"]) if learned.any() else None
+    if ctr is not None and LEARNED_HEART_CTR[0] <= ctr <= LEARNED_HEART_CTR[1]:
+        return learned, "learned"
+    fields = aerated_fields(xm, masks)
+    if not fields["right lung"].any() or not fields["left lung"].any():
+        return None, "not found"
+    try:
+        derived, _ = derive_regions(fields["right lung"], fields["left lung"], image=xm)
+    except ValueError:
+        return None, "not found"
+    heart = derived["heart"]
+    ctr = cardiothoracic_ratio(heart, masks["right lung"], masks["left lung"]) if heart.any() else None
+    if ctr is None or not LEARNED_HEART_CTR[0] <= ctr <= LEARNED_HEART_CTR[1]:
+        return None, "not found"
+    return heart, "derived from the aerated lung fields"
 
 
 def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
@@ -208,29 +274,37 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
 
     net = load(path)
     thresholds = net.meta.get("thresholds", {})
+    floor = {**FRONTAL_FLOOR, **net.meta.get("frontal_floor", {})}
     x = prepare(image, net.cfg.size)
     check_radiograph(x, AtlasConfig())
     probs = _predict(net, x[None])[0]
     masks = postprocess(probs, thresholds)
     conf = confidence(probs, masks)
     problem = _layout_problem(masks, x.shape)
-    side = _heart_side(masks) if problem is None else None
+    if problem is None and conf < MIN_CONFIDENCE:
+        problem = f"the segmenter is not sure these are lung fields (confidence {conf:.2f} < {MIN_CONFIDENCE})"
+    contrast = mediastinum_contrast(x, masks) if problem is None else None
+    if problem is None and conf < floor["confidence"] and contrast < floor["mediastinum_contrast"]:
+        problem = (f"no mediastinum between the two lung fields and low confidence ({conf:.2f}): a lateral view?")
+    xm = prepare(image, MEASURE_SIZE)
+    masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
+    heart, heart_source = (None, "not found") if problem else _heart(xm, masks)
+    side = _heart_side({**masks, "heart": heart}) if heart is not None else None
     if problem is not None or (side is not None and side < -0.1):
         turned = _orientation_problem(net, x, thresholds)
         if turned:
             raise SegmentationError(turned)
     if problem is not None:
         raise SegmentationError(f"{problem}; not a frontal chest radiograph")
-    if conf < MIN_CONFIDENCE:
-        raise SegmentationError(f"the segmenter is not sure these are lung fields (confidence {conf:.2f} < "
-                                f"{MIN_CONFIDENCE}); not a frontal chest radiograph")
-    xm = prepare(image, MEASURE_SIZE)
-    masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
-    derived, landmarks = derive_regions(masks["right lung"], masks["left lung"], image=xm,
-                                        heart=masks["heart"] if masks["heart"].any() else None)
-    derived.update(masks)
+    lungs = {"right lung": masks["right lung"], "left lung": masks["left lung"]}
+    derived, landmarks = derive_regions(lungs["right lung"], lungs["left lung"], image=xm, heart=heart)
+    derived.update(lungs)
+    if heart is None:
+        derived.pop("heart", None)
+    learned = ["right lung", "left lung"] + (["heart"] if heart_source == "learned" else [])
     note = {"backend": "unet", "confidence": round(conf, 3), "uncertain": conf < LOW_CONFIDENCE,
-            "learned": list(CLASSES), "derived": [n for n in DERIVED_REGIONS if n not in CLASSES],
+            "mediastinum_contrast": round(contrast, 2), "heart": heart_source, "learned": learned,
+            "derived": [n for n in DERIVED_REGIONS if n not in learned and n in derived],
             "weights": os.path.basename(path)}
-    return build(xm, derived, image.shape, "unet", atlas_features(xm, derived),
-                 extra={"segmentation": note, "landmarks_working_px": landmarks})
+    return build(xm, derived, image.shape, "unet", atlas_features(xm, {**derived, "heart": derived.get(
+        "heart", np.zeros(xm.shape, bool))}), extra={"segmentation": note, "landmarks_working_px": landmarks})
