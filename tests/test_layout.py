@@ -152,3 +152,20 @@ def test_function_lengths():
                 if n > MAX_FUNCTION_LINES and (rel, node.name) not in FUNCTION_ALLOW:
                     long[f"{rel}:{node.name}"] = n
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_grounding_uses_only_the_generators_public_interface():
+    # model.types.ReportGenerator is the whole of what grounding may ask of the generator.
+    from model.s2d.generate import Generator
+    from model.types import ReportGenerator
+
+    allowed = {n for n in vars(ReportGenerator) if not n.startswith("_")} | set(ReportGenerator.__annotations__)
+    assert all(hasattr(Generator, n) or n in ("model_version",) for n in allowed)
+    used = {}
+    for rel in _python_files("model/grounding"):
+        tree = ast.parse(open(os.path.join(ROOT, rel), encoding="utf-8").read(), rel)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id in ("generator", "gen"):
+                used.setdefault(node.attr, set()).add(rel)
+    assert used and set(used) <= allowed, {a: p for a, p in used.items() if a not in allowed}
