@@ -8,19 +8,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from model.imageio import as_gray_unit
-from model.types import ReportOutput, Segmentation
-
-
-@dataclass
-class CaseAnalysis:
-    segmentation: Segmentation
-    report: ReportOutput  # sentences with regions, verdict, reasons; .heatmaps sentence index -> H x W in [0, 1]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: segment, generate, ground, total
+from model.types import CaseAnalysis, Segmentation  # noqa: F401  (CaseAnalysis: what analyse returns)
 
 
 class Pipeline:

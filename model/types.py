@@ -69,6 +69,19 @@ class ReportOutput:
 
 
 @dataclass
+class CaseAnalysis:
+    """One radiograph analysed: segment -> generate -> ground (model.pipeline), what the review app caches."""
+
+    segmentation: Segmentation
+    report: ReportOutput  # sentences with regions, verdict, reasons; .heatmaps sentence index -> H x W in [0, 1]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: segment, generate, ground, total
+
+    @property
+    def heatmaps(self) -> dict[int, np.ndarray]:
+        return self.report.heatmaps or {}
+
+
+@dataclass
 class Segmentation:
     """Named multi-label masks at the image's own resolution (masks may overlap)."""
 

@@ -17,7 +17,8 @@ from model.imageio import read_radiograph
 from model.progress import ProgressEvent
 from review.finetune import finetune_command, run_finetune
 from review.store import ReviewStore
-from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Analysis, Case
+from model.types import CaseAnalysis
+from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case
 
 CACHE_SIZE = 16
 
@@ -38,7 +39,7 @@ class ReviewService:
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "uploads"), exist_ok=True)
         self.cases: dict[str, Case] = {}
-        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, Analysis]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, CaseAnalysis]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
         self._analyse_lock = threading.Lock()
@@ -57,7 +58,7 @@ class ReviewService:
         return self.cases[case_id]
 
     # -- opening -------------------------------------------------------------------------------------------------
-    def open(self, case_id: str) -> tuple[np.ndarray, Analysis]:
+    def open(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis]:
         """The radiograph and its analysis (analysed once, then served from the cache); the report is stored as a
         generation the first time this model version reports on the case."""
         image, analysis = self._analysis(case_id)
@@ -68,7 +69,7 @@ class ReviewService:
             self._stored.add(key)
         return image, analysis
 
-    def _analysis(self, case_id: str) -> tuple[np.ndarray, Analysis]:
+    def _analysis(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis]:
         case = self.case(case_id)
         hit = self._cached(case_id)
         if hit is not None:
@@ -79,16 +80,14 @@ class ReviewService:
                 return hit
             analyser = self.analyser
             image = read_radiograph(case.image_path)  # H×W float32 in [0, 1]
-            raw = analyser.analyse(image)
-            analysis = Analysis(segmentation=raw.segmentation, report=raw.report,
-                                heatmaps=dict(getattr(raw, "heatmaps", None) or raw.report.heatmaps or {}))
+            analysis = analyser.analyse(image)
             with self._lock:
                 self._cache[(analyser.model_version, case_id)] = (image, analysis)
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return image, analysis
 
-    def _cached(self, case_id: str) -> tuple[np.ndarray, Analysis] | None:
+    def _cached(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis] | None:
         with self._lock:
             key = (self.analyser.model_version, case_id)
             hit = self._cache.get(key)

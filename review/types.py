@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from db.replay import CONTENT_KINDS, REASON_CODES  # noqa: F401  (the reasons a reviewer may flag with)
-from model.types import ReportOutput, Segmentation, Sentence
+from model.types import CaseAnalysis, Sentence
 
 CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept
 ACTIONS = CORRECTION_KINDS + ("undo", "sign", "amend")
@@ -20,15 +20,6 @@ class Case:
     case_id: str  # pseudonymous: never a patient name or DICOM tag
     source: str  # "phantom", "IU X-ray", "NIH CXR14", "upload"
     image_path: str
-
-
-@dataclass
-class Analysis:
-    """What the analyser returns for one radiograph (model.pipeline.CaseAnalysis has these attributes)."""
-
-    segmentation: Segmentation
-    report: ReportOutput
-    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,4 +74,4 @@ class Analyser(Protocol):
     model_version: str
     card: dict  # the model card (model_card.json), {} when there is none
 
-    def analyse(self, image: np.ndarray) -> Any: ...
+    def analyse(self, image: np.ndarray) -> CaseAnalysis: ...

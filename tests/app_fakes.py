@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from db.store import Store
-from model.types import RegionScore, ReportOutput, Segmentation, Sentence
+from model.types import CaseAnalysis, RegionScore, ReportOutput, Segmentation, Sentence
 from review.service import ReviewService
 from review.store import DbReviewStore
 from review.types import Case
@@ -44,9 +44,8 @@ class FakeAnalyser:
         ]
         heat = {i: np.clip(m.astype(np.float32) * 0.9, 0, 1) for i, m in enumerate([heart, rl, ll])}
         report = ReportOutput(" ".join(s.text for s in sentences), sentences, model_version=self.model_version,
-                              grounding_method="fake attention")
-        return type("CaseAnalysis", (), {"segmentation": Segmentation(masks, "fake"), "report": report,
-                                         "heatmaps": heat})()
+                              grounding_method="fake attention", heatmaps=heat)
+        return CaseAnalysis(Segmentation(masks, "fake"), report)
 
 
 def make_cases(directory, n=2):

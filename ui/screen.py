@@ -11,7 +11,8 @@ import numpy as np
 
 from model import taxonomy
 from review.service import ReviewService
-from review.types import DISCLAIMER, Analyser, Analysis, ReviewState
+from model.types import CaseAnalysis
+from review.types import DISCLAIMER, Analyser, ReviewState
 from viewer.heatmap import render_heatmap
 from viewer.overlay import compose_overlay, legend_html, zoom
 from viewer.report import report_html, sentences_in_region, side_by_side_html
@@ -41,7 +42,7 @@ def case_view(service: ReviewService, case_id: str, sentence: int | None, region
             "regions": list(analysis.segmentation.masks), "state": state}
 
 
-def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sentence: int | None,
+def render_view(image: np.ndarray, analysis: CaseAnalysis, state: ReviewState, sentence: int | None,
                 region: str | None, view: ViewSettings) -> dict[str, Any]:
     """Everything the Review screen shows for one case, as plain values (images, HTML, choices)."""
     masks = analysis.segmentation.masks
@@ -75,7 +76,7 @@ def render_view(image: np.ndarray, analysis: Analysis, state: ReviewState, sente
     }
 
 
-def _heat_note(analysis: Analysis, state: ReviewState, sel, has_heat: bool) -> str:
+def _heat_note(analysis: CaseAnalysis, state: ReviewState, sel, has_heat: bool) -> str:
     if sel is None:
         return "Select a sentence to see its evidence map."
     if not has_heat:
