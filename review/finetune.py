@@ -54,7 +54,8 @@ def run_finetune(export_dir: str, n_reports: int, init: str, parent: str, data: 
                 if finished:
                     break
                 time.sleep(POLL_S)
-        tail = open(log_path, encoding="utf-8", errors="replace").read().split("\n")
+        with open(log_path, encoding="utf-8", errors="replace") as fh:
+            tail = fh.read().split("\n")
     rc = proc.returncode
     ckpt = done.checkpoint if done is not None else None
     if rc != 0 or ckpt is None or not os.path.isdir(ckpt):
