@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("model.segmentation.cli", "segment a radiograph into CXAS regions"),
     "train": ("model.s2d.train_cli", "train S2D-ALIGN (stages 0-3, ablations, fine-tune from corrections)"),
     "domain": ("model.s2d.domain_cli", "fit the domain gate of a model directory (what films it knows)"),
-    "generate": ("model.s2d.generate_cli", "generate reports (optionally grounded) for images"),
+    "generate": ("model.generate_cli", "generate reports (optionally grounded) for images"),
     "label": ("model.report.label_cli", "CheXpert-style labels, anatomy and key phrases for report text"),
     "metrics": ("model.report.metrics_cli", "NLG and clinical-efficacy metrics for reference/hypothesis files"),
     "evaluate": ("model.report.evaluate_cli", "evaluate a model on a dataset split"),

@@ -51,34 +51,38 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:
         if not os.path.isfile(path):
             raise SystemExit(f"error: image not found: {path}")
-    ground = None
-    if args.ground:
-        try:
-            from model.grounding import ground
-        except ModuleNotFoundError:
-            raise SystemExit("error: grounding not available in this build (model.grounding is missing)")
+    pipeline = None
     gen = load_generator(args.model, max_new_tokens=args.max_new_tokens)
+    if args.ground:
+        from model.pipeline import Pipeline
+
+        pipeline = Pipeline(model_dir=args.model, method=args.method, generator=gen)
     for i, path in enumerate(args.images):
         image = _read_image(path)
         masks = _masks_for(image, args.masks[i] if args.masks else None)
-        out = gen.generate(image, masks)
-        if ground is not None:
-            from model.grounding import save_heatmaps
-            from model.types import Segmentation
-
-            if masks is None:
-                raise SystemExit("error: --ground needs a segmentation: pass --masks or install the segmenter")
-            if not isinstance(masks, Segmentation):  # --masks npz: measure them on this image
-                from model.segmentation.measure import measure
-
-                masks = Segmentation(masks=masks, backend="file", measurements=measure(image, masks))
-            result = ground(gen, image, masks, out, method=args.method)
-            payload = result.to_dict()
-            if args.out:
-                stem = os.path.splitext(os.path.basename(path))[0]
-                payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, args.out, stem).items()}
+        if pipeline is not None:
+            payload = _grounded(pipeline, image, masks, path, args.out)
         else:
-            payload = out.to_report_output().to_dict()
+            payload = gen.generate(image, masks).to_report_output().to_dict()
         print(json.dumps({**payload, "image": path}))
         sys.stdout.flush()
     return 0
+
+
+def _grounded(pipeline, image, masks, path: str, out_dir: str | None) -> dict:
+    """segment (or the --masks given) -> generate -> ground, through model.pipeline as the app does."""
+    from model.grounding import save_heatmaps
+    from model.types import Segmentation
+
+    if masks is None:
+        raise SystemExit("error: --ground needs a segmentation: pass --masks or install the segmenter")
+    if not isinstance(masks, Segmentation):  # --masks npz: measure them on this image
+        from model.segmentation.measure import measure
+
+        masks = Segmentation(masks=masks, backend="file", measurements=measure(image, masks))
+    result = pipeline.analyse(image, segmentation=masks).report
+    payload = result.to_dict()
+    if out_dir:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, out_dir, stem).items()}
+    return payload
