@@ -91,6 +91,32 @@ def choose_thresholds(net, xs, ys, labelled, grid=(0.3, 0.4, 0.5, 0.6, 0.7)) -> 
     return best
 
 
+def frontal_floor(net, xs: np.ndarray, thresholds: dict) -> dict:
+    """The frontal-film rule's limits (unet.FRONTAL_FLOOR) from real training films, all frontal: just under the
+    least confident one, and the 5th percentile of the mediastinum's contrast (opacified lungs lower it)."""
+    from model.segmentation.unet import _predict, confidence, mediastinum_contrast
+    conf, contrast = [], []
+    for x in xs:
+        p = _predict(net, x[None])[0]
+        m = postprocess(p, thresholds)
+        conf.append(confidence(p, m))
+        contrast.append(mediastinum_contrast(x, m))
+    return {"confidence": round(float(min(conf)) - 0.005, 3),
+            "mediastinum_contrast": round(float(np.percentile(contrast, 5)), 2), "films": len(xs)}
+
+
+def refit_floor(weights: str, real_root: str = DEFAULT_ROOT, size: int = 256) -> dict:
+    """Recompute `frontal_floor` of existing weights on the real train films (as training does at its end)."""
+    from model.segmentation.unet import _CACHE, load
+    net = load(weights)
+    films = [f for f in read_films(real_root, "train") if f.licence in TRAINABLE_LICENCES]
+    xs, _, _ = load_real(films, size)
+    meta = {**net.meta, "frontal_floor": frontal_floor(net, xs, net.meta.get("thresholds", {}))}
+    save(net, weights, meta, cfg=net.cfg)
+    _CACHE.pop(weights, None)
+    return meta["frontal_floor"]
+
+
 def _batches(n_real: int, n_ph: int, batch: int, real_share: float, gen: np.random.Generator):
     k = int(round(batch * real_share))
     while True:
@@ -175,6 +201,7 @@ def train(out: str, minutes: float = 35.0, n_phantoms: int = 700, real_root: str
             "real_licences": list(TRAINABLE_LICENCES),
             "select_real_lung_dice_mean": round(float(np.nanmean(real[:, :2])), 4),
             "select_phantom_dice": {n: round(float(np.nanmean(ph[:, k])), 4) for k, n in enumerate(CLASSES)}}
+    meta["frontal_floor"] = frontal_floor(net, np.concatenate([xr, xrs]), thresholds)
     save(net, os.path.join(out, "unet.pt"), meta)
     with open(os.path.join(out, "train_log.json"), "w", encoding="utf-8") as fh:
         json.dump({**meta, "history": state["history"]}, fh, indent=1)

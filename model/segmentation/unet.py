@@ -285,7 +285,9 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
         problem = f"the segmenter is not sure these are lung fields (confidence {conf:.2f} < {MIN_CONFIDENCE})"
     contrast = mediastinum_contrast(x, masks) if problem is None else None
     if problem is None and conf < floor["confidence"] and contrast < floor["mediastinum_contrast"]:
-        problem = (f"no mediastinum between the two lung fields and low confidence ({conf:.2f}): a lateral view?")
+        # the shape of a lateral view: not a film to turn round, so no orientation search
+        raise SegmentationError(f"no mediastinum between the two lung fields and low confidence ({conf:.2f}): "
+                                "a lateral view? Not a frontal chest radiograph")
     xm = prepare(image, MEASURE_SIZE)
     masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
     heart, heart_source = (None, "not found") if problem else _heart(xm, masks)
