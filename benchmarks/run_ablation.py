@@ -1,21 +1,33 @@
-"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md).
+"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md, which has the exact commands).
 
-    nice -n 15 python benchmarks/run_ablation.py            # everything: data, 7 variants x 3 seeds, doc + JSON
-    python benchmarks/run_ablation.py --report-only          # rebuild docs/ablation.{md,json} from finished runs
+    python benchmarks/run_ablation.py --pilot        # full curriculum, seed 0: does the preset read the image?
+    nice -n 15 python benchmarks/run_ablation.py     # the study: 7 variants x 3 seeds (refused until the pilot passed)
+    python benchmarks/run_ablation.py --report-only  # docs/ablation.md from docs/ablation.json
 
-Steps (each resumable; a finished run is skipped, an interrupted one resumes from its last epoch checkpoint):
-1. a phantom dataset (`python -m model phantom`, 600 train / 50 val / 150 test at the defaults) unless present;
+Steps (each resumable):
+1. a phantom dataset (`python -m model phantom`; 4,800 train / 100 val / 300 test at 256 px by default) unless
+   present;
 2. per seed, stage 0 (decoder language-model pretraining and vision-encoder pretraining, ablation-independent)
    once, shared by every variant of that seed: each variant's `stage0/` checkpoint is its own freshly initialised
-   model (seeded) carrying the shared decoder and vision-encoder weights, so `model.s2d.train.train` resumes from it at stage 1;
-3. per variant x seed, the rest of the curriculum (`benchmarks/ablation_preset.yaml`), then
-   `python -m model evaluate`'s code path on the test split (project labeler + metrics, no METEOR);
-4. docs/ablation.json (every number) and the generated results block of docs/ablation.md (text outside the
-   markers is kept).
+   model (seeded) carrying the shared decoder and vision-encoder weights, so `model.s2d.train.train` resumes from it
+   at stage 1;
+3. per variant x seed, the rest of the curriculum (`--preset`), then `python -m model evaluate`'s code path on the
+   test split (project labeler + metrics, no METEOR); an interrupted run resumes from its last epoch checkpoint;
+4. as soon as a run finishes, its result is added to docs/ablation.json (read-modify-write under a lock, replaced
+   atomically; the JSON is the record: a run listed there is never trained again, even if `--out` is gone) and
+   docs/ablation.md's generated block is rewritten from the JSON (text outside the markers is kept).
+
+The pilot is the study's own (full curriculum, first seed) run plus a check against the constant report (the most
+frequent training report for every test case): at least `--pilot-min-distinct` (50) distinct test reports and CE F1
+at least the constant's + `--pilot-min-margin` (0.10). The study starts only after a passed pilot for the same
+resolved preset (`--no-pilot-check` to override).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import hashlib
 import json
 import os
 import statistics
@@ -27,6 +39,11 @@ from collections import Counter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from model.atomic import atomic_write_text  # noqa: E402
+
+FORMAT = 2  # docs/ablation.json: {"format", "study", "baselines", "pilot", "runs", derived "aggregate"/"paired",
+#             "collapsed_budget" (the first study, format 1, kept as it was)}
+# two-sided 5 % critical values of Student's t by degrees of freedom (no scipy in the environment)
+T_CRIT = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 VARIANTS = ("none", "single-stage", "joint", "reversed", "no-shared-memory", "mlp-projector", "no-segmentation")
 LABELS = {"none": "full curriculum (S1 -> S2 -> S3)", "single-stage": "single-stage", "joint": "joint",
@@ -45,7 +62,7 @@ def ensure_data(args: argparse.Namespace) -> None:
     n = args.train + args.val + args.test
     split = [repr(k / n) for k in (args.train, args.val, args.test)]  # full precision: the counts come out exact
     cmd = [sys.executable, "-m", "model", "phantom", "--out", args.data, "--n", str(n), "--seed", str(args.data_seed),
-           "--size", "128", "--split", *split, "--workers", "1"]
+           "--size", str(args.size), "--split", *split, "--workers", "1"]
     print("generating data:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -118,9 +135,10 @@ def run_one(args, variant: str, seed: int, cases, val, texts) -> dict:
         metrics = json.load(fh)
     val_losses = [json.loads(line).get("val_loss") for line in open(os.path.join(run_dir, "loss_log.jsonl"))]
     val_losses = [v for v in val_losses if v is not None]
-    result = {"variant": variant, "seed": seed, "checkpoint": ckpt, **summarise(metrics),
-              "final_val_loss": val_losses[-1] if val_losses else None,
-              "train_s": round(t2 - t1, 1), "eval_s": round(time.time() - t2, 1), "setup_s": round(t1 - t0, 1)}
+    result = {"variant": variant, "seed": seed, "checkpoint": os.path.relpath(ckpt, ROOT), **summarise(metrics),
+              "distinct_reports": distinct_reports(run_dir), "final_val_loss": val_losses[-1] if val_losses else None,
+              "train_s": round(t2 - t1, 1), "eval_s": round(time.time() - t2, 1), "setup_s": round(t1 - t0, 1),
+              "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
@@ -191,37 +209,88 @@ def aggregate(results: list[dict]) -> dict:
     return out
 
 
-def render(agg: dict, base: dict, args, n_cases: dict) -> str:
-    def ms(d, digits=3):
-        m = f"{d['mean']:.{digits}f}"
-        return f"{m} ± {d['std']:.{digits}f}" if d["std"] is not None else f"{m} (1 seed)"
+def paired(results: list[dict], key: str = "ce14_micro_f1", against: str = "none") -> dict:
+    """Per variant, the seed-paired difference to the full curriculum: mean, sample std, paired t and whether it
+    clears the two-sided 5 % level (None when fewer than 2 shared seeds)."""
+    by = {(r["variant"], r["seed"]): r[key] for r in results}
+    out = {}
+    for v in VARIANTS:
+        if v == against:
+            continue
+        seeds = sorted(s for (vv, s) in by if vv == v and (against, s) in by)
+        if not seeds:
+            continue
+        d = [by[(v, s)] - by[(against, s)] for s in seeds]
+        mean = statistics.fmean(d)
+        sd = statistics.stdev(d) if len(d) > 1 else None
+        t = None if not sd else mean / (sd / len(d) ** 0.5)
+        separated = None
+        if len(d) > 1:
+            separated = (abs(t) > T_CRIT[min(len(d) - 1, 10)]) if t is not None else mean != 0
+        out[v] = {"seeds": seeds, "diffs": d, "mean": mean, "std": sd, "t": t, "separated": separated,
+                  "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+    return out
 
-    lines = [BEGIN, "", f"Phantom data: {n_cases['train']} train / {n_cases['val']} val / {n_cases['test']} test "
-             f"cases (`{os.path.relpath(args.data, ROOT)}`, data seed {args.data_seed}); preset "
-             f"`{os.path.relpath(args.preset, ROOT)}`; mean ± sample std over the seeds listed.", "",
-             "| variant | seeds | CE F1, 14 obs. micro | CE F1, 5 obs. micro | BLEU-4 | CE P / R (14 micro) | "
-             "val loss (image only) | distinct test reports | paper CE F1 |", "|---|---|---|---|---|---|---|---|---|"]
+
+def _ms(d: dict, digits: int = 3) -> str:
+    m = f"{d['mean']:.{digits}f}"
+    return f"{m} ± {d['std']:.{digits}f}" if d.get("std") is not None else f"{m} (1 seed)"
+
+
+def render_study(title: str, runs: list[dict], base: dict, meta: dict, pilot: dict | None) -> list[str]:
+    """One study's tables: per variant beside the constant report, and paired against the full curriculum."""
+    n_test = base.get("n_test")
+    const = base["constant (most frequent training report)"]
+    lines = [f"### {title}", ""]
+    cases = meta.get("cases", {})
+    lines.append(f"Phantom data: {cases.get('train')} train / {cases.get('val')} val / {cases.get('test')} test cases "
+                 f"(`{meta.get('data')}`, data seed {meta.get('data_seed')}); preset `{meta.get('preset')}`; "
+                 "mean ± sample std over the seeds listed.")
+    lines.append("")
+    if pilot is not None:
+        verdict = "passed" if pilot["passed"] else "FAILED"
+        lines += [f"Pilot ({pilot['variant']}, seed {pilot['seed']}): {pilot['distinct_reports']} distinct test "
+                  f"reports (needs >= {pilot['min_distinct']}), CE F1 {pilot['ce14_micro_f1']:.3f} against the "
+                  f"constant report's {pilot['constant_ce14_micro_f1']:.3f} (needs >= +{pilot['min_margin']:.2f}): "
+                  f"**{verdict}**.", ""]
+    if not runs:
+        return lines + ["No finished runs yet.", ""]
+    agg = aggregate(runs)
+    pair = paired(runs)
+    lines += ["| variant | seeds | CE F1, 14 obs. micro | minus constant's | distinct test reports (of "
+              f"{n_test}) | CE F1, 5 obs. micro | BLEU-4 | val loss (image only) | paper CE F1 |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for v, a in agg.items():
         paper = PAPER_CE_F1.get(v)
-        lines.append(f"| {LABELS[v]} | {','.join(map(str, a['seeds']))} | {ms(a['ce14_micro_f1'])} | "
-                     f"{ms(a['ce5_micro_f1'])} | {ms(a['bleu4'])} | {a['ce14_micro_precision']['mean']:.3f} / "
-                     f"{a['ce14_micro_recall']['mean']:.3f} | {ms(a['final_val_loss'])} | "
-                     f"{ms(a['distinct_reports'], 1)} | {'—' if paper is None else f'{paper:.3f}'} |")
+        lines.append(f"| {LABELS[v]} | {','.join(map(str, a['seeds']))} | {_ms(a['ce14_micro_f1'])} | "
+                     f"{a['ce14_micro_f1']['mean'] - const['ce14_micro_f1']:+.3f} | {_ms(a['distinct_reports'], 1)} | "
+                     f"{_ms(a['ce5_micro_f1'])} | {_ms(a['bleu4'])} | {_ms(a['final_val_loss'])} | "
+                     f"{'—' if paper is None else f'{paper:.3f}'} |")
     for name, b in base.items():
         if isinstance(b, dict):
-            lines.append(f"| *{name}* | — | {b['ce14_micro_f1']:.3f} | {b['ce5_micro_f1']:.3f} | {b['bleu4']:.3f} | "
-                         f"{b['ce14_micro_precision']:.3f} / {b['ce14_micro_recall']:.3f} | — | "
-                         f"{b['distinct_reports']} | — |")
+            margin = b["ce14_micro_f1"] - const["ce14_micro_f1"]
+            lines.append(f"| *{name}* | — | {b['ce14_micro_f1']:.3f} | {margin:+.3f} | {b['distinct_reports']} | "
+                         f"{b['ce5_micro_f1']:.3f} | {b['bleu4']:.3f} | — | — |")
+    if pair:
+        lines += ["", "Paired by seed against the full curriculum (variant minus full, CE F1 14 obs. micro; t: paired "
+                  "t statistic; separated: |t| above the two-sided 5 % critical value for the seeds' degrees of "
+                  "freedom):", "",
+                  "| variant | seeds | difference, mean ± std | per seed | better / worse seeds | t | separated |",
+                  "|---|---|---|---|---|---|---|"]
+        for v, p in pair.items():
+            sd = "—" if p["std"] is None else f"{p['std']:.3f}"
+            t = "—" if p["t"] is None else f"{p['t']:+.2f}"
+            sep = {None: "— (1 seed)", True: "yes", False: "no"}[p["separated"]]
+            lines.append(f"| {LABELS[v]} | {','.join(map(str, p['seeds']))} | {p['mean']:+.3f} ± {sd} | "
+                         f"{', '.join(f'{x:+.3f}' for x in p['diffs'])} | {p['better']} / {p['worse']} | {t} | {sep} |")
+        same = [LABELS[v] for v, p in pair.items() if p["separated"] is False]
+        if same:
+            lines += ["", f"- Not separated from the full curriculum on this benchmark (paired over seeds, 5 %): "
+                      f"{'; '.join(same)}."]
     ours = [v for v in agg if v in PAPER_CE_F1]
-    ordering = sorted(agg, key=lambda v: -agg[v]["ce14_micro_f1"]["mean"])
-    paper_order = sorted(PAPER_CE_F1, key=lambda v: -PAPER_CE_F1[v])
-    by_loss = sorted(agg, key=lambda v: agg[v]["final_val_loss"]["mean"])
-    paper = [PAPER_CE_F1[v] for v in ours]
-    rho = spearman([agg[v]["ce14_micro_f1"]["mean"] for v in ours], paper)
-    rho_loss = spearman([-agg[v]["final_val_loss"]["mean"] for v in ours], paper)
-
-    def fmt(r):
-        return "undefined (fewer than 3 variants, or all tied)" if r is None else f"{r:+.2f}"
+    ce = lambda v: agg[v]["ce14_micro_f1"]["mean"]  # noqa: E731
+    loss = lambda v: agg[v]["final_val_loss"]["mean"]  # noqa: E731
+    paper_ce = PAPER_CE_F1.get
 
     def chain(vs, value, sep=" > "):
         """Names in order, tied values joined by ' = ' (an ordering of exact ties would be invented)."""
@@ -230,14 +299,97 @@ def render(agg: dict, base: dict, args, n_cases: dict) -> str:
             out += (" = " if value(v) == value(prev) else sep) + LABELS[v].split(" (")[0]
         return out
 
-    ce, loss = (lambda v: agg[v]["ce14_micro_f1"]["mean"]), (lambda v: agg[v]["final_val_loss"]["mean"])
-    lines += ["", f"- Ordering by mean CE F1 (14 obs.): {chain(ordering, ce)}.",
-              f"- Ordering by mean image-only val loss (lower first): {chain(by_loss, loss, ' < ')}.",
-              f"- Paper's ordering by CE F1: {chain(paper_order, PAPER_CE_F1.get)}.",
+    rho = spearman([ce(v) for v in ours], [PAPER_CE_F1[v] for v in ours])
+    rho_loss = spearman([-loss(v) for v in ours], [PAPER_CE_F1[v] for v in ours])
+    fmt = lambda r: "undefined (fewer than 3 variants, or all tied)" if r is None else f"{r:+.2f}"  # noqa: E731
+    lines += ["", f"- Ordering by mean CE F1 (14 obs.): {chain(sorted(agg, key=lambda v: -ce(v)), ce)}.",
+              f"- Ordering by mean image-only val loss (lower first): {chain(sorted(agg, key=loss), loss, ' < ')}.",
+              f"- Paper's ordering by CE F1: {chain(sorted(PAPER_CE_F1, key=lambda v: -PAPER_CE_F1[v]), paper_ce)}.",
               f"- Spearman rank correlation with the paper over the {len(ours)} shared variants: by CE F1 "
               f"{fmt(rho)}, by val loss {fmt(rho_loss)}.",
-              f"- Test reports with a prior-study report: {base['n_with_prior']} of {base['n_test']}.", "", END]
-    return "\n".join(lines)
+              f"- Test reports with a prior-study report: {base.get('n_with_prior')} of {n_test}.", ""]
+    return [x for i, x in enumerate(lines) if not (x == "" and i > 0 and lines[i - 1] == "")]
+
+
+def render(data: dict) -> str:
+    lines = [BEGIN, ""]
+    study = data.get("study")
+    if study is None:
+        lines += ["No study recorded yet (run the pilot first).", ""]
+    else:
+        lines += render_study("Study", data["runs"], data["baselines"], study, data.get("pilot"))
+    old = data.get("collapsed_budget")
+    if old:
+        meta = {"cases": old["cases"], "data": "data/ablation_phantom", "data_seed": old["data_seed"],
+                "preset": "benchmarks/ablation_preset_collapsed.yaml"}
+        lines += render_study("Collapsed budget (the first study, 2026-12-01; every variant wrote the constant report)",
+                              old["runs"], old["baselines"], meta, None)
+    return "\n".join(lines + [END])
+
+
+def config_hash(preset: str) -> str:
+    """Of the resolved configuration, so that a comment edit does not orphan finished runs but any setting does."""
+    from model.s2d.config import load_preset
+
+    return hashlib.sha256(json.dumps(load_preset(preset).to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_results(path: str) -> dict:
+    """docs/ablation.json, the first study's format-1 file moved whole under "collapsed_budget"."""
+    if not os.path.isfile(path):
+        return {"format": FORMAT, "study": None, "baselines": None, "pilot": None, "runs": []}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if data.get("format") != FORMAT:
+        return {"format": FORMAT, "study": None, "baselines": None, "pilot": None, "runs": [], "collapsed_budget": data}
+    return data
+
+
+@contextlib.contextmanager
+def results_lock(args):
+    import fcntl
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, ".results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two drivers on disjoint variants append to the same JSON
+        yield
+
+
+def update_results(args, meta: dict, change) -> dict:
+    """Read docs/ablation.json, check it is this study's, apply `change(data)`, recompute the derived parts and
+    write the JSON and the doc block (each replaced atomically)."""
+    with results_lock(args):
+        data = read_results(args.json)
+        if data["study"] is not None and data["study"]["config_sha256"] != meta["config_sha256"]:
+            raise SystemExit(f"error: {args.json} holds a study of preset {data['study']['preset']} (config "
+                             f"{data['study']['config_sha256']}), not of {meta['preset']} ({meta['config_sha256']}); "
+                             "pass another --json/--doc, or move that file away")
+        data["study"] = meta
+        if data.get("baselines") is None:
+            data["baselines"] = baselines(args)
+        change(data)
+        data["runs"].sort(key=lambda r: (r["seed"], VARIANTS.index(r["variant"])))
+        data["aggregate"], data["paired"] = aggregate(data["runs"]), paired(data["runs"])
+        data["paper_ce_f1"] = PAPER_CE_F1
+        atomic_write_text(args.json, json.dumps(data, indent=2))
+        write_doc(args.doc, render(data))
+        return data
+
+
+def record_run(args, meta: dict, result: dict) -> None:
+    def add(data):
+        data["runs"] = [r for r in data["runs"] if (r["variant"], r["seed"]) != (result["variant"], result["seed"])]
+        data["runs"].append(result)
+    update_results(args, meta, add)
+
+
+def pilot_verdict(result: dict, base: dict, args) -> dict:
+    const = base["constant (most frequent training report)"]["ce14_micro_f1"]
+    passed = result["distinct_reports"] >= args.pilot_min_distinct and \
+        result["ce14_micro_f1"] >= const + args.pilot_min_margin - 1e-12
+    return {"variant": result["variant"], "seed": result["seed"], "distinct_reports": result["distinct_reports"],
+            "ce14_micro_f1": result["ce14_micro_f1"], "constant_ce14_micro_f1": const,
+            "min_distinct": args.pilot_min_distinct, "min_margin": args.pilot_min_margin, "passed": passed}
 
 
 def write_doc(path: str, block: str) -> None:
@@ -250,21 +402,27 @@ def write_doc(path: str, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=os.path.join(ROOT, "data", "ablation_phantom"))
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "ablation_phantom_4800"))
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--preset", default=os.path.join(ROOT, "benchmarks", "ablation_preset.yaml"))
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--train", type=int, default=600)
-    p.add_argument("--val", type=int, default=50)
-    p.add_argument("--test", type=int, default=150)
+    p.add_argument("--train", type=int, default=4800)
+    p.add_argument("--val", type=int, default=100)
+    p.add_argument("--test", type=int, default=300)
+    p.add_argument("--size", type=int, default=256, help="phantom image size (the model resizes to its own)")
     p.add_argument("--data-seed", type=int, default=1234)
     p.add_argument("--iu", default=DEFAULT_IU if os.path.isfile(DEFAULT_IU) else "none",
                    help="IU annotation whose train reports join stage 0 ('none' to skip)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", choices=("seed", "variant"), default="seed",
                    help="seed: all variants of seed 0 first (a cut-short study still compares every variant)")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the doc/JSON from finished runs")
+    p.add_argument("--pilot", action="store_true", help="run (or reuse) the full curriculum on the first seed and "
+                                                        "check that it reads the image; exit 1 if not")
+    p.add_argument("--pilot-min-distinct", type=int, default=50)
+    p.add_argument("--pilot-min-margin", type=float, default=0.10, help="CE F1 over the constant report's")
+    p.add_argument("--no-pilot-check", action="store_true", help="start the study without a passed pilot")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the doc from the JSON")
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "ablation.md"))
     p.add_argument("--json", default=os.path.join(ROOT, "docs", "ablation.json"))
     args = p.parse_args(argv)
@@ -273,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+
+    if args.report_only:
+        data = read_results(args.json)
+        write_doc(args.doc, render(data))
+        print(f"wrote {args.doc} from {args.json} ({len(data['runs'])} runs)")
+        return 0
 
     import torch
 
@@ -283,35 +447,55 @@ def main(argv: list[str] | None = None) -> int:
     from model.s2d.config import load_preset
     from model.s2d.data import load_cases, report_texts
 
+    with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:
+        n_cases = {k: len(v) for k, v in json.load(fh).items()}
+    meta = {"preset": os.path.relpath(args.preset, ROOT), "config_sha256": config_hash(args.preset),
+            "data": os.path.relpath(args.data, ROOT), "data_seed": args.data_seed, "cases": n_cases,
+            "iu_stage0": args.iu != "none"}
+    data = update_results(args, meta, lambda d: None)
+    done = {(r["variant"], r["seed"]) for r in data["runs"]}
+    if args.pilot:
+        variants, seeds = ["none"], seeds[:1]
+    elif not args.no_pilot_check:
+        pilot = data.get("pilot")
+        if pilot is None:
+            raise SystemExit("error: no pilot for this preset yet: run `python benchmarks/run_ablation.py --pilot` "
+                             "(same --preset/--data) first, or pass --no-pilot-check")
+        if not pilot["passed"]:
+            raise SystemExit(f"error: the pilot failed ({pilot['distinct_reports']} distinct test reports, CE F1 "
+                             f"{pilot['ce14_micro_f1']:.3f} vs the constant report's "
+                             f"{pilot['constant_ce14_micro_f1']:.3f}): the preset does not read the image at this "
+                             "budget; raise it before running the study (or pass --no-pilot-check)")
+
     cfg = load_preset(args.preset)
     regions = tuple(cfg.asarg.regions)
-    results = []
-    if not args.report_only:
+    jobs = [(v, s) for s in seeds for v in variants] if args.order == "seed" else \
+        [(v, s) for v in variants for s in seeds]
+    todo = [j for j in jobs if j not in done]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {os.path.relpath(args.json, ROOT)}", flush=True)
+    if todo:
         cases = load_cases(args.data, "train", cfg.vision.image_size, regions)
         val = load_cases(args.data, "val", cfg.vision.image_size, regions)
         texts = report_texts(None if args.iu == "none" else args.iu, cases)
-        jobs = [(v, s) for s in seeds for v in variants] if args.order == "seed" else \
-            [(v, s) for v in variants for s in seeds]
-        for i, (v, s) in enumerate(jobs, 1):
-            t0 = time.time()
-            r = run_one(args, v, s, cases, val, texts)
-            print(f"[{i}/{len(jobs)}] {v} seed {s}: CE F1 {r['ce14_micro_f1']:.3f} (5 obs. {r['ce5_micro_f1']:.3f}) "
-                  f"BLEU-4 {r['bleu4']:.3f} ({time.time() - t0:.0f} s)", flush=True)
-    for s in seeds:
-        for v in variants:
-            path = os.path.join(args.out, f"seed{s}", v, "result.json")
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as fh:
-                    results.append({**json.load(fh), "distinct_reports": distinct_reports(os.path.dirname(path))})
-    if not results:
-        raise SystemExit(f"error: no finished runs under {args.out}")
-    with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:
-        n_cases = {k: len(v) for k, v in json.load(fh).items()}
-    agg, base = aggregate(results), baselines(args)
-    atomic_write_text(args.json, json.dumps({"preset": os.path.relpath(args.preset, ROOT), "cases": n_cases,
-                                        "data_seed": args.data_seed, "paper_ce_f1": PAPER_CE_F1, "aggregate": agg,
-                                        "baselines": base, "runs": results}, indent=2))
-    write_doc(args.doc, render(agg, base, args, n_cases))
+    for i, (v, s) in enumerate(todo, 1):
+        t0 = time.time()
+        r = run_one(args, v, s, cases, val, texts)
+        record_run(args, meta, r)
+        print(f"[{i}/{len(todo)}] {v} seed {s}: CE F1 {r['ce14_micro_f1']:.3f} (5 obs. {r['ce5_micro_f1']:.3f}) "
+              f"BLEU-4 {r['bleu4']:.3f}, {r['distinct_reports']} distinct reports ({time.time() - t0:.0f} s); "
+              f"recorded in {os.path.relpath(args.json, ROOT)}", flush=True)
+    if args.pilot:
+        run = next(r for r in read_results(args.json)["runs"] if (r["variant"], r["seed"]) == ("none", seeds[0]))
+        verdict = {}
+
+        def set_pilot(d):
+            verdict.update(pilot_verdict(run, d["baselines"], args), config_sha256=meta["config_sha256"])
+            d["pilot"] = dict(verdict)
+        update_results(args, meta, set_pilot)
+        print(f"pilot: {verdict['distinct_reports']} distinct test reports (>= {args.pilot_min_distinct}), CE F1 "
+              f"{verdict['ce14_micro_f1']:.3f} vs constant {verdict['constant_ce14_micro_f1']:.3f} "
+              f"(>= +{args.pilot_min_margin:.2f}): {'PASSED' if verdict['passed'] else 'FAILED'}")
+        return 0 if verdict["passed"] else 1
     print(f"wrote {args.json} and {args.doc}")
     return 0
 

@@ -59,7 +59,8 @@ def write_vicuna(out: str, texts: list[str]) -> None:
     tok.save(os.path.join(out, "tokenizer.json"))
     special = {"content": None, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
     _write_json(os.path.join(out, "tokenizer_config.json"), {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": {**special, "__type": "AddedToken", "content": "<s>"},
+        "add_bos_token": True, "add_eos_token": False,
+        "bos_token": {**special, "__type": "AddedToken", "content": "<s>"},
         "clean_up_tokenization_spaces": False, "eos_token": {**special, "__type": "AddedToken", "content": "</s>"},
         "legacy": False, "model_max_length": 4096, "pad_token": None, "padding_side": "right", "sp_model_kwargs": {},
         "tokenizer_class": "LlamaTokenizer", "unk_token": {**special, "__type": "AddedToken", "content": "<unk>"}})
