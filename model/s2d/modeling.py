@@ -40,7 +40,8 @@ class MissingCheckpointError(FileNotFoundError):
     pass
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 # what each published checkpoint must hold besides config.json and its weights (any one file of a group)
 CHECKPOINT_EXTRAS = {"decoder": [("tokenizer.json", "tokenizer.model")],
                      "vision encoder": [("preprocessor_config.json",)],
