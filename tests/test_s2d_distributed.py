@@ -122,3 +122,16 @@ def test_only_the_main_process_writes(runs):
     assert len(epochs) == len(set(epochs)) == 4
     assert sum(1 for r in log if r.get("part") == "vision" and "n_tags" in r) == 1
     assert not any(p.name.endswith((".tmp", ".old")) for p in two.iterdir())
+
+
+def test_local_rows_weight_each_share_by_its_target_tokens():
+    from model.s2d.train import _local_rows
+
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]])  # 3, 1 and 1 target tokens
+    assert _local_rows(mask, 0, 1) == ([0, 1, 2], 1.0)
+    (r0, w0), (r1, w1) = _local_rows(mask, 0, 2), _local_rows(mask, 1, 2)
+    assert (r0, r1) == ([0], [1, 2])
+    # DDP halves the sum of the weighted token means: every one of the 5 tokens must end up with weight 1/5
+    assert w0 / 2 / 3 == pytest.approx(1 / 5) and w1 / 2 / 2 == pytest.approx(1 / 5)
+    # a last batch smaller than the process count: the idle process runs one row at weight 0
+    assert _local_rows(mask[:1], 0, 2) == ([0], 0.0) and _local_rows(mask[:1], 1, 2) == ([0], 2.0)
