@@ -1,7 +1,9 @@
-"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md); the driver is model/s2d/ablation.py.
+"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md has the exact commands); the driver is
+model/s2d/ablation.py.
 
-    nice -n 15 python benchmarks/run_ablation.py            # everything: data, 7 variants x 3 seeds, doc + JSON
-    python benchmarks/run_ablation.py --report-only          # rebuild docs/ablation.{md,json} from finished runs
+    python benchmarks/run_ablation.py --pilot        # full curriculum, seed 0: does the preset read the image?
+    nice -n 15 python benchmarks/run_ablation.py     # the study: 7 variants x 3 seeds (refused until the pilot passed)
+    python benchmarks/run_ablation.py --report-only  # docs/ablation.md from docs/ablation.json
 """
 from __future__ import annotations
 

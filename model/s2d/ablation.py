@@ -1,27 +1,36 @@
-"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md).
+"""The S2D-ALIGN ablation study on the phantom benchmark (docs/ablation.md, which has the exact commands).
 
-    nice -n 15 python benchmarks/run_ablation.py            # everything: data, 7 variants x 3 seeds, doc + JSON
-    python benchmarks/run_ablation.py --report-only          # rebuild docs/ablation.{md,json} from finished runs
+    python benchmarks/run_ablation.py --pilot        # full curriculum, seed 0: does the preset read the image?
+    nice -n 15 python benchmarks/run_ablation.py     # the study: 7 variants x 3 seeds (refused until the pilot passed)
+    python benchmarks/run_ablation.py --report-only  # docs/ablation.md from docs/ablation.json
 
-Steps (each resumable; a finished run is skipped, an interrupted one resumes from its last epoch checkpoint):
-1. a phantom dataset (`python -m model phantom`, 600 train / 50 val / 150 test at the defaults) unless present;
+Steps (each resumable):
+1. a phantom dataset (`python -m model phantom`; 4,800 train / 100 val / 300 test at 256 px by default) unless
+   present;
 2. per seed, stage 0 (decoder language-model pretraining and vision-encoder pretraining, ablation-independent)
    once, shared by every variant of that seed: each variant's `stage0/` checkpoint is its own freshly initialised
-   model (seeded) carrying the shared decoder and vision-encoder weights, so `model.s2d.train.train` resumes from it at stage 1;
-3. per variant x seed, the rest of the curriculum (`benchmarks/ablation_preset.yaml`), then
-   `python -m model evaluate`'s code path on the test split (project labeler + metrics, no METEOR);
-4. docs/ablation.json (every number) and the generated results block of docs/ablation.md (text outside the
-   markers is kept).
+   model (seeded) carrying the shared decoder and vision-encoder weights, so `model.s2d.train.train` resumes from it
+   at stage 1;
+3. per variant x seed, the rest of the curriculum (`--preset`), then `python -m model evaluate`'s code path on the
+   test split (project labeler + metrics, no METEOR); an interrupted run resumes from its last epoch checkpoint;
+4. as soon as a run finishes, its result is added to docs/ablation.json (read-modify-write under a lock, replaced
+   atomically; the JSON is the record: a run listed there is never trained again, even if `--out` is gone) and
+   docs/ablation.md's generated block is rewritten from the JSON (text outside the markers is kept).
 
-The driver lives here so that tests/test_ablation.py runs it at a micro size; benchmarks/run_ablation.py is the
-command line.
+The pilot is the study's own (full curriculum, first seed) run plus a check against the constant report (the most
+frequent training report for every test case): at least `--pilot-min-distinct` (50) distinct test reports and CE F1
+at least the constant's + `--pilot-min-margin` (0.10). The study starts only after a passed pilot for the same
+resolved preset (`--no-pilot-check` to override).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import hashlib
 import json
 import os
-import statistics
+
 import subprocess
 import sys
 import time
@@ -29,15 +38,9 @@ from collections import Counter
 
 from model import PROJECT_ROOT as ROOT
 from model.atomic import atomic_write_text
+from model.s2d.ablation_report import (BEGIN, END, FORMAT, LABELS, PAPER_CE_F1, T_CRIT, VARIANTS,  # noqa: F401
+                                       aggregate, paired, render, spearman)
 
-VARIANTS = ("none", "single-stage", "joint", "reversed", "no-shared-memory", "mlp-projector", "no-segmentation")
-LABELS = {"none": "full curriculum (S1 -> S2 -> S3)", "single-stage": "single-stage", "joint": "joint",
-          "reversed": "reversed (S1 -> S3 -> S2)", "no-shared-memory": "no shared memory",
-          "mlp-projector": "MLP projector", "no-segmentation": "no segmentation (ASaRG off)"}
-# CE F1 of the paper's ablation table (arXiv 2511.11066) as quoted in the project brief; no-segmentation is ours
-PAPER_CE_F1 = {"none": 0.608, "single-stage": 0.449, "joint": 0.470, "reversed": 0.527, "no-shared-memory": 0.559,
-               "mlp-projector": 0.473}
-BEGIN, END = "<!-- results:begin (written by benchmarks/run_ablation.py) -->", "<!-- results:end -->"
 DEFAULT_IU = os.path.join(os.path.dirname(ROOT), "shared", "data", "iu-xray", "annotation_promptmrg_split.json")
 
 
@@ -47,7 +50,7 @@ def ensure_data(args: argparse.Namespace) -> None:
     n = args.train + args.val + args.test
     split = [repr(k / n) for k in (args.train, args.val, args.test)]  # full precision: the counts come out exact
     cmd = [sys.executable, "-m", "model", "phantom", "--out", args.data, "--n", str(n), "--seed", str(args.data_seed),
-           "--size", "128", "--split", *split, "--workers", "1"]
+           "--size", str(args.size), "--split", *split, "--workers", "1"]
     print("generating data:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -120,9 +123,10 @@ def run_one(args, variant: str, seed: int, cases, val, texts) -> dict:
         metrics = json.load(fh)
     val_losses = [json.loads(line).get("val_loss") for line in open(os.path.join(run_dir, "loss_log.jsonl"))]
     val_losses = [v for v in val_losses if v is not None]
-    result = {"variant": variant, "seed": seed, "checkpoint": ckpt, **summarise(metrics),
-              "final_val_loss": val_losses[-1] if val_losses else None,
-              "train_s": round(t2 - t1, 1), "eval_s": round(time.time() - t2, 1), "setup_s": round(t1 - t0, 1)}
+    result = {"variant": variant, "seed": seed, "checkpoint": os.path.relpath(ckpt, ROOT), **summarise(metrics),
+              "distinct_reports": distinct_reports(run_dir), "final_val_loss": val_losses[-1] if val_losses else None,
+              "train_s": round(t2 - t1, 1), "eval_s": round(time.time() - t2, 1), "setup_s": round(t1 - t0, 1),
+              "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
@@ -150,96 +154,69 @@ def baselines(args) -> dict:
             "n_test": len(refs), "n_with_prior": sum(bool(p) for p in prior)}
 
 
-def _rank(values: list[float]) -> list[float]:
-    """Ranks (1 = largest), ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+def config_hash(preset: str) -> str:
+    """Of the resolved configuration, so that a comment edit does not orphan finished runs but any setting does."""
+    from model.s2d.config import load_preset
+
+    return hashlib.sha256(json.dumps(load_preset(preset).to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rho (Pearson on tie-averaged ranks); None with fewer than 3 items or when one side is all tied."""
-    if len(a) < 3:
-        return None
-    ra, rb = _rank(a), _rank(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
-    return None if va == 0 or vb == 0 else cov / (va * vb) ** 0.5
+def read_results(path: str) -> dict:
+    """docs/ablation.json, the first study's format-1 file moved whole under "collapsed_budget"."""
+    if not os.path.isfile(path):
+        return {"format": FORMAT, "study": None, "baselines": None, "pilot": None, "runs": []}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if data.get("format") != FORMAT:
+        return {"format": FORMAT, "study": None, "baselines": None, "pilot": None, "runs": [], "collapsed_budget": data}
+    return data
 
 
-def aggregate(results: list[dict]) -> dict:
-    keys = ("ce14_micro_f1", "ce5_micro_f1", "bleu4", "ce14_micro_precision", "ce14_micro_recall", "rouge_l",
-            "final_val_loss", "distinct_reports")
-    out = {}
-    for v in VARIANTS:
-        rows = [r for r in results if r["variant"] == v]
-        if not rows:
-            continue
-        agg = {"seeds": sorted(r["seed"] for r in rows)}
-        for k in keys:
-            xs = [r[k] for r in rows]
-            agg[k] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None}
-        agg["train_s_mean"] = statistics.fmean(r["train_s"] for r in rows)
-        out[v] = agg
-    return out
+@contextlib.contextmanager
+def results_lock(args):
+    import fcntl
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, ".results.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two drivers on disjoint variants append to the same JSON
+        yield
 
 
-def render(agg: dict, base: dict, args, n_cases: dict) -> str:
-    def ms(d, digits=3):
-        m = f"{d['mean']:.{digits}f}"
-        return f"{m} ± {d['std']:.{digits}f}" if d["std"] is not None else f"{m} (1 seed)"
+def update_results(args, meta: dict, change) -> dict:
+    """Read docs/ablation.json, check it is this study's, apply `change(data)`, recompute the derived parts and
+    write the JSON and the doc block (each replaced atomically)."""
+    with results_lock(args):
+        data = read_results(args.json)
+        if data["study"] is not None and data["study"]["config_sha256"] != meta["config_sha256"]:
+            raise SystemExit(f"error: {args.json} holds a study of preset {data['study']['preset']} (config "
+                             f"{data['study']['config_sha256']}), not of {meta['preset']} ({meta['config_sha256']}); "
+                             "pass another --json/--doc, or move that file away")
+        data["study"] = meta
+        if data.get("baselines") is None:
+            data["baselines"] = baselines(args)
+        change(data)
+        data["runs"].sort(key=lambda r: (r["seed"], VARIANTS.index(r["variant"])))
+        data["aggregate"], data["paired"] = aggregate(data["runs"]), paired(data["runs"])
+        data["paper_ce_f1"] = PAPER_CE_F1
+        atomic_write_text(args.json, json.dumps(data, indent=2))
+        write_doc(args.doc, render(data))
+        return data
 
-    lines = [BEGIN, "", f"Phantom data: {n_cases['train']} train / {n_cases['val']} val / {n_cases['test']} test "
-             f"cases (`{os.path.relpath(args.data, ROOT)}`, data seed {args.data_seed}); preset "
-             f"`{os.path.relpath(args.preset, ROOT)}`; mean ± sample std over the seeds listed.", "",
-             "| variant | seeds | CE F1, 14 obs. micro | CE F1, 5 obs. micro | BLEU-4 | CE P / R (14 micro) | "
-             "val loss (image only) | distinct test reports | paper CE F1 |", "|---|---|---|---|---|---|---|---|---|"]
-    for v, a in agg.items():
-        paper = PAPER_CE_F1.get(v)
-        lines.append(f"| {LABELS[v]} | {','.join(map(str, a['seeds']))} | {ms(a['ce14_micro_f1'])} | "
-                     f"{ms(a['ce5_micro_f1'])} | {ms(a['bleu4'])} | {a['ce14_micro_precision']['mean']:.3f} / "
-                     f"{a['ce14_micro_recall']['mean']:.3f} | {ms(a['final_val_loss'])} | "
-                     f"{ms(a['distinct_reports'], 1)} | {'—' if paper is None else f'{paper:.3f}'} |")
-    for name, b in base.items():
-        if isinstance(b, dict):
-            lines.append(f"| *{name}* | — | {b['ce14_micro_f1']:.3f} | {b['ce5_micro_f1']:.3f} | {b['bleu4']:.3f} | "
-                         f"{b['ce14_micro_precision']:.3f} / {b['ce14_micro_recall']:.3f} | — | "
-                         f"{b['distinct_reports']} | — |")
-    ours = [v for v in agg if v in PAPER_CE_F1]
-    ordering = sorted(agg, key=lambda v: -agg[v]["ce14_micro_f1"]["mean"])
-    paper_order = sorted(PAPER_CE_F1, key=lambda v: -PAPER_CE_F1[v])
-    by_loss = sorted(agg, key=lambda v: agg[v]["final_val_loss"]["mean"])
-    paper = [PAPER_CE_F1[v] for v in ours]
-    rho = spearman([agg[v]["ce14_micro_f1"]["mean"] for v in ours], paper)
-    rho_loss = spearman([-agg[v]["final_val_loss"]["mean"] for v in ours], paper)
 
-    def fmt(r):
-        return "undefined (fewer than 3 variants, or all tied)" if r is None else f"{r:+.2f}"
+def record_run(args, meta: dict, result: dict) -> None:
+    def add(data):
+        data["runs"] = [r for r in data["runs"] if (r["variant"], r["seed"]) != (result["variant"], result["seed"])]
+        data["runs"].append(result)
+    update_results(args, meta, add)
 
-    def chain(vs, value, sep=" > "):
-        """Names in order, tied values joined by ' = ' (an ordering of exact ties would be invented)."""
-        out = LABELS[vs[0]].split(" (")[0]
-        for prev, v in zip(vs, vs[1:]):
-            out += (" = " if value(v) == value(prev) else sep) + LABELS[v].split(" (")[0]
-        return out
 
-    ce, loss = (lambda v: agg[v]["ce14_micro_f1"]["mean"]), (lambda v: agg[v]["final_val_loss"]["mean"])
-    lines += ["", f"- Ordering by mean CE F1 (14 obs.): {chain(ordering, ce)}.",
-              f"- Ordering by mean image-only val loss (lower first): {chain(by_loss, loss, ' < ')}.",
-              f"- Paper's ordering by CE F1: {chain(paper_order, PAPER_CE_F1.get)}.",
-              f"- Spearman rank correlation with the paper over the {len(ours)} shared variants: by CE F1 "
-              f"{fmt(rho)}, by val loss {fmt(rho_loss)}.",
-              f"- Test reports with a prior-study report: {base['n_with_prior']} of {base['n_test']}.", "", END]
-    return "\n".join(lines)
+def pilot_verdict(result: dict, base: dict, args) -> dict:
+    const = base["constant (most frequent training report)"]["ce14_micro_f1"]
+    passed = result["distinct_reports"] >= args.pilot_min_distinct and \
+        result["ce14_micro_f1"] >= const + args.pilot_min_margin - 1e-12
+    return {"variant": result["variant"], "seed": result["seed"], "distinct_reports": result["distinct_reports"],
+            "ce14_micro_f1": result["ce14_micro_f1"], "constant_ce14_micro_f1": const,
+            "min_distinct": args.pilot_min_distinct, "min_margin": args.pilot_min_margin, "passed": passed}
 
 
 def write_doc(path: str, block: str) -> None:
@@ -250,31 +227,80 @@ def write_doc(path: str, block: str) -> None:
     atomic_write_text(path, head + block + rest.split(END, 1)[1])
 
 
-def main(argv: list[str] | None = None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=os.path.join(ROOT, "data", "ablation_phantom"))
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "ablation_phantom_4800"))
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--preset", default=os.path.join(ROOT, "benchmarks", "ablation_preset.yaml"))
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--train", type=int, default=600)
-    p.add_argument("--val", type=int, default=50)
-    p.add_argument("--test", type=int, default=150)
+    p.add_argument("--train", type=int, default=4800)
+    p.add_argument("--val", type=int, default=100)
+    p.add_argument("--test", type=int, default=300)
+    p.add_argument("--size", type=int, default=256, help="phantom image size (the model resizes to its own)")
     p.add_argument("--data-seed", type=int, default=1234)
     p.add_argument("--iu", default=DEFAULT_IU if os.path.isfile(DEFAULT_IU) else "none",
                    help="IU annotation whose train reports join stage 0 ('none' to skip)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", choices=("seed", "variant"), default="seed",
                    help="seed: all variants of seed 0 first (a cut-short study still compares every variant)")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the doc/JSON from finished runs")
+    p.add_argument("--pilot", action="store_true", help="run (or reuse) the full curriculum on the first seed and "
+                                                        "check that it reads the image; exit 1 if not")
+    p.add_argument("--pilot-min-distinct", type=int, default=50)
+    p.add_argument("--pilot-min-margin", type=float, default=0.10, help="CE F1 over the constant report's")
+    p.add_argument("--no-pilot-check", action="store_true", help="start the study without a passed pilot")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the doc from the JSON")
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "ablation.md"))
     p.add_argument("--json", default=os.path.join(ROOT, "docs", "ablation.json"))
-    args = p.parse_args(argv)
+    return p
+
+
+def _pilot_gate(args, data: dict, variants: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
+    """The study runs only after a passed pilot for this preset; the pilot itself is the full curriculum, seed 0."""
+    if args.pilot:
+        return ["none"], seeds[:1]
+    elif not args.no_pilot_check:
+        pilot = data.get("pilot")
+        if pilot is None:
+            raise SystemExit("error: no pilot for this preset yet: run `python benchmarks/run_ablation.py --pilot` "
+                             "(same --preset/--data) first, or pass --no-pilot-check")
+        if not pilot["passed"]:
+            raise SystemExit(f"error: the pilot failed ({pilot['distinct_reports']} distinct test reports, CE F1 "
+                             f"{pilot['ce14_micro_f1']:.3f} vs the constant report's "
+                             f"{pilot['constant_ce14_micro_f1']:.3f}): the preset does not read the image at this "
+                             "budget; raise it before running the study (or pass --no-pilot-check)")
+
+    return variants, seeds
+
+
+def _finish_pilot(args, meta: dict, seed: int) -> int:
+    run = next(r for r in read_results(args.json)["runs"] if (r["variant"], r["seed"]) == ("none", seed))
+    verdict = {}
+
+    def set_pilot(d):
+        verdict.update(pilot_verdict(run, d["baselines"], args), config_sha256=meta["config_sha256"])
+        d["pilot"] = dict(verdict)
+    update_results(args, meta, set_pilot)
+    print(f"pilot: {verdict['distinct_reports']} distinct test reports (>= {args.pilot_min_distinct}), CE F1 "
+          f"{verdict['ce14_micro_f1']:.3f} vs constant {verdict['constant_ce14_micro_f1']:.3f} "
+          f"(>= +{args.pilot_min_margin:.2f}): {'PASSED' if verdict['passed'] else 'FAILED'}")
+    return 0 if verdict["passed"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+
+    if args.report_only:
+        data = read_results(args.json)
+        write_doc(args.doc, render(data))
+        print(f"wrote {args.doc} from {args.json} ({len(data['runs'])} runs)")
+        return 0
 
     import torch
 
@@ -285,35 +311,33 @@ def main(argv: list[str] | None = None) -> int:
     from model.s2d.config import load_preset
     from model.s2d.data import load_cases, report_texts
 
+    with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:
+        n_cases = {k: len(v) for k, v in json.load(fh).items()}
+    meta = {"preset": os.path.relpath(args.preset, ROOT), "config_sha256": config_hash(args.preset),
+            "data": os.path.relpath(args.data, ROOT), "data_seed": args.data_seed, "cases": n_cases,
+            "iu_stage0": args.iu != "none"}
+    data = update_results(args, meta, lambda d: None)
+    done = {(r["variant"], r["seed"]) for r in data["runs"]}
+    variants, seeds = _pilot_gate(args, data, variants, seeds)
     cfg = load_preset(args.preset)
     regions = tuple(cfg.asarg.regions)
-    results = []
-    if not args.report_only:
+    jobs = [(v, s) for s in seeds for v in variants] if args.order == "seed" else \
+        [(v, s) for v in variants for s in seeds]
+    todo = [j for j in jobs if j not in done]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {os.path.relpath(args.json, ROOT)}", flush=True)
+    if todo:
         cases = load_cases(args.data, "train", cfg.vision.image_size, regions)
         val = load_cases(args.data, "val", cfg.vision.image_size, regions)
         texts = report_texts(None if args.iu == "none" else args.iu, cases)
-        jobs = [(v, s) for s in seeds for v in variants] if args.order == "seed" else \
-            [(v, s) for v in variants for s in seeds]
-        for i, (v, s) in enumerate(jobs, 1):
-            t0 = time.time()
-            r = run_one(args, v, s, cases, val, texts)
-            print(f"[{i}/{len(jobs)}] {v} seed {s}: CE F1 {r['ce14_micro_f1']:.3f} (5 obs. {r['ce5_micro_f1']:.3f}) "
-                  f"BLEU-4 {r['bleu4']:.3f} ({time.time() - t0:.0f} s)", flush=True)
-    for s in seeds:
-        for v in variants:
-            path = os.path.join(args.out, f"seed{s}", v, "result.json")
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as fh:
-                    results.append({**json.load(fh), "distinct_reports": distinct_reports(os.path.dirname(path))})
-    if not results:
-        raise SystemExit(f"error: no finished runs under {args.out}")
-    with open(os.path.join(args.data, "annotation.json"), encoding="utf-8") as fh:
-        n_cases = {k: len(v) for k, v in json.load(fh).items()}
-    agg, base = aggregate(results), baselines(args)
-    atomic_write_text(args.json, json.dumps({"preset": os.path.relpath(args.preset, ROOT), "cases": n_cases,
-                                        "data_seed": args.data_seed, "paper_ce_f1": PAPER_CE_F1, "aggregate": agg,
-                                        "baselines": base, "runs": results}, indent=2))
-    write_doc(args.doc, render(agg, base, args, n_cases))
+    for i, (v, s) in enumerate(todo, 1):
+        t0 = time.time()
+        r = run_one(args, v, s, cases, val, texts)
+        record_run(args, meta, r)
+        print(f"[{i}/{len(todo)}] {v} seed {s}: CE F1 {r['ce14_micro_f1']:.3f} (5 obs. {r['ce5_micro_f1']:.3f}) "
+              f"BLEU-4 {r['bleu4']:.3f}, {r['distinct_reports']} distinct reports ({time.time() - t0:.0f} s); "
+              f"recorded in {os.path.relpath(args.json, ROOT)}", flush=True)
+    if args.pilot:
+        return _finish_pilot(args, meta, seeds[0])
     print(f"wrote {args.json} and {args.doc}")
     return 0
 

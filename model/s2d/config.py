@@ -46,6 +46,7 @@ class TextEncoderConfig:
     heads: int = 4
     max_tokens: int = 128
     trainable: bool = True
+    dropout: float = 0.1  # BERT's hidden/attention dropout when built from these fields (a published one keeps its own)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class DecoderConfig:
     intermediate: int = 512
     max_positions: int = 256
     vocab_size: int = 2048  # tiny: the size our BPE tokenizer is trained to
+    dtype: str = "float32"  # the published decoder's weights (frozen under LoRA) load in this dtype
 
 
 @dataclass
@@ -136,6 +138,8 @@ class S2DConfig:
             raise ValueError(f"asarg.schedule must be 'joint' or 'late', got {self.asarg.schedule!r}")
         if self.vision.stem not in ("patch", "conv"):
             raise ValueError(f"vision.stem must be 'patch' or 'conv', got {self.vision.stem!r}")
+        if self.decoder.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"decoder.dtype must be float32, bfloat16 or float16, got {self.decoder.dtype!r}")
         if self.sma.width % self.sma.heads:
             raise ValueError(f"sma.width {self.sma.width} is not divisible by sma.heads {self.sma.heads}")
 
@@ -184,7 +188,7 @@ def paper() -> S2DConfig:
         text=TextEncoderConfig(pretrained="microsoft/BiomedVLP-CXR-BERT-specialized", hidden=768, layers=12,
                                heads=12, max_tokens=256, trainable=False),
         decoder=DecoderConfig(pretrained="lmsys/vicuna-7b-v1.5", hidden=4096, layers=32, heads=32,
-                              intermediate=11008, max_positions=4096, vocab_size=32000),
+                              intermediate=11008, max_positions=4096, vocab_size=32000, dtype="bfloat16"),
         sma=SMAConfig(n_mem=64, width=768, heads=8, mlp_layers=3, mlp_hidden=4096),
         asarg=ASaRGConfig(map_pool=16),
         train=TrainConfig(stages={1: StageConfig(8, 3e-4), 2: StageConfig(5, 1e-4), 3: StageConfig(3, 5e-5)},

@@ -110,3 +110,12 @@ def encode(tokenizer, texts: list[str], max_tokens: int, bos_eos: bool = True) -
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return ids, mask
+
+
+def encode_text(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text-encoder input [B, L]: a BERT-style tokenizer (CXR-BERT) wraps each text in its own [CLS] ... [SEP];
+    the decoder's tokenizer (tiny) in <s> ... </s>."""
+    if tokenizer.bos_token_id is None and tokenizer.cls_token_id is not None:
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+    return encode(tokenizer, texts, max_tokens)

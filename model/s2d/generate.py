@@ -176,7 +176,7 @@ class Generator:
             mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
             out = dec(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, past_key_values=out.past_key_values,
                       use_cache=True, output_attentions=True)
-        return torch.stack(ids, 1), torch.stack(mems, 1)
+        return torch.stack(ids, 1), torch.stack(mems, 1).float()  # float: a bf16 decoder (paper) gives bf16
 
     def _char_ends(self, token_ids: list[int]) -> list[int]:
         """Character end offset in the decoded text of each token prefix."""

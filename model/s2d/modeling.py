@@ -40,14 +40,69 @@ class MissingCheckpointError(FileNotFoundError):
     pass
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+# what each published checkpoint must hold besides config.json and its weights (any one file of a group)
+CHECKPOINT_EXTRAS = {"decoder": [("tokenizer.json", "tokenizer.model")],
+                     "vision encoder": [("preprocessor_config.json",)],
+                     "text encoder": [("tokenizer.json", "vocab.txt")]}
+
+
+def missing_checkpoint_files(path: str, what: str) -> list[str]:
+    """Files a local checkpoint directory lacks, by name ("a or b" for alternatives); [] when complete."""
+    groups = [("config.json",), WEIGHT_FILES] + CHECKPOINT_EXTRAS.get(what, [])
+    return [" or ".join(g) for g in groups if not any(os.path.isfile(os.path.join(path, f)) for f in g)]
+
+
+def pretrained_file(name: str, filename: str, what: str) -> str:
+    """Path of one file of a published checkpoint (local directory or offline HF cache)."""
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(name, filename, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _missing(name, what, exc, filename) from exc
+
+
+def _missing(name: str, what: str, exc: Exception, filename: str | None = None) -> MissingCheckpointError:
+    if os.path.isdir(name):
+        lacks = missing_checkpoint_files(name, what) or ([filename] if filename else [])
+        where = f"the directory {name!r} lacks {', '.join(lacks)}" if lacks else f"{name!r} failed to load"
+        return MissingCheckpointError(f"{what} checkpoint: {where} ({exc.__class__.__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''})")
+    return MissingCheckpointError(
+        f"{what} checkpoint {name!r}{f' (file {filename})' if filename else ''} is not available offline: download "
+        f"it on a connected machine (`huggingface-cli download {name}`) into the HF cache ($HF_HOME), or point the "
+        f"preset's `pretrained` field at a local directory holding it ({exc.__class__.__name__})")
+
+
 def _from_pretrained(cls, name: str, what: str, **kw):
+    if os.path.isdir(name) and missing_checkpoint_files(name, what):
+        raise _missing(name, what, FileNotFoundError("incomplete checkpoint directory"))
     try:
         return cls.from_pretrained(name, local_files_only=True, **kw)
     except (OSError, ValueError) as exc:
-        raise MissingCheckpointError(
-            f"{what} checkpoint {name!r} is not available offline: download it on a connected machine "
-            f"(`huggingface-cli download {name}`) into the HF cache ($HF_HOME), or point the preset's "
-            f"`pretrained` field at a local directory holding it ({exc.__class__.__name__})") from exc
+        raise _missing(name, what, exc) from exc
+
+
+def check_image_processor(cfg: S2DConfig, model_config) -> None:
+    """The preset's image size, channels and normalisation must be the checkpoint's own (its
+    preprocessor_config.json and config.json): our data path (`data.pixel_tensor`) normalises with the preset's
+    numbers, so a mismatch would feed the frozen encoder images it was never trained on."""
+    v = cfg.vision
+    with open(pretrained_file(v.pretrained, "preprocessor_config.json", "vision encoder"), encoding="utf-8") as fh:
+        proc = json.load(fh)
+    crop = proc.get("crop_size") if proc.get("do_center_crop", True) else proc.get("size")
+    side = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else crop
+    checks = [("image_size", v.image_size, side), ("patch_size", v.patch_size, model_config.patch_size),
+              ("num_channels", v.num_channels, model_config.num_channels)]
+    bad = [f"vision.{k} is {ours} but the checkpoint's is {theirs}" for k, ours, theirs in checks if ours != theirs]
+    for key, ours in (("image_mean", v.image_mean), ("image_std", v.image_std)):
+        theirs = proc.get(key)
+        if theirs is None or any(abs(x - ours) > 1e-3 for x in theirs):
+            bad.append(f"vision.{key} is {ours} but preprocessor_config.json has {theirs}")
+    if bad:
+        raise ValueError(f"vision encoder {v.pretrained!r} does not match the preset: " + "; ".join(bad))
 
 
 class ConvStem(nn.Module):
@@ -81,7 +136,9 @@ def build_vision(cfg: S2DConfig, random_init: bool = False) -> nn.Module:
 
     v = cfg.vision
     if v.pretrained and not random_init:
-        return _from_pretrained(Dinov2Model, v.pretrained, "vision encoder")
+        model = _from_pretrained(Dinov2Model, v.pretrained, "vision encoder", dtype=torch.float32)
+        check_image_processor(cfg, model.config)
+        return model
     model = Dinov2Model(Dinov2Config(hidden_size=v.hidden, num_hidden_layers=v.layers, num_attention_heads=v.heads,
                                      image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels))
     if v.stem == "conv":
@@ -94,11 +151,14 @@ def build_text_encoder(cfg: S2DConfig, random_init: bool = False) -> nn.Module:
 
     t = cfg.text
     if t.pretrained and not random_init:
-        return _from_pretrained(BertModel, t.pretrained, "text encoder", add_pooling_layer=False)
+        # CXR-BERT's config names its own model type and head (remote code, never run here): BertModel reads
+        # the shared BERT body and drops the projection head
+        return _from_pretrained(BertModel, t.pretrained, "text encoder", add_pooling_layer=False, dtype=torch.float32)
     vocab = cfg.decoder.vocab_size if not t.pretrained else 30522
     return BertModel(BertConfig(vocab_size=vocab, hidden_size=t.hidden, num_hidden_layers=t.layers,
                                 num_attention_heads=t.heads, intermediate_size=4 * t.hidden,
-                                max_position_embeddings=max(t.max_tokens, 512)), add_pooling_layer=False)
+                                max_position_embeddings=max(t.max_tokens, 512), hidden_dropout_prob=t.dropout,
+                                attention_probs_dropout_prob=t.dropout), add_pooling_layer=False)
 
 
 def build_decoder(cfg: S2DConfig, random_init: bool = False) -> nn.Module:
@@ -106,7 +166,8 @@ def build_decoder(cfg: S2DConfig, random_init: bool = False) -> nn.Module:
 
     d = cfg.decoder
     if d.pretrained and not random_init:
-        return _from_pretrained(LlamaForCausalLM, d.pretrained, "decoder", attn_implementation="eager")
+        return _from_pretrained(LlamaForCausalLM, d.pretrained, "decoder", attn_implementation="eager",
+                                dtype=getattr(torch, d.dtype))
     conf = LlamaConfig(vocab_size=d.vocab_size, hidden_size=d.hidden, intermediate_size=d.intermediate,
                        num_hidden_layers=d.layers, num_attention_heads=d.heads, num_key_value_heads=d.heads,
                        max_position_embeddings=d.max_positions, tie_word_embeddings=d.pretrained is None,
@@ -136,6 +197,15 @@ class S2DAlign(nn.Module):
         self.sma_t = (proj or SMA)(s, d_txt, d_dec)
         self.sma_p = (proj or SMA)(s, d_txt, d_dec)
         self.asarg = ASaRGFusion(cfg.asarg, s.width) if cfg.use_segmentation else None
+
+    def train(self, mode: bool = True) -> "S2DAlign":
+        """Frozen encoders stay in eval mode (CXR-BERT's dropout would otherwise perturb every auxiliary input)."""
+        super().train(mode)
+        if not self.cfg.vision.trainable:
+            self.vision.eval()
+        if not self.cfg.text.trainable:
+            self.text_encoder.eval()
+        return self
 
     # -- parameters -------------------------------------------------------------------------------------------
     def memory_for(self, variant: str) -> nn.Parameter | None:
@@ -194,13 +264,15 @@ class S2DAlign(nn.Module):
             if key_mask.shape[1] != layout.n_keys:
                 raise ValueError(f"key_mask has {key_mask.shape[1]} entries but SMA_v has {layout.n_keys} keys")
         out: SMAOutput = self.sma_v(self.memory_for("v"), patches, key_mask=key_mask, extra=extra, gate=gate)
-        return ImageFeatures(tokens=out.tokens, cross_attention=out.attention, key_layout=layout)
+        return ImageFeatures(tokens=out.tokens.to(self.embed_tokens().weight.dtype), cross_attention=out.attention,
+                             key_layout=layout)
 
     def get_text_features(self, variant: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Auxiliary soft tokens (training only): ids/mask [B, L] -> [B, M, D_dec]."""
         hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D_txt]
         sma = self.sma_t if variant == "t" else self.sma_p
-        return sma(self.memory_for(variant), hidden, key_mask=mask.bool()).tokens
+        # soft tokens in the decoder's dtype (a bf16 Vicuna base; the adapters before it stay float32)
+        return sma(self.memory_for(variant), hidden, key_mask=mask.bool()).tokens.to(self.embed_tokens().weight.dtype)
 
     # -- forward ----------------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,

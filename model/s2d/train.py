@@ -23,7 +23,7 @@ import torch
 
 from model.progress import ProgressEvent, ProgressWriter
 from model.s2d.config import S2DConfig
-from model.s2d.data import Case, encode, pixel_tensor
+from model.s2d.data import Case, encode, encode_text, pixel_tensor
 from model.s2d.modeling import S2DAlign, load_model, save_model
 
 
@@ -85,7 +85,10 @@ class CaseBatcher:
     """Turns lists of cases into model inputs (tokenisation done once up front)."""
 
     def __init__(self, cases: list[Case], tokenizer, cfg: S2DConfig, training: bool = False, seed: int = 0):
+        from model.s2d.tokenizer import text_encoder_tokenizer
+
         self.cases, self.tok, self.cfg, self.training = cases, tokenizer, cfg, training
+        self.text_tok = text_encoder_tokenizer(cfg, tokenizer) if training else tokenizer  # aux inputs: training only
         self.rng = torch.Generator().manual_seed(seed)
         self.images = np.stack([c.image for c in cases]) if cases else None
         self.maps = torch.from_numpy(np.stack([c.maps for c in cases])) if cases else None
@@ -109,7 +112,7 @@ class CaseBatcher:
                "seg_maps": self._maps(idx) if cfg.use_segmentation else None, "aux": {}}
         for a in aux:
             texts = [c.reference if a == "t" else "; ".join(c.key_phrases) for c in cs]
-            out["aux"][a] = encode(self.tok, texts, cfg.text.max_tokens)
+            out["aux"][a] = encode_text(self.text_tok, texts, cfg.text.max_tokens)
         return out
 
 
@@ -160,10 +163,9 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
           progress: bool = True, events: ProgressWriter | None = None) -> str:
     """Run the curriculum; returns the directory of the last stage's checkpoint. `texts`: the stage 0 corpus.
     `events` receives a typed progress event per step (model/progress.py; the app's fine-tune job reads them)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    acc = Accelerator()
+    acc = _accelerator()
     set_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
     phases = [p for p in plan(cfg) if stages is None or p.stage in stages]
@@ -172,7 +174,8 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
     if cfg.decoder.pretrained and phases[0].stage == 0:
         raise ValueError("stage 0 (decoder pretraining) is for the tiny preset; the paper preset starts at stage 1")
     start, state = _find_resume(out_dir, phases)
-    model, tokenizer, start, state = _starting_model(cfg, out_dir, phases, start, state, init_dir, texts, tokenizer)
+    model, tokenizer, start, state = _starting_model(acc, cfg, out_dir, phases, start, state, init_dir, texts,
+                                                     tokenizer)
     cfg = model.cfg
     if (state is None and not init_dir and phases[0].stage != 0 and needs_vision_pretraining(cfg)
             and not cfg.vision.trainable):
@@ -186,11 +189,11 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
     return ckpt
 
 
-def _starting_model(cfg: S2DConfig, out_dir: str, phases: list[Phase], start: int, state: dict | None,
+def _starting_model(acc, cfg: S2DConfig, out_dir: str, phases: list[Phase], start: int, state: dict | None,
                     init_dir: str | None, texts: list[str], tokenizer):
     """The model training starts from: a checkpoint to resume, the --init model, or a new one (with a tokenizer
     trained on `texts` unless one is given). -> (model, tokenizer, first phase index, resume state or None)."""
-    from model.s2d.tokenizer import train_tokenizer
+    from model.s2d.tokenizer import decoder_tokenizer
 
     if state is not None:
         model, tokenizer, _ = load_model(os.path.join(out_dir, f"stage{phases[start].stage}"))
@@ -201,10 +204,12 @@ def _starting_model(cfg: S2DConfig, out_dir: str, phases: list[Phase], start: in
         model, tokenizer, _ = load_model(init_dir)
         return model, tokenizer, start, None
     if tokenizer is None:
-        tokenizer = train_tokenizer(texts, cfg.decoder.vocab_size)
-    if len(tokenizer) > cfg.decoder.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only {cfg.decoder.vocab_size}")
-    return S2DAlign(cfg), tokenizer, max(start, 0), None
+        tokenizer = _same_on_every_process(acc, decoder_tokenizer(cfg, texts))
+    model = S2DAlign(cfg)
+    if len(tokenizer) > model.embed_tokens().num_embeddings:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only "
+                         f"{model.embed_tokens().num_embeddings}")
+    return model, tokenizer, max(start, 0), None
 
 
 @dataclass
@@ -243,7 +248,10 @@ class _Run:
                 saved = torch.load(opt_path, weights_only=False)
                 opt.load_state_dict(saved["optimizer"])
                 sched.load_state_dict(saved["scheduler"])
-        model_p, opt_p, sched_p = acc.prepare(model, opt, sched)
+        # the scheduler stays unprepared: accelerate would step it once per process per step, as if every process
+        # read its own batches, but here all processes walk the same global batches (`_local_rows`)
+        model_p, opt_p = acc.prepare(model, opt)
+        sched_p = sched
         step_rng = torch.Generator().manual_seed(self.seed * 1000 + phase.stage)
         for epoch in range(first_epoch, phase.epochs):
             self._epoch(model_p, opt_p, sched_p, params, phase, epoch, batches, steps_per_epoch, step_rng)
@@ -259,6 +267,7 @@ class _Run:
                                                          "complete": True, "seed": self.seed,
                                                          "vision_pretraining": summary})
             acc.wait_for_everyone()
+        acc.free_memory()  # drop this phase's DDP wrapper: the next phase wraps a model with other trainable params
         return model, ckpt
 
     def _batches(self, phase: Phase) -> "_Batches":
@@ -295,26 +304,27 @@ class _Run:
                    disable=not (self.progress and acc.is_main_process), leave=False)
         t0 = time.time()
         for s in bar:
-            out, used_aux = batches.step(model_p, acc, phase, order[s * bs:(s + 1) * bs], cfg, step_rng)
-            acc.backward(out.loss)
+            out, used_aux, weight = batches.step(model_p, acc, phase, order[s * bs:(s + 1) * bs], cfg, step_rng)
+            acc.backward(out.loss * weight)
+            loss = _global_loss(acc, out.loss, weight)
             acc.clip_grad_norm_(params, cfg.train.grad_clip)
             opt_p.step()
             sched_p.step()
             opt_p.zero_grad()
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
             if acc.is_main_process:
                 self.events.write(ProgressEvent("epoch", phase.stage, epoch + 1, phase.epochs, s + 1,
                                                 steps_per_epoch))
                 if s % 10 == 0 or s == steps_per_epoch - 1:
                     _log(self.log_path, {"stage": phase.stage, "epoch": epoch + 1, "step": s + 1,
-                                         "loss": out.loss.item(), "lr": sched_p.get_last_lr()[0],
-                                         "aux": list(used_aux), "seconds": round(time.time() - t0, 2)})
+                                         "loss": loss, "lr": sched_p.get_last_lr()[0], "aux": list(used_aux),
+                                         "seconds": round(time.time() - t0, 2), "processes": acc.num_processes})
         self._epoch_seconds = time.time() - t0
 
     def _end_epoch(self, model: S2DAlign, phase: Phase, epoch: int, opt, sched, ckpt: str) -> None:
         """Log the epoch (with the validation loss) and write its resumable checkpoint."""
         row = {"stage": phase.stage, "epoch": epoch + 1, "epoch_seconds": round(self._epoch_seconds, 1)}
-        if self.val_cases and phase.stage > 0:
+        if self.val_cases and phase.stage > 0 and self.acc.is_main_process:
             row["val_loss"] = evaluate_loss(model, self.tokenizer, self.val_cases, self.cfg)
         vision_pending = phase.stage == 0 and needs_vision_pretraining(self.cfg)
         if self.acc.is_main_process:
@@ -339,18 +349,74 @@ class _Batches:
     mask: torch.Tensor | None = None
 
     def step(self, model_p, acc, phase: Phase, idx: list[int], cfg: S2DConfig, step_rng: torch.Generator):
-        """One forward pass on the batch `idx` -> (model output, auxiliary inputs used)."""
+        """One forward pass on this process's share of the global batch `idx` -> (model output, auxiliary inputs
+        used, the weight of its loss)."""
         if self.batcher is None:
             ids, mask = self.ids[idx], self.mask[idx]
+            rows, weight = _local_rows(mask, acc.process_index, acc.num_processes)
+            ids, mask = ids[rows], mask[rows]
             L = int(mask.sum(1).max())
-            return model_p(None, ids[:, :L].to(acc.device), mask[:, :L].to(acc.device)), ()
+            return model_p(None, ids[:, :L].to(acc.device), mask[:, :L].to(acc.device)), (), weight
         use = phase.aux if (phase.aux and torch.rand((), generator=step_rng) < cfg.train.aux_prob) else ()
-        b = self.batcher.batch(idx, use)
+        b = self.batcher.batch(idx, use)  # the global batch: the same random draws as one process
+        rows, weight = _local_rows(b["attention_mask"], acc.process_index, acc.num_processes)
+        b = _take_rows(b, rows)
         out = model_p(b["pixel_values"].to(acc.device), b["input_ids"].to(acc.device),
                       b["attention_mask"].to(acc.device),
                       seg_maps=None if b["seg_maps"] is None else b["seg_maps"].to(acc.device),
                       aux={k: (v[0].to(acc.device), v[1].to(acc.device)) for k, v in b["aux"].items()})
-        return out, use
+        return out, use, weight
+
+
+# -- several processes (accelerate launch) -------------------------------------------------------------------------
+# `train.batch_size` is the global batch. Every process walks the same shuffled order and builds the same global
+# batch (so seg-map dropout and the aux/no-aux draw match one process's), then trains on its contiguous share of the
+# rows. DDP averages the processes' gradients; weighting each process's token-mean loss by its share of the batch's
+# target tokens makes that average the gradient of the global token-mean loss, i.e. what one process computes.
+
+def _accelerator():
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # stages 2/3 alternate batches with and without the auxiliary adapters, so some trainable parameters get no
+    # gradient in a step; DDP must be told, or it waits for them forever
+    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _local_rows(attention_mask: torch.Tensor, rank: int, world: int) -> tuple[list[int], float]:
+    """This process's rows of a global batch and the weight of its token-mean loss. A process left without rows
+    (a last batch smaller than the process count) still runs one row at weight 0, so the gradient all-reduce
+    happens in every process."""
+    n = attention_mask.shape[0]
+    if world == 1:
+        return list(range(n)), 1.0
+    lo, hi = rank * n // world, (rank + 1) * n // world
+    if lo == hi:
+        return [0], 0.0
+    targets = attention_mask[:, 1:].sum(1)  # tokens each row predicts (the loss's denominator)
+    return list(range(lo, hi)), float(targets[lo:hi].sum() * world / targets.sum())
+
+
+def _take_rows(batch: dict, rows: list[int]) -> dict:
+    out = {k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    out["aux"] = {k: (ids[rows], mask[rows]) for k, (ids, mask) in batch["aux"].items()}
+    return out
+
+
+def _global_loss(acc, loss: torch.Tensor, weight: float) -> float:
+    """The global batch's token-mean loss (one process: its own loss)."""
+    if acc.num_processes == 1:
+        return loss.item()
+    return acc.reduce(loss.detach() * weight, reduction="mean").item()
+
+
+def _same_on_every_process(acc, tokenizer):
+    """The main process's tokenizer everywhere (a trained BPE must not differ between processes)."""
+    if acc.num_processes == 1:
+        return tokenizer
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([tokenizer])[0]
 
 
 @torch.no_grad()

@@ -123,6 +123,39 @@ def _batches(n_real: int, n_ph: int, batch: int, real_share: float, gen: np.rand
         yield gen.integers(0, n_real, k), gen.integers(0, n_ph, batch - k)
 
 
+def _checkpoint(net, opt, state: dict, best_sd, loss: float, real_sel, ph_sel, t_start: float, ckpt: str, log):
+    """Score the select films and phantoms, keep the best weights so far and write the resumable checkpoint."""
+    real, ph = score(net, *real_sel), score(net, *ph_sel)
+    lung_real = float(np.nanmean(real[:, :2]))
+    entry = {"step": state["step"], "loss": round(loss, 4), "real_select_lung_dice": round(lung_real, 4),
+             "phantom_select_dice": {n: round(float(np.nanmean(ph[:, k])), 4) for k, n in enumerate(CLASSES)},
+             "seconds": round(time.time() - t_start)}
+    state["history"].append(entry)
+    log(json.dumps(entry))
+    # the checkpoint that best segments real lungs without losing the phantom heart
+    key = lung_real + 0.25 * float(np.nanmean(ph[:, CLASSES.index("heart")]))
+    if key > state["best"]:
+        state["best"] = key
+        best_sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state["elapsed"] = time.time() - t_start
+    with atomic_path(ckpt) as tmp:
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "best_sd": best_sd}, tmp)
+    return best_sd
+
+
+def _data(real_root: str, n_phantoms: int, size: int, log):
+    """Real fit / select films (no-derivatives films left out) and training / select phantoms, as arrays."""
+    t0 = time.time()
+    films = [f for f in read_films(real_root, "train") if f.licence in TRAINABLE_LICENCES]
+    fit, select = patient_holdout(films)
+    real, real_sel = load_real(fit, size), load_real(select, size)
+    ph = load_phantoms(range(100_000, 100_000 + n_phantoms), size)
+    ph_sel = load_phantoms(range(200_000, 200_080), size)
+    log(f"data: {len(fit)} real fit / {len(select)} real select films, {len(ph[0])} / {len(ph_sel[0])} phantoms "
+        f"({time.time() - t0:.0f}s)")
+    return fit, select, real, real_sel, ph, ph_sel
+
+
 def train(out: str, minutes: float = 35.0, n_phantoms: int = 700, real_root: str = DEFAULT_ROOT, size: int = 256,
           batch: int = 12, lr: float = 2e-3, real_share: float = 0.6, eval_every: int = 150, seed: int = 0,
           threads: int = 2, max_steps: int | None = None, log=print) -> dict:
@@ -130,15 +163,8 @@ def train(out: str, minutes: float = 35.0, n_phantoms: int = 700, real_root: str
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     os.makedirs(out, exist_ok=True)
-    t0 = time.time()
-    films = [f for f in read_films(real_root, "train") if f.licence in TRAINABLE_LICENCES]
-    fit, select = patient_holdout(films)
-    xr, yr, lr_ = load_real(fit, size)
-    xrs, yrs, lrs = load_real(select, size)
-    xp, yp, lp = load_phantoms(range(100_000, 100_000 + n_phantoms), size)
-    xps, yps, lps = load_phantoms(range(200_000, 200_080), size)
-    log(f"data: {len(fit)} real fit / {len(select)} real select films, {len(xp)} / {len(xps)} phantoms "
-        f"({time.time() - t0:.0f}s)")
+    fit, select, real, real_sel, ph, ph_sel = _data(real_root, n_phantoms, size, log)
+    (xr, yr, lr_), (xrs, yrs, lrs), (xp, yp, lp), (xps, yps, lps) = real, real_sel, ph, ph_sel
     cfg = SegNetConfig(size=size)
     net = build_net(cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -173,22 +199,7 @@ def train(out: str, minutes: float = 35.0, n_phantoms: int = 700, real_root: str
         opt.step()
         state["step"] += 1
         if state["step"] % eval_every == 0:
-            real = score(net, xrs, yrs, lrs)
-            ph = score(net, xps, yps, lps)
-            lung_real = float(np.nanmean(real[:, :2]))
-            entry = {"step": state["step"], "loss": round(loss.item(), 4), "real_select_lung_dice": round(lung_real, 4),
-                     "phantom_select_dice": {n: round(float(np.nanmean(ph[:, k])), 4) for k, n in enumerate(CLASSES)},
-                     "seconds": round(time.time() - t_start)}
-            state["history"].append(entry)
-            log(json.dumps(entry))
-            # the checkpoint that best segments real lungs without losing the phantom heart
-            key = lung_real + 0.25 * float(np.nanmean(ph[:, CLASSES.index("heart")]))
-            if key > state["best"]:
-                state["best"] = key
-                best_sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            state["elapsed"] = time.time() - t_start
-            with atomic_path(ckpt) as tmp:
-                torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "best_sd": best_sd}, tmp)
+            best_sd = _checkpoint(net, opt, state, best_sd, loss.item(), real_sel, ph_sel, t_start, ckpt, log)
     if best_sd is not None:
         net.load_state_dict(best_sd)
     net.eval()

@@ -182,13 +182,14 @@ def _layout_problem(masks: dict, shape: tuple[int, int]) -> str | None:
 
 
 def _heart_side(masks: dict) -> float | None:
-    """Heart centre relative to the lungs' midline, in units of the gap between the lung centres (+ = the image's
-    right, where a normally oriented film has it)."""
+    """The share of the heart lying on the image's right of the lungs' midline, minus a half: about +0.15 on a
+    normally oriented film (the left ventricle reaches further from the midline than the right atrium), negative
+    on a mirrored one."""
     heart = masks["heart"]
-    if not heart.any():
+    if heart is None or not heart.any():
         return None
     rc, lc = np.nonzero(masks["right lung"])[1].mean(), np.nonzero(masks["left lung"])[1].mean()
-    return float((np.nonzero(heart)[1].mean() - (rc + lc) / 2) / max(lc - rc, 1.0))
+    return float((np.nonzero(heart)[1] > (rc + lc) / 2).mean() - 0.5)
 
 
 def _predict(net, x: np.ndarray) -> np.ndarray:
@@ -196,18 +197,20 @@ def _predict(net, x: np.ndarray) -> np.ndarray:
         return torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(x))[:, None])).numpy()
 
 
-def _orientation_problem(net, x: np.ndarray, thresholds: dict) -> str | None:
-    """Called when a film fails the layout or heart-side check: does it read as a chest once flipped or turned?"""
+def _orientation_problem(net, x: np.ndarray, thresholds: dict, floor: dict) -> str | None:
+    """Called when a film fails the layout or heart-side check: does it read as a chest once flipped or turned, as
+    confidently as the real training films do (`floor`)?"""
     variants = {"mirrored left-right": np.fliplr(x), "turned 90° clockwise": np.rot90(x, 1),
                 "turned 90° anticlockwise": np.rot90(x, -1)}
     probs = _predict(net, np.stack([np.ascontiguousarray(v) for v in variants.values()]))
     for (what, v), p in zip(variants.items(), probs):
         m = postprocess(p, thresholds)
-        if _layout_problem(m, x.shape) is not None or confidence(p, m) < LOW_CONFIDENCE:
+        if (_layout_problem(m, x.shape) is not None or confidence(p, m) < floor["confidence"]
+                or mediastinum_contrast(v, m) < floor["mediastinum_contrast"]):
             continue
         heart, _ = _heart(np.ascontiguousarray(v), m)
         side = _heart_side({**m, "heart": heart}) if heart is not None else None
-        if side is not None and side > 0.1:
+        if side is not None and side > 0.05:
             return f"the film looks {what}; turn it upright (patient's right on the image's left) and open it again"
     return None
 
@@ -287,13 +290,13 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
     if problem is None and conf < floor["confidence"] and contrast < floor["mediastinum_contrast"]:
         # the shape of a lateral view: not a film to turn round, so no orientation search
         raise SegmentationError(f"no mediastinum between the two lung fields and low confidence ({conf:.2f}): "
-                                "a lateral view? Not a frontal chest radiograph")
+                                "not a frontal chest radiograph (a lateral view, or not a chest film)")
     xm = prepare(image, MEASURE_SIZE)
     masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
     heart, heart_source = (None, "not found") if problem else _heart(xm, masks)
     side = _heart_side({**masks, "heart": heart}) if heart is not None else None
-    if problem is not None or (side is not None and side < -0.1):
-        turned = _orientation_problem(net, x, thresholds)
+    if problem is not None or (side is not None and side < 0):
+        turned = _orientation_problem(net, x, thresholds, floor)
         if turned:
             raise SegmentationError(turned)
     if problem is not None:
