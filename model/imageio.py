@@ -47,6 +47,11 @@ def _load_bytes(source) -> tuple[bytes, str]:
         return fh.read(), path
 
 
+def _why(exc: BaseException) -> str:
+    """A library's message on one line (pydicom's list every decoder it tried, one per line), at most 300 chars."""
+    return " ".join(str(exc).split())[:300]
+
+
 def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
@@ -108,9 +113,9 @@ def _open_pil(data: bytes, name: str):
         raise ImageReadError(f"{name}: not a PNG, JPEG or DICOM image") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{name}: refusing an image larger than {MAX_SIDE}x{MAX_SIDE} pixels "
-                             f"(possible decompression bomb: {exc})") from None
+                             f"(possible decompression bomb: {_why(exc)})") from None
     except Exception as exc:  # Pillow raises assorted errors on malformed headers
-        raise ImageReadError(f"{name}: unreadable image header ({exc})") from None
+        raise ImageReadError(f"{name}: unreadable image header ({_why(exc)})") from None
     if img.format not in _READ_FORMATS:
         ext = os.path.splitext(name)[1].lower()
         named = f" named {ext}" if ext else ""
@@ -136,7 +141,7 @@ def _read_pil(data: bytes, name: str, max_side: int | None) -> np.ndarray:
             # A phone or scanner JPEG may be stored sideways with an EXIF Orientation saying how to turn it.
             img = ImageOps.exif_transpose(img)
     except Exception as exc:
-        raise ImageReadError(f"{name}: image data is truncated or corrupt ({exc})") from None
+        raise ImageReadError(f"{name}: image data is truncated or corrupt ({_why(exc)})") from None
     mode = img.mode
     alpha = None
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -166,16 +171,16 @@ def _read_dicom(data: bytes, name: str, max_side: int | None) -> np.ndarray:
     try:
         import pydicom
     except ImportError as exc:  # pragma: no cover - pydicom is a pinned requirement
-        raise ImageReadError(f"{name}: DICOM support needs pydicom ({exc})") from None
+        raise ImageReadError(f"{name}: DICOM support needs pydicom ({_why(exc)})") from None
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:
-        raise ImageReadError(f"{name}: unreadable DICOM ({exc})") from None
+        raise ImageReadError(f"{name}: unreadable DICOM ({_why(exc)})") from None
     try:
         rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     except (TypeError, ValueError) as exc:
-        raise ImageReadError(f"{name}: DICOM Rows / Columns / NumberOfFrames are not numbers ({exc})") from None
+        raise ImageReadError(f"{name}: DICOM Rows / Columns / NumberOfFrames are not numbers ({_why(exc)})") from None
     if "PixelData" not in ds:
         raise ImageReadError(f"{name}: DICOM has no pixel data")
     _check_size(cols, rows, name)
@@ -184,7 +189,7 @@ def _read_dicom(data: bytes, name: str, max_side: int | None) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        raise ImageReadError(f"{name}: DICOM pixel data is truncated or undecodable ({exc})") from None
+        raise ImageReadError(f"{name}: DICOM pixel data is truncated or undecodable ({_why(exc)})") from None
     if arr.shape[:2] != (rows, cols):
         raise ImageReadError(f"{name}: DICOM pixel array is {arr.shape}, header says {rows}x{cols}")
     colour = arr.ndim == 3
@@ -208,14 +213,14 @@ def _dicom_rows(arr: np.ndarray, ds, colour: bool, name: str) -> np.ndarray:
             arr = apply_modality_lut(arr, ds)
     except Exception as exc:
         raise ImageReadError(f"{name}: malformed modality LUT or rescale slope / intercept "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({type(exc).__name__}: {_why(exc)})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = apply_voi_lut(arr, ds)  # the stored VOI LUT, or window centre / width, when present
     except Exception as exc:
         raise ImageReadError(f"{name}: malformed VOI LUT or window centre / width "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({type(exc).__name__}: {_why(exc)})") from None
     return np.asarray(arr, dtype=np.float32)
 
 
