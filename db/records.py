@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.names import MAX_NAME, IdentityError, normalise_name
+from db.names import IdentityError, normalise_name
 from db.replay import FinalSentence
 from model.taxonomy import is_valid_name
 
