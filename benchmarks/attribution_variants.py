@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from model.grounding import attribution, harness
-    from model.grounding.forced import _encode, sentence_loglik_fn, teacher_force
     from model.grounding.regions import score_regions
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
@@ -57,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def layer_mean(image, seg_masks, report):
         """[T, Nmem]: each layer's direct attention to the memory, heads and layers averaged (earlier default)."""
-        ids, text_ids = _encode(gen, report)
-        px, maps = gen._inputs([image], [seg_masks])
+        ids, text_ids = gen.encode_text(report)
+        px, maps = gen.preprocess([image], [seg_masks])
         with torch.no_grad():
             prefix = gen.model.get_image_features(px, maps).tokens
             M = prefix.shape[1]
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                                     attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long))
         return torch.stack([a[0, :, M:M + len(text_ids), :M] for a in out.attentions]).mean((0, 1)).numpy()
 
-    layer = gen.model.vision.embeddings.patch_embeddings
+    layer = gen.patch_embedding
     for entry in harness.load_split(args.data, args.split, args.n):
         image, _, fmasks, findings, report = harness.read_case(args.data, entry)
         try:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 wanted.setdefault(i, m)
         if not wanted:
             continue
-        fo = teacher_force(gen, image, seg.masks, report)
+        fo = gen.teacher_force(image, seg.masks, report)
         spans = [tuple(s.token_span) for s in fo.sentences]
         mean = layer_mean(image, seg.masks, report)
         for name, mem, kw in (
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, m in wanted.items():
                 add("integrated gradients (16 steps)", dens[i], m, masks)
         for i, m in wanted.items():  # gradient variants, one sentence at a time
-            forward, px, _ = sentence_loglik_fn(gen, image, seg.masks, report)
+            forward, px, _ = gen.sentence_loglik_fn(image, seg.masks, report)
             seen = {}
             hook = layer.register_forward_hook(lambda mod, a, out: seen.__setitem__("p", out))
             with torch.enable_grad():

@@ -4,7 +4,7 @@
 
 Goals (docs/app.md): first open (segment + generate + ground + store + render) <= 2 s with the embedded default
 model; a cached re-open <= 0.3 s; app resident memory < 2 GB. Uses the real services (model.pipeline, a temporary
-SQLite review store, the demo cases) and the same `Backend.view` the Review screen calls; no browser.
+SQLite review store, the demo cases) and the same `ui.screen.case_view` the Review screen calls; no browser.
 Prints one JSON line and exits 1 when a goal is missed.
 """
 from __future__ import annotations
@@ -20,7 +20,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model  # noqa: E402,F401  (offline environment first)
-from app import DEFAULT_SUPERCLASSES, ViewSettings, build_app, make_backend  # noqa: E402
+from app import set_torch_threads  # noqa: E402
+from review.analyser import make_service  # noqa: E402
+from ui import build_app  # noqa: E402
+from ui.screen import DEFAULT_SUPERCLASSES, ViewSettings, case_view  # noqa: E402
 
 GOALS = {"open_s": 2.0, "reopen_s": 0.3, "max_rss_mb": 2048.0}
 
@@ -34,29 +37,32 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model directory (default: the embedded default)")
     p.add_argument("--case", default=None, help="demo case id (default: the first demo case)")
     p.add_argument("--repeats", type=int, default=5, help="cached re-opens to time (the median is reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, as `app.py --threads` (default 1, the app's)")
     args = p.parse_args(argv)
+    set_torch_threads(args.threads)  # as app.main does before the model loads
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        backend = make_backend(args.model, None, tmp)  # loads the model, as app.main does at start-up
+        service = make_service(args.model, None, tmp)  # loads the model, as app.main does at start-up
         load_s = time.perf_counter() - t
-        build_app(backend)  # the UI is part of the app's memory
-        case_id = args.case or next(iter(backend.cases))
+        build_app(service)  # the UI is part of the app's memory
+        case_id = args.case or next(iter(service.cases))
         settings = ViewSettings(list(DEFAULT_SUPERCLASSES), [], 0.35, 1.0)
         t0 = time.perf_counter()
-        v = backend.view(case_id, None, None, settings)
-        first = backend.view(case_id, v["state"].current[0].index if v["state"].current else None, None, settings)
+        v = case_view(service, case_id, None, None, settings)
+        first = case_view(service, case_id, v["state"].current[0].index if v["state"].current else None, None, settings)
         open_s = time.perf_counter() - t0
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            backend.view(case_id, first["sentence"], None, settings)
+            case_view(service, case_id, first["sentence"], None, settings)
             times.append(time.perf_counter() - t)
         reopen_s = sorted(times)[len(times) // 2]
-        _, analysis = backend.open(case_id)
+        _, analysis = service.open(case_id)
         result = {"case": case_id, "startup_s": round(load_s, 3), "open_s": round(open_s, 3),
                   "pipeline_s": {k: round(v, 3) for k, v in analysis.report.timings.items()}, "reopen_s": round(reopen_s, 3),
                   "max_rss_mb": round(_rss_mb(), 1), "n_sentences": len(v["state"].current),
-                  "model_version": backend.analyser.model_version, "cpu_count": os.cpu_count()}
+                  "model_version": service.analyser.model_version, "cpu_count": os.cpu_count(),
+                  "threads": args.threads, "load_avg_1min": round(os.getloadavg()[0], 2)}
     result["goals_met"] = {k: result[k] <= g for k, g in GOALS.items()}
     print(json.dumps(result))
     return 0 if all(result["goals_met"].values()) else 1

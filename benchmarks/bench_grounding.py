@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model  # noqa: E402,F401
 from model.atomic import atomic_write_text  # noqa: E402
 from model.grounding import DEFAULT_METHOD, attribute, attribution, ground_detailed, harness  # noqa: E402
-from model.grounding.forced import teacher_force  # noqa: E402
 from model.grounding.regions import score_regions, threshold_iou  # noqa: E402
 from model.taxonomy import CLASS_INDEX  # noqa: E402
 
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
             # Attribution alone, the same work for every method: one teacher-forced pass plus the method's own
             # passes (IG only on the sentences scored here, the others on the whole report), per sentence.
             t0 = time.perf_counter()
-            forced = teacher_force(gen, image, seg.masks, report)
+            forced = gen.teacher_force(image, seg.masks, report)
             if len(forced.sentences) != len(texts):
                 raise RuntimeError(f"{entry.get('id')}: the model's text splits into {len(forced.sentences)} "
                                    f"sentences, the report into {len(texts)}")
@@ -135,7 +134,7 @@ def main(argv=None) -> int:
             point[m]["sec_per_sentence"].append((time.perf_counter() - t0) / n_done)
             if m != "ig":  # and the whole verdict on top (image checks, specificity passes)
                 t0 = time.perf_counter()
-                ground_detailed(gen, image, seg, teacher_force(gen, image, seg.masks, report), m)
+                ground_detailed(gen, image, seg, gen.teacher_force(image, seg.masks, report), m)
                 point[m]["sec_per_sentence_verdict"].append((time.perf_counter() - t0) / n_done)
             for i, mask in wanted.items():
                 heat = heats[i]

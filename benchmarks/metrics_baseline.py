@@ -17,7 +17,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.labeler_agreement import default_data  # noqa: E402
+from model.report.negbio import default_data  # noqa: E402
 from model.report.metrics import clinical_efficacy, nlg_metrics  # noqa: E402
 from model.report.labeler import label_report  # noqa: E402
 

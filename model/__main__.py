@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("model.phantom.cli", "write a synthetic phantom chest X-ray dataset (R2Gen layout)"),
     "segment": ("model.segmentation.cli", "segment a radiograph into CXAS regions"),
     "train": ("model.s2d.train_cli", "train S2D-ALIGN (stages 0-3, ablations, fine-tune from corrections)"),
-    "generate": ("model.s2d.generate_cli", "generate reports (optionally grounded) for images"),
+    "generate": ("model.generate_cli", "generate reports (optionally grounded) for images"),
     "label": ("model.report.label_cli", "CheXpert-style labels, anatomy and key phrases for report text"),
     "metrics": ("model.report.metrics_cli", "NLG and clinical-efficacy metrics for reference/hypothesis files"),
     "evaluate": ("model.report.evaluate_cli", "evaluate a model on a dataset split"),

@@ -275,7 +275,8 @@ def as_gray_unit(image) -> np.ndarray:
     scaled by their dtype's range; float images are min-max stretched unless already within [0, 1]."""
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ImageReadError(f"image array has shape {arr.shape}; expected H×W, H×W×3 or H×W×4")
+        raise ImageReadError(f"image array has shape {arr.shape}; expected a grayscale H×W image "
+                             "(or H×W×3 / H×W×4)")
     _check_size(arr.shape[1], arr.shape[0], "<array>")
     if arr.dtype == bool:
         arr = arr.astype(np.float32)

@@ -8,27 +8,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.types import ReportOutput, Segmentation
-
-
-@dataclass
-class CaseAnalysis:
-    segmentation: Segmentation
-    report: ReportOutput  # sentences with regions, verdict, reasons; .heatmaps sentence index -> H x W in [0, 1]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: segment, generate, ground, total
-
-
-def _as_image(image) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3].mean(axis=-1)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale radiograph (H x W) or H x W x 3/4, got shape {arr.shape}")
-    return arr
+from model.imageio import as_gray_unit
+from model.types import CaseAnalysis, Segmentation  # noqa: F401  (CaseAnalysis: what analyse returns)
 
 
 class Pipeline:
@@ -55,18 +39,23 @@ class Pipeline:
 
         return segment(image, backend=self.seg_backend)
 
-    def analyse(self, image, method: str | None = None) -> CaseAnalysis:
-        return self.analyse_batch([image], method=method)[0]
+    def analyse(self, image, method: str | None = None, segmentation: Segmentation | None = None) -> CaseAnalysis:
+        return self.analyse_batch([image], method=method,
+                                  segmentations=None if segmentation is None else [segmentation])[0]
 
-    def analyse_batch(self, images, method: str | None = None) -> list[CaseAnalysis]:
-        """Segment each image, generate all reports in one batch, then ground each report."""
+    def analyse_batch(self, images, method: str | None = None,
+                      segmentations: list[Segmentation] | None = None) -> list[CaseAnalysis]:
+        """Segment each image (unless its segmentation is given), generate all reports in one batch, then ground
+        each report. Every image goes through the one normaliser (model.imageio.as_gray_unit) first."""
         from model.grounding import ground
 
-        images = [_as_image(im) for im in images]
+        images = [as_gray_unit(im) for im in images]
         if not images:
             return []
+        if segmentations is not None and len(segmentations) != len(images):
+            raise ValueError(f"{len(images)} images but {len(segmentations)} segmentations")
         t0 = time.perf_counter()
-        segs = [self.segment(im) for im in images]
+        segs = list(segmentations) if segmentations is not None else [self.segment(im) for im in images]
         t_seg = time.perf_counter() - t0
         t1 = time.perf_counter()
         gens = self.generator.generate_batch(images, masks=[s.masks for s in segs])

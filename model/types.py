@@ -5,8 +5,9 @@ through `to_dict()` / `from_dict()`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,6 +69,19 @@ class ReportOutput:
 
 
 @dataclass
+class CaseAnalysis:
+    """One radiograph analysed: segment -> generate -> ground (model.pipeline), what the review app caches."""
+
+    segmentation: Segmentation
+    report: ReportOutput  # sentences with regions, verdict, reasons; .heatmaps sentence index -> H x W in [0, 1]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: segment, generate, ground, total
+
+    @property
+    def heatmaps(self) -> dict[int, np.ndarray]:
+        return self.report.heatmaps or {}
+
+
+@dataclass
 class Segmentation:
     """Named multi-label masks at the image's own resolution (masks may overlap)."""
 
@@ -109,3 +123,35 @@ class KeyLayout:
             raise ValueError(f"key_layout has no patch grid: {d!r}")
         grid = d["grid"]
         return cls((int(grid[0]), int(grid[1])), list(d.get("regions") or []), int(d.get("n_feature_tokens") or 0))
+
+
+class ReportGenerator(Protocol):
+    """The report generator's public, typed interface: what grounding and the pipeline depend on
+    (model.s2d.generate.Generator implements it; grounding never reaches into its model or private methods).
+    Tensors are torch tensors, typed `Any` so that this module stays torch-free."""
+
+    model_version: str
+
+    def preprocess(self, images: list[np.ndarray], masks: list | None) -> tuple[Any, Any]:
+        """-> (pixel values [B, C, S, S], region maps [B, R, 32, 32] or None): the one input transform."""
+
+    def generate_batch(self, images: list[np.ndarray], masks: list | None = None) -> list[Any]:
+        """Greedy reports, each a GenerationOutput (report, sentences with token spans, attentions)."""
+
+    def teacher_force(self, image: np.ndarray, masks: Any, report_text: str) -> Any:
+        """One teacher-forced pass: a GenerationOutput as if the model had written `report_text`."""
+
+    def score_sentences(self, image: np.ndarray, masks: Any, report_text: str, key_mask: Any = None) -> Any:
+        """Teacher-forced log-likelihood of each sentence [S]; `key_mask` removes SMA_v keys (KeyLayout order)."""
+
+    def sentence_loglik_fn(self, image: np.ndarray, masks: Any, report_text: str
+                           ) -> tuple[Callable[[Any], Any], Any, list[Sentence]]:
+        """-> (pixel values -> per-sentence log-likelihoods [B, S], this image's pixel values, sentences)."""
+
+    @property
+    def patch_embedding(self) -> Any:
+        """The vision encoder's patch-embedding step (pixels -> patch tokens [B, Np, D])."""
+
+    @property
+    def key_layout(self) -> KeyLayout:
+        """How SMA_v's keys map back to the image."""

@@ -1,7 +1,7 @@
 """A test double for the app's analyser (small, deterministic) and a backend over a real temporary SQLite store.
 
 Used only by the app tests, so the UI can be exercised without a trained model; the app itself wires
-model.pipeline (app.make_backend)."""
+model.pipeline (review.analyser.make_service)."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from app import Backend, Case, DbReviewStore
 from db.store import Store
-from model.types import RegionScore, ReportOutput, Segmentation, Sentence
+from model.types import CaseAnalysis, RegionScore, ReportOutput, Segmentation, Sentence
+from review.service import ReviewService
+from review.store import DbReviewStore
+from review.types import Case
 
 
 class FakeAnalyser:
@@ -42,9 +44,8 @@ class FakeAnalyser:
         ]
         heat = {i: np.clip(m.astype(np.float32) * 0.9, 0, 1) for i, m in enumerate([heart, rl, ll])}
         report = ReportOutput(" ".join(s.text for s in sentences), sentences, model_version=self.model_version,
-                              grounding_method="fake attention")
-        return type("CaseAnalysis", (), {"segmentation": Segmentation(masks, "fake"), "report": report,
-                                         "heatmaps": heat})()
+                              grounding_method="fake attention", heatmaps=heat)
+        return CaseAnalysis(Segmentation(masks, "fake"), report)
 
 
 def make_cases(directory, n=2):
@@ -58,9 +59,9 @@ def make_cases(directory, n=2):
     return cases
 
 
-def make_backend(tmp_dir, n_cases=2):
+def make_service(tmp_dir, n_cases=2):
     cases_dir = os.path.join(tmp_dir, "cases")
     os.makedirs(cases_dir, exist_ok=True)
     store = DbReviewStore(Store("sqlite:///" + os.path.join(tmp_dir, "review.db")))
-    return Backend(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"),
+    return ReviewService(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"),
                    load_analyser=FakeAnalyser, models={"fake-0": "fake-0", "fake-1": "fake-1"})

@@ -1,10 +1,9 @@
-"""benchmarks/run_ablation.py end to end on a 9-case phantom set with a micro preset: three variants (the full
+"""The ablation driver (model/s2d/ablation.py, behind benchmarks/run_ablation.py) end to end on a 9-case phantom set with a micro preset: three variants (the full
 curriculum, a reordered one, and one with a different adapter architecture) train from the shared stage 0, follow
 their own plans, are evaluated, land in the JSON and the doc, and a rerun skips them. (Every variant's plan and
 architecture is covered by tests/test_s2d_model.py and tests/test_s2d_train.py.)"""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -18,10 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("run_ablation", os.path.join(ROOT, "benchmarks", "run_ablation.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from model.s2d import ablation
+    return ablation
 
 
 @pytest.fixture(scope="module")

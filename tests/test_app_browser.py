@@ -9,8 +9,8 @@ import socket
 import numpy as np
 import pytest
 
-from app import launch
-from app_fakes import make_backend
+from app_fakes import make_service
+from ui import launch
 
 pytestmark = pytest.mark.browser
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    backend = make_backend(str(tmp_path_factory.mktemp("app")), n_cases=5)
+    backend = make_service(str(tmp_path_factory.mktemp("app")), n_cases=5)
     port = _free_port()
     demo = launch(backend, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"

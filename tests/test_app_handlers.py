@@ -1,17 +1,18 @@
-"""The app's backend and view rendering with test doubles (no browser)."""
+"""The review service and the screen composition with test doubles (no browser)."""
 import os
 
 import numpy as np
 import pytest
 
-from app import Backend, ViewSettings, build_app, render_view
-from app_fakes import make_backend
+from app_fakes import make_service
+from ui import build_app
+from ui.screen import ViewSettings, render_view
 from model.imageio import ImageReadError
 
 
 @pytest.fixture
 def backend(tmp_path):
-    return make_backend(str(tmp_path))
+    return make_service(str(tmp_path))
 
 
 def test_open_is_cached(backend):
@@ -64,6 +65,11 @@ def test_build_app_exposes_api(backend):
     demo = build_app(backend)
     names = {d.api_name for d in demo.fns.values()}
     assert {"generate", "correct", "worklist"} <= names
+    # every endpoint gradio_client sees keeps the name it had before the app was split into review/ and ui/
+    assert names == {"generate", "correct", "worklist", "open_case", "pick_row", "redraw", "do_upload", "do_export",
+                     "use_model", "fine_tune", "on_page_load", "sort_worklist", "sort_worklist_1",
+                     *(f"act_{i}" if i else "act" for i in range(9)),
+                     *(f"redraw_keep_text_{i}" if i else "redraw_keep_text" for i in range(5))}
 
 
 def test_corrections_go_through_the_store_and_survive_a_restart(backend, tmp_path):
@@ -86,10 +92,11 @@ def test_corrections_go_through_the_store_and_survive_a_restart(backend, tmp_pat
     with pytest.raises(ValueError, match="unknown reason code"):
         st.correct("demo-0", "dr.a", "flag", index=0, reason="because")
     # A fresh app on the same database sees the same review.
-    from app import Backend, DbReviewStore
     from app_fakes import FakeAnalyser
     from db.store import Store
-    again = Backend(FakeAnalyser(), DbReviewStore(Store("sqlite:///" + str(tmp_path / "review.db"))),
+    from review.service import ReviewService
+    from review.store import DbReviewStore
+    again = ReviewService(FakeAnalyser(), DbReviewStore(Store("sqlite:///" + str(tmp_path / "review.db"))),
                     list(backend.cases.values()), data_dir=str(tmp_path / "data"))
     again.open("demo-0")
     assert [s.text for s in again.store.state("demo-0").current][0] == "Heart is large."
@@ -130,9 +137,9 @@ def test_switching_model_generates_a_new_report_and_review(backend):
 
 
 def test_cli_login_option_is_validated():
-    from app import _parse_auth, main
-    assert _parse_auth(["ann:pw", "bob:x:y"]) == [("ann", "pw"), ("bob", "x:y")]
-    assert _parse_auth([]) is None
+    from app import main, parse_auth
+    assert parse_auth(["ann:pw", "bob:x:y"]) == [("ann", "pw"), ("bob", "x:y")]
+    assert parse_auth([]) is None
     with pytest.raises(SystemExit, match="NAME:PASSWORD"):
         main(["--user", "nopassword"])
 
@@ -142,7 +149,7 @@ def test_cli_threads_are_set_before_the_model_loads(monkeypatch):
     import app
 
     seen = []  # torch's intra-op threads when main() loads the model
-    monkeypatch.setattr(app, "make_backend", lambda *a, **kw: seen.append(torch.get_num_threads()) or object())
+    monkeypatch.setattr(app, "make_service", lambda *a, **kw: seen.append(torch.get_num_threads()) or object())
     monkeypatch.setattr(app, "launch", lambda *a, **kw: None)
     before = torch.get_num_threads()
     try:
@@ -155,14 +162,17 @@ def test_cli_threads_are_set_before_the_model_loads(monkeypatch):
     assert seen == [1, 3, 3]  # default 1; 0 leaves the count as it was
 
 
-def _fake_trainer(export_dir, init, data, out):
-    # Stands in for `python -m model train --from-export`: the same progress lines and final "done: PATH".
+def _fake_trainer(export_dir, init, data, out, progress):
+    # Stands in for `python -m model train --from-export --progress FILE`: the same typed events
+    # (model/progress.py), a tqdm-like line on stdout that must not matter, and the checkpoint folder.
     code = ("import os, sys, json; a = json.load(open(sys.argv[1] + '/annotation.json'));"
             "assert a['train'], 'no entries';"
-            "[print(f'stage 3 epoch {e}/2: {p}%|###| 1/2', end='\\r', flush=True) for e in (1, 2) for p in (50, 100)];"
-            "ck = os.path.join(sys.argv[2], 'stage3'); os.makedirs(ck); print('\\ndone: ' + ck)")
+            "from model.progress import ProgressEvent, ProgressWriter; w = ProgressWriter(sys.argv[3]);"
+            "[w.write(ProgressEvent('epoch', 3, e, 2, s, 2)) for e in (1, 2) for s in (1, 2)];"
+            "print('stage 3 epoch 9/9: 99%|###|', end='\\r', flush=True);"
+            "ck = os.path.join(sys.argv[2], 'stage3'); os.makedirs(ck); w.write(ProgressEvent('done', checkpoint=ck))")
     import sys
-    return [sys.executable, "-c", code, export_dir, out]
+    return [sys.executable, "-c", code, export_dir, out, progress]
 
 
 def test_fine_tune_from_corrections_reports_progress_and_offers_the_new_model(backend, tmp_path):

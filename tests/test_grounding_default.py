@@ -42,13 +42,12 @@ def test_pipeline_analyses_a_phantom_end_to_end(pipeline, left_effusion):
 def test_generation_records_the_same_rollout_as_one_teacher_forced_pass(pipeline, left_effusion):
     # generation builds the rollout one token at a time from the KV cache; the grounding of any other text
     # builds it from one pass over the whole text: the two must agree on the model's own report
-    from model.grounding.forced import teacher_force
 
     _, image = left_effusion
     gen, seg = pipeline.generator, pipeline.segment(image)
     out = gen.generate(image, seg.masks)
     assert out.token_ids, "the default wrote an empty report"
-    forced = teacher_force(gen, image, seg.masks, out.report)
+    forced = gen.teacher_force(image, seg.masks, out.report)
     assert forced.token_ids == out.token_ids
     np.testing.assert_allclose(forced.mem_attention, out.mem_attention, atol=1e-5)
     assert np.all(out.mem_attention >= 0) and np.all(out.mem_attention.sum(1) <= 1 + 1e-5)

@@ -10,7 +10,6 @@ import pytest
 from _s2d import micro_model, micro_tokenizer
 
 from model.grounding import DEFAULT_METHOD, METHODS, ground, ground_detailed, ground_text, region_links
-from model.grounding.forced import teacher_force
 from model.types import VERDICTS
 
 TEXT = ("FINDINGS: Heart size is normal. There is a small left pleural effusion. No pneumothorax. "
@@ -42,7 +41,7 @@ def case():
 
 def test_teacher_forced_pass_matches_the_text_and_the_layout(gen, case):
     image, seg = case
-    forced = teacher_force(gen, image, seg.masks, TEXT)
+    forced = gen.teacher_force(image, seg.masks, TEXT)
     assert forced.report == TEXT
     assert [s.text for s in forced.sentences] == ["Heart size is normal.", "There is a small left pleural effusion.",
                                                  "No pneumothorax.", "Small left pleural effusion."]
@@ -71,7 +70,7 @@ def test_every_method_grounds_every_sentence(gen, case, method):
 
 def test_ablation_calls_the_scorer_once_per_region_plus_one(gen, case, monkeypatch):
     image, seg = case
-    forced = teacher_force(gen, image, seg.masks, TEXT)
+    forced = gen.teacher_force(image, seg.masks, TEXT)
     calls = []
     real = gen.score_sentences
     monkeypatch.setattr(gen, "score_sentences", lambda *a, **k: calls.append(k.get("key_mask")) or real(*a, **k))

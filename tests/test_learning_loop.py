@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks.learning_loop import REVIEWER, LoopConfig, canonical_report, run_loop
+from review.learning_loop import REVIEWER, LoopConfig, canonical_report, run_loop
 
 pytestmark = pytest.mark.slow
 

@@ -136,17 +136,11 @@ def test_bad_input_is_a_clear_error():
 def test_agrees_with_negbio_gold_on_iu_trainval(shared_data):
     """The documented agreement (docs/labeler.md) does not regress: F1 >= 0.90 where gold has >= 40 positives,
     except Lung Lesion whose gold (NegBio Nodule/Mass) differs in vocabulary; see the doc."""
-    import io
-    from contextlib import redirect_stdout
-
-    from benchmarks.labeler_agreement import main
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        main(["--data", shared_data])
-    rows = {line.split("|")[1].strip(): line.split("|") for line in buf.getvalue().splitlines()
-            if line.startswith("| ") and not line.startswith("| observation")}
+    from model.report.negbio import agreement
+    res = agreement(shared_data)
+    assert res.n_reports == 3080
     for obs in ("Atelectasis", "Cardiomegaly", "Pleural Effusion"):
-        assert float(rows[obs][5]) >= 0.90, rows[obs]
+        assert res.prf(obs)[2] >= 0.90, (obs, res.counts[obs])
 
 
 def test_matches_the_chexpert_labeler_on_its_four_samples(shared_data):

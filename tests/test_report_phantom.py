@@ -1,6 +1,6 @@
-"""The labeler, anatomy and key phrases against the phantom world's own ground truth (benchmarks/labeler_phantom.py
+"""The labeler, anatomy and key phrases against the phantom world's own ground truth (model/phantom/understanding.py
 at a small size): phantom reports are what the embedded model learns to write, so they must be understood."""
-from benchmarks.labeler_phantom import evaluate
+from model.phantom.understanding import evaluate
 
 
 def test_phantom_reports_are_understood():

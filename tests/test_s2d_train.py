@@ -180,8 +180,16 @@ def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
     (export / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
     init = os.path.join(trained, "stage3")
     out = str(tmp_path / "ft")
+    progress = str(tmp_path / "progress.jsonl")
     assert main(["train", "--from-export", str(export), "--init", init, "--data", phantom_dir, "--out", out,
-                 "--replay", "2", "--no-progress"]) == 0
+                 "--replay", "2", "--no-progress", "--progress", progress]) == 0
+    # the typed events the app's fine-tune job follows: every step of stage 3, then the checkpoint
+    from model.progress import ProgressReader
+    events = ProgressReader(progress).new_events()
+    assert events[-1].kind == "done" and events[-1].checkpoint == os.path.join(out, "stage3")
+    steps = [e for e in events if e.kind == "epoch"]
+    assert steps and {e.stage for e in steps} == {3} and steps[-1].fraction == 1.0
+    assert [e.fraction for e in steps] == sorted(e.fraction for e in steps)
     a, b = _weights(init), _weights(os.path.join(out, "stage3"))
     key = "sma_v.mlp.0.weight"
     assert set(a) == set(b) and not torch.equal(a[key], b[key])

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from review.types import WorklistRow  # noqa: F401  (the row type lives with the review domain; rendered here)
 
 HEADERS = ["case", "status", "model version", "ungrounded", "reviewer", "source"]
 ORDERS = {
@@ -11,16 +12,6 @@ ORDERS = {
     "status": lambda r: (r.status, r.case_id),
     "reviewer": lambda r: (r.reviewer or "", r.case_id),
 }
-
-
-@dataclass
-class WorklistRow:
-    case_id: str  # a pseudonymous id, never a patient name
-    status: str  # e.g. "new", "generated", "in review", "signed"
-    model_version: str = ""
-    n_ungrounded: int = 0
-    reviewer: str | None = None
-    source: str = ""  # "phantom", "IU X-ray", "NIH CXR14", "upload"
 
 
 def worklist_table(rows: Iterable[WorklistRow], order: str = "most ungrounded first") -> list[list]:

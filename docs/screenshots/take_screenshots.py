@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 import model  # noqa: E402,F401
-from app import launch, make_backend  # noqa: E402
+from review.analyser import make_service  # noqa: E402
+from ui import launch  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -36,10 +37,10 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="gcxr-shots-")
     if args.stand_in:
         sys.path.insert(0, os.path.join(ROOT, "tests"))
-        from app_fakes import make_backend as fake_backend
+        from app_fakes import make_service as fake_backend
         backend, prefix = fake_backend(tmp, n_cases=3), "standin_"
     else:
-        backend, prefix = make_backend(args.model, None, tmp), ""
+        backend, prefix = make_service(args.model, None, tmp), ""
     case = args.case or next(iter(backend.cases))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
 from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, with_specificity
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
-from model.types import RegionScore, ReportOutput, Segmentation, Sentence
+from model.types import RegionScore, ReportGenerator, ReportOutput, Segmentation, Sentence
 
 METHODS = ("ig-fast", "rollout", "saliency", "ablation", "ig")
 DEFAULT_METHOD = "ig-fast"
@@ -91,13 +91,13 @@ def attribute(generator, image: np.ndarray, segmentation: Segmentation, gen_outp
     return out, scores
 
 
-def ground(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
+def ground(generator: ReportGenerator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
            thresholds: Thresholds | None = None, **kwargs) -> ReportOutput:
     """Fill each sentence of `gen_output` with ranked regions, verdict, reasons, labels and anatomy."""
     return ground_detailed(generator, image, segmentation, gen_output, method, thresholds, **kwargs)[0]
 
 
-def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
+def ground_detailed(generator: ReportGenerator, image: np.ndarray, segmentation: Segmentation, gen_output, method: str = DEFAULT_METHOD,
                     thresholds: Thresholds | None = None, bank=None, **kwargs
                     ) -> tuple[ReportOutput, list[Judgement]]:
     """`ground` plus each sentence's Judgement (its continuous unsupported-score; used by calibration and the
@@ -146,14 +146,13 @@ def ground_detailed(generator, image: np.ndarray, segmentation: Segmentation, ge
     return out, judgements
 
 
-def ground_text(generator, image: np.ndarray, segmentation: Segmentation, report_text: str,
+def ground_text(generator: ReportGenerator, image: np.ndarray, segmentation: Segmentation, report_text: str,
                 method: str = DEFAULT_METHOD, **kwargs) -> ReportOutput:
     """Ground any report text (a reviewer's edit, an inserted sentence) with one teacher-forced pass."""
     if not report_text or not report_text.strip():
         raise ValueError("report_text is empty: nothing to ground")
-    from model.grounding.forced import teacher_force
 
-    forced = teacher_force(generator, np.asarray(image), segmentation.masks, report_text)
+    forced = generator.teacher_force(np.asarray(image), segmentation.masks, report_text)
     return ground(generator, image, segmentation, forced, method, **kwargs)
 
 

@@ -181,11 +181,9 @@ def integrated_gradients(generator, image: np.ndarray, segmentation, report_text
     import torch
     from captum.attr import LayerIntegratedGradients
 
-    from model.grounding.forced import sentence_loglik_fn
-
     layout = as_layout(key_layout)
-    forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
-    layer = generator.model.vision.embeddings.patch_embeddings
+    forward, px, sentences = generator.sentence_loglik_fn(image, segmentation.masks, report_text)
+    layer = generator.patch_embedding
     lig = LayerIntegratedGradients(forward, layer)
     masks = segmentation.masks
     out = {}
@@ -207,11 +205,9 @@ def saliency(generator, image: np.ndarray, segmentation, report_text: str, key_l
     benchmarks/attribution_variants.py, numbers in docs/grounding.md)."""
     import torch
 
-    from model.grounding.forced import sentence_loglik_fn
-
     layout = as_layout(key_layout)
-    forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
-    layer = generator.model.vision.embeddings.patch_embeddings
+    forward, px, sentences = generator.sentence_loglik_fn(image, segmentation.masks, report_text)
+    layer = generator.patch_embedding
     seen = {}
     hook = layer.register_forward_hook(lambda module, args, output: seen.__setitem__("patches", output))
     try:
@@ -245,14 +241,12 @@ def fast_integrated_gradients(generator, image: np.ndarray, segmentation, report
     (docs/grounding.md); a test checks the numbers against captum's."""
     import torch
 
-    from model.grounding.forced import sentence_loglik_fn
-
     layout = as_layout(key_layout)
-    forward, px, sentences = sentence_loglik_fn(generator, image, segmentation.masks, report_text)
+    forward, px, sentences = generator.sentence_loglik_fn(image, segmentation.masks, report_text)
     todo = list(range(len(sentences)) if sentence_indices is None else sentence_indices)
     if not todo:
         return {}
-    layer = generator.model.vision.embeddings.patch_embeddings
+    layer = generator.patch_embedding
     with torch.no_grad():
         a = layer(torch.cat([px, torch.zeros_like(px)]))  # the layer's output for this image and the baseline
     a1, a0 = a[:1], a[1:]  # [1, Np, D]

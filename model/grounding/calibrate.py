@@ -44,7 +44,6 @@ def _fit(pos, neg, higher_means_positive: bool) -> tuple[float, float, float]:
 
 def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
     from model.grounding import DEFAULT_METHOD, ground_detailed
-    from model.grounding.forced import teacher_force
     from model.grounding.specificity import sentence_pmi
     from model.report.sentences import split_sentences
     from model.s2d.generate import load_generator
@@ -67,7 +66,7 @@ def calibrate(data_dir: str, n: int, model_dir: str | None, seed: int) -> dict:
         sents = [s.text for s in split_sentences(report)]
         # as the benchmark perturbs: one absent finding inserted, one present finding denied
         pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
-        forced = teacher_force(gen, image, seg.masks, " ".join(pert))
+        forced = gen.teacher_force(image, seg.masks, " ".join(pert))
         _, js = ground_detailed(gen, image, seg, forced, DEFAULT_METHOD, thresholds=Thresholds())
         if len(js) != len(labels):
             continue

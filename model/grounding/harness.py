@@ -14,6 +14,8 @@ import random
 
 import numpy as np
 
+from model.stats import auroc  # noqa: F401  (re-exported: benchmarks and tests import it here)
+
 # Templates for absent findings: (CheXpert type, side or None, text). Sides are the patient's.
 INSERTS = (
     ("Pneumothorax", "right", "There is a right pneumothorax."),
@@ -68,18 +70,6 @@ def hallucinate(sentences: list[str], findings: list[dict], rng: random.Random, 
         out.insert(at, text)
         labels.insert(at, 1)
     return out, labels
-
-
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half); nan when a class is missing."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
 def precision_recall(pred, labels) -> tuple[float, float]:

@@ -257,87 +257,97 @@ def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], m
 
 def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
           masks: dict[str, np.ndarray], measurements: dict, th: Thresholds, top_k: int = 3) -> Judgement:
-    """Apply the module's rules to one sentence."""
+    """Apply the module's rules to one sentence: a finding it affirms, a finding it denies, or a description."""
     side = side_of(text, anatomy)
     positive = [o for o, v in labels.items() if v in (1, -1) and o in FINDING_REGIONS]
     negative = [o for o, v in labels.items() if v == 0 and o in FINDING_REGIONS]
-    devices = labels.get("Support Devices") in (1, -1)
-    top = regions[:top_k]
-
     if positive:
-        reasons: list[str] = []
-        contradiction = None
-        for obs in positive:
-            ev = finding_evidence(obs, side, measurements, th)
-            if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
-                contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
-        expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
-        where = list(anatomy) or expected
-        relevant = _relevant(regions, where, masks)
-        support = relevant[0].score if relevant else 0.0
-        best_any = top[0].score if top else 0.0
-        m_against = None if contradiction is None else 1.0 - contradiction[0]
-        support_deficit = float(np.clip((th.support_good - support) / max(th.support_good - 0.5, 1e-6), 0, 1))
-        w = th.support_weight
-        score = support_deficit if m_against is None else (1 - w) * m_against + w * support_deficit
-        verdict = "grounded"
-        if m_against is not None and m_against > 0.5:
-            trusted = contradiction[3] or m_against >= STRONG
-            verdict = "ungrounded" if trusted else "weak"
-            reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
-                           + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
-        if best_any < th.support_min:
-            # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
-            confirmed = contradiction is not None and contradiction[0] > 0.5
-            verdict = "weak" if confirmed and verdict != "ungrounded" else "ungrounded"
-            reasons.append("no region supports it (best region score "
-                           f"{best_any:.2f} < {th.support_min:.2f})"
-                           + (f", though the image agrees: {contradiction[2]}" if confirmed else ""))
-        elif support < th.support_min:
-            verdict = "ungrounded" if verdict == "ungrounded" else "weak"
-            reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
-                           + ") do not match the anatomy it names (" + ", ".join(where) + ")")
-        elif support < th.support_good and verdict == "grounded":
-            verdict = "weak"
-            reasons.append(f"only moderate support in {relevant[0].name} ({support:.2f} < {th.support_good:.2f})")
-        if verdict == "grounded":
-            reasons.append(f"supported by {relevant[0].name} ({support:.2f})"
-                           + (f"; consistent with {contradiction[2]}" if contradiction else ""))
-        links = relevant[:top_k] + [r for r in top if r not in relevant[:top_k]]
-        return Judgement(verdict, reasons, float(score), links[:top_k + 1], support)
-
+        return _judge_affirmed(positive, side, anatomy, regions, masks, measurements, th, top_k)
     if negative:
-        denied = sorted({r for obs in negative for r in FINDING_REGIONS[obs](side)})
-        shown = [obs for obs in negative if finding_evidence(obs, side, measurements, th) is not None]
-        worst = None
-        for obs in shown:
-            p, desc = finding_evidence(obs, side, measurements, th)
-            if worst is None or p > worst[0]:
-                worst = (p, obs, desc, th.reliable.get(CHECKS[obs], True))
-        links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
-        covered = max((r.score for r in links), default=0.0)
-        if worst is not None and worst[0] > 0.5:
-            why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
-            if worst[3] or worst[0] >= STRONG:
-                return Judgement("ungrounded", [why], float(worst[0]), links)
-            return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
-                             links)
-        score = 0.0 if worst is None else float(worst[0])
-        if regions and covered < th.support_min:
-            return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
-                             max(score, 0.5 * (1 - covered)), links)
-        why = f"nothing in {', '.join(denied)} contradicts it"
-        if worst is not None:
-            why += f" ({worst[2]})"
-        return Judgement("grounded", [why], score, links)
-
+        return _judge_denied(negative, side, regions, masks, measurements, th)
     # Plain description (technique, devices, normal anatomy): grounded when the attribution is not diffuse noise.
+    top = regions[:top_k]
     best_any = top[0].score if top else 0.0
-    what = "support device" if devices else "description"
+    what = "support device" if labels.get("Support Devices") in (1, -1) else "description"
     if best_any < th.support_min:
         return Judgement("weak", [f"{what}: no region clearly supports it ({best_any:.2f} < {th.support_min:.2f})"],
                          float(1 - best_any), top)
     return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)
+
+
+def _judge_affirmed(positive: list[str], side, anatomy: list[str], regions: list[RegionScore],
+                    masks: dict[str, np.ndarray], measurements: dict, th: Thresholds, top_k: int) -> Judgement:
+    """A sentence affirming findings: the measurements must not contradict it, and a region it names must carry
+    the attribution."""
+    top = regions[:top_k]
+    contradiction = None
+    for obs in positive:
+        ev = finding_evidence(obs, side, measurements, th)
+        if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
+            contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
+    expected = sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
+    where = list(anatomy) or expected
+    relevant = _relevant(regions, where, masks)
+    support = relevant[0].score if relevant else 0.0
+    best_any = top[0].score if top else 0.0
+    m_against = None if contradiction is None else 1.0 - contradiction[0]
+    support_deficit = float(np.clip((th.support_good - support) / max(th.support_good - 0.5, 1e-6), 0, 1))
+    w = th.support_weight
+    score = support_deficit if m_against is None else (1 - w) * m_against + w * support_deficit
+    verdict, reasons = "grounded", []
+    if m_against is not None and m_against > 0.5:
+        trusted = contradiction[3] or m_against >= STRONG
+        verdict = "ungrounded" if trusted else "weak"
+        reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
+                       + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
+    if best_any < th.support_min:
+        # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
+        confirmed = contradiction is not None and contradiction[0] > 0.5
+        verdict = "weak" if confirmed and verdict != "ungrounded" else "ungrounded"
+        reasons.append("no region supports it (best region score "
+                       f"{best_any:.2f} < {th.support_min:.2f})"
+                       + (f", though the image agrees: {contradiction[2]}" if confirmed else ""))
+    elif support < th.support_min:
+        verdict = "ungrounded" if verdict == "ungrounded" else "weak"
+        reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
+                       + ") do not match the anatomy it names (" + ", ".join(where) + ")")
+    elif support < th.support_good and verdict == "grounded":
+        verdict = "weak"
+        reasons.append(f"only moderate support in {relevant[0].name} ({support:.2f} < {th.support_good:.2f})")
+    if verdict == "grounded":
+        reasons.append(f"supported by {relevant[0].name} ({support:.2f})"
+                       + (f"; consistent with {contradiction[2]}" if contradiction else ""))
+    links = relevant[:top_k] + [r for r in top if r not in relevant[:top_k]]
+    return Judgement(verdict, reasons, float(score), links[:top_k + 1], support)
+
+
+def _judge_denied(negative: list[str], side, regions: list[RegionScore], masks: dict[str, np.ndarray],
+                  measurements: dict, th: Thresholds) -> Judgement:
+    """A sentence denying findings: the measurements must not show them, and the attribution must cover the
+    regions denied."""
+    denied = sorted({r for obs in negative for r in FINDING_REGIONS[obs](side)})
+    shown = [obs for obs in negative if finding_evidence(obs, side, measurements, th) is not None]
+    worst = None
+    for obs in shown:
+        p, desc = finding_evidence(obs, side, measurements, th)
+        if worst is None or p > worst[0]:
+            worst = (p, obs, desc, th.reliable.get(CHECKS[obs], True))
+    links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
+    covered = max((r.score for r in links), default=0.0)
+    if worst is not None and worst[0] > 0.5:
+        why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
+        if worst[3] or worst[0] >= STRONG:
+            return Judgement("ungrounded", [why], float(worst[0]), links)
+        return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
+                         links)
+    score = 0.0 if worst is None else float(worst[0])
+    if regions and covered < th.support_min:
+        return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
+                         max(score, 0.5 * (1 - covered)), links)
+    why = f"nothing in {', '.join(denied)} contradicts it"
+    if worst is not None:
+        why += f" ({worst[2]})"
+    return Judgement("grounded", [why], score, links)
 
 
 def pmi_unsupported(pmi, scale: float):

@@ -119,7 +119,6 @@ class Anatomy:
 def build_anatomy(g: Geometry, size: int) -> Anatomy:
     S = size
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
-    masks: dict[str, np.ndarray] = {}
     outlines = {side: lung_outline(g, side) for side in SIDES}
     fields = {side: fill(outlines[side], S) for side in SIDES}
 
@@ -128,109 +127,19 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
     cols = np.flatnonzero(both.any(0))
     thorax_w = (cols[-1] - cols[0] + 1) / S
 
-    # heart: a pear-shaped silhouette widening from the mediastinum down to the diaphragm; its widest extent is
-    # ctr * thoracic width, about a third right of the midline (right atrium) and two thirds left (left ventricle)
-    hw = g.ctr * thorax_w
-    right_border, left_border = g.cx - 0.36 * hw, g.cx + 0.64 * hw
-    floor = max(g.dome_y.values()) + 0.045
-    top = g.carina_y + 0.10
-    t = np.linspace(0, 1, 40)
-    y = top + t * (floor - top)
-    left_x = g.cx + g.medial + (left_border - g.cx - g.medial) * np.sin(np.clip(t * 1.25, 0, 1) * np.pi / 2) ** 0.9
-    right_x = g.cx - g.medial - (g.cx - g.medial - right_border) * np.sin(np.clip(t * 1.15, 0, 1) * np.pi / 2) ** 1.3
-    heart = fill(np.concatenate([np.stack([left_x, y], 1), np.stack([right_x[::-1], y[::-1]], 1)]), S)
-    masks["heart"] = heart
-
+    heart = _heart(g, S, thorax_w)
     # aortic knob bulging into the left lung's medial border above the left hilum
     arch = ellipse(S, (g.cx + g.medial + 0.012, g.carina_y - 0.045), (0.032, 0.026))
     arch |= ellipse(S, (g.cx + 0.015, g.carina_y - 0.06), (0.05, 0.018))
-    masks["aortic arch"] = arch
-
     lungs = {side: fields[side] & ~heart & ~arch for side in SIDES}
-    masks["right lung"], masks["left lung"] = lungs["right"], lungs["left"]
-
-    # zones: thirds of each lung's height; the apical zone is the part above the clavicle (inside the upper zone)
+    masks: dict[str, np.ndarray] = {"heart": heart, "aortic arch": arch, "right lung": lungs["right"],
+                                    "left lung": lungs["left"]}
     for side in SIDES:
-        rows = np.flatnonzero(lungs[side].any(1))
-        top, bot = rows[0] / S, (rows[-1] + 1) / S
-        h = bot - top
-        lung = lungs[side]
-        masks[f"{side} upper zone lung"] = lung & (yy < top + h / 3)
-        masks[f"{side} mid zone lung"] = lung & (yy >= top + h / 3) & (yy < top + 2 * h / 3)
-        masks[f"{side} lung base"] = lung & (yy >= top + 2 * h / 3)
-        masks[f"{side} apical zone lung"] = lung & (yy < min(g.clavicle_y + 0.01, top + h / 3))
-        # approximate lobes on a frontal view: horizontal fissure (right) and an oblique lateral-high to
-        # medial-low line separating the lower lobe (lateral and basal) from the middle lobe / lingula
-        off = (xx - g.cx) * side_sign(side)  # lateral offset, grows towards the patient's side
-        rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)  # 0 medial .. 1 lateral
-        oblique = top + h * (0.45 + 0.45 * (1 - rel))  # lateral: 45% down, medial: 90% down
-        if side == "right":
-            fissure = top + 0.45 * h
-            masks["lung upper lobe right"] = lung & (yy < fissure)
-            masks["lung middle lobe right"] = lung & (yy >= fissure) & (yy < oblique)
-            masks["lung lower lobe right"] = lung & (yy >= fissure) & (yy >= oblique)
-        else:
-            masks["lung upper lobe left"] = lung & (yy < oblique)
-            masks["lung lower lobe left"] = lung & (yy >= oblique)
-
-    # trachea and main bronchi (air), carina at the bifurcation
-    tw = 0.021
-    trachea_pts = np.array([[g.cx - tw, 0.0], [g.cx + tw, 0.0], [g.cx + tw, g.carina_y], [g.cx - tw, g.carina_y]])
-    masks["trachea"] = fill(trachea_pts, S)
-    bronchi = stroke(np.array([[g.cx, g.carina_y - 0.01], [g.cx - 0.07, g.carina_y + 0.05]]), S, 0.026)
-    bronchi |= stroke(np.array([[g.cx, g.carina_y - 0.01], [g.cx + 0.08, g.carina_y + 0.07]]), S, 0.024)
-    near = ((xx - g.cx) ** 2 + (yy - g.carina_y) ** 2) < 0.04 ** 2
-    masks["tracheal bifurcation"] = (masks["trachea"] | bronchi) & near
-    airway = masks["trachea"] | bronchi
-
-    # mediastinum: the space between the lungs from the apices to the diaphragm, plus the heart and arch
-    hull_pts = cv2.convexHull(np.round(np.concatenate([outlines["right"], outlines["left"]]) * S).astype(np.int32))
-    hull = np.zeros((S, S), np.uint8)
-    cv2.fillPoly(hull, [hull_pts], 1)
-    between = hull.astype(bool) & ~fields["right"] & ~fields["left"] & (yy >= g.apex_y) & (yy < floor)
-    between &= np.abs(xx - g.cx) < g.medial + 0.02
-    cardiomed = between | heart | arch
-    masks["cardiomediastinum"] = cardiomed
-    masks["upper mediastinum"] = cardiomed & (yy < g.carina_y)
-    masks["lower mediastinum"] = cardiomed & (yy >= g.carina_y)
-
-    # hemidiaphragms: a band under each dome across the lung's width
-    for side in SIDES:
-        s = side_sign(side)
-        off = np.linspace(g.medial, g.half_width, 30)
-        top = dome_curve(g, side, off)
-        pts = np.concatenate([np.stack([g.cx + s * off, top], 1), np.stack([g.cx + s * off[::-1], top[::-1] + 0.035], 1)])
-        masks[f"{side} hemidiaphragm"] = fill(pts, S)
-
-    # clavicles: gently S-shaped bars from the sternal end up and out to the shoulder
-    for side in SIDES:
-        s = side_sign(side)
-        t = np.linspace(0, 1, 20)
-        pts = np.stack([g.cx + s * (0.05 + 0.33 * t), g.clavicle_y - 0.065 * t + 0.012 * np.sin(t * np.pi * 2)], 1)
-        masks[f"clavicle {side}"] = stroke(pts, S, 0.026)
-
-    # thoracic spine: 12 vertebral bodies from above the apices to just below the domes
-    top, bot = g.apex_y - 0.04, max(g.dome_y.values()) + 0.06
-    step = (bot - top) / 12
-    spine = np.zeros((S, S), bool)
-    for k in range(12):
-        y0 = top + k * step
-        vb = (np.abs(xx - g.cx) < 0.032 + 0.0015 * k) & (yy >= y0 + 0.1 * step) & (yy < y0 + step)
-        masks[f"vertebrae T{k + 1}"] = vb
-        spine |= vb
-    masks["thoracic spine"] = (np.abs(xx - g.cx) < 0.05) & (yy >= top) & (yy < bot)
-
-    # CXAS group masks where they are plain unions (names that are also class names keep the class mask)
-    masks["lung"] = lungs["right"] | lungs["left"]
-    masks["lung halves"] = masks["lung"]
-    masks["lung zones"] = masks["lung"]
-    masks["lung lobes"] = masks["lung"]
-    for zone in ("upper zone lung", "mid zone lung", "lung base", "apical zone lung"):
-        masks[zone] = masks[f"right {zone}"] | masks[f"left {zone}"]
-    masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
-    masks["clavicles"] = masks["clavicle right"] | masks["clavicle left"]
-    masks["heart region"] = heart
-    masks["mediastinum"] = cardiomed
+        masks.update(_lung_divisions(g, side, lungs[side], yy, xx))
+    airway = _airways(g, S, masks, yy, xx)
+    masks.update(_mediastinum(g, S, outlines, fields, heart | arch, yy, xx))
+    masks.update(_diaphragm_and_bones(g, S, yy, xx))
+    masks.update(_groups(masks, heart))
 
     hw_px = np.flatnonzero(heart.any(0))
     heart_w = (hw_px[-1] - hw_px[0] + 1) / S
@@ -239,6 +148,111 @@ def build_anatomy(g: Geometry, size: int) -> Anatomy:
             "thoracic_width_px": int(round(thorax_w * S))}
     return Anatomy(geometry=g, masks=masks, hemithorax=outlines, fields=fields, airway=airway, hilum=hilum,
                    measurements=meas)
+
+
+def _heart_floor(g: Geometry) -> float:
+    return max(g.dome_y.values()) + 0.045
+
+
+def _heart(g: Geometry, S: int, thorax_w: float) -> np.ndarray:
+    """A pear-shaped silhouette widening from the mediastinum down to the diaphragm; its widest extent is
+    ctr * thoracic width, about a third right of the midline (right atrium) and two thirds left (left ventricle)."""
+    hw = g.ctr * thorax_w
+    right_border, left_border = g.cx - 0.36 * hw, g.cx + 0.64 * hw
+    floor, top = _heart_floor(g), g.carina_y + 0.10
+    t = np.linspace(0, 1, 40)
+    y = top + t * (floor - top)
+    left_x = g.cx + g.medial + (left_border - g.cx - g.medial) * np.sin(np.clip(t * 1.25, 0, 1) * np.pi / 2) ** 0.9
+    right_x = g.cx - g.medial - (g.cx - g.medial - right_border) * np.sin(np.clip(t * 1.15, 0, 1) * np.pi / 2) ** 1.3
+    return fill(np.concatenate([np.stack([left_x, y], 1), np.stack([right_x[::-1], y[::-1]], 1)]), S)
+
+
+def _lung_divisions(g: Geometry, side: str, lung: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> dict:
+    """Zones (thirds of the lung's height; the apical zone is the part above the clavicle, inside the upper zone)
+    and approximate lobes on a frontal view: horizontal fissure (right) and an oblique lateral-high to medial-low
+    line separating the lower lobe (lateral and basal) from the middle lobe / lingula."""
+    S = lung.shape[0]
+    rows = np.flatnonzero(lung.any(1))
+    top, bot = rows[0] / S, (rows[-1] + 1) / S
+    h = bot - top
+    masks = {f"{side} upper zone lung": lung & (yy < top + h / 3),
+             f"{side} mid zone lung": lung & (yy >= top + h / 3) & (yy < top + 2 * h / 3),
+             f"{side} lung base": lung & (yy >= top + 2 * h / 3),
+             f"{side} apical zone lung": lung & (yy < min(g.clavicle_y + 0.01, top + h / 3))}
+    off = (xx - g.cx) * side_sign(side)  # lateral offset, grows towards the patient's side
+    rel = np.clip((off - g.medial) / (g.half_width - g.medial), 0, 1)  # 0 medial .. 1 lateral
+    oblique = top + h * (0.45 + 0.45 * (1 - rel))  # lateral: 45% down, medial: 90% down
+    if side == "right":
+        fissure = top + 0.45 * h
+        masks["lung upper lobe right"] = lung & (yy < fissure)
+        masks["lung middle lobe right"] = lung & (yy >= fissure) & (yy < oblique)
+        masks["lung lower lobe right"] = lung & (yy >= fissure) & (yy >= oblique)
+    else:
+        masks["lung upper lobe left"] = lung & (yy < oblique)
+        masks["lung lower lobe left"] = lung & (yy >= oblique)
+    return masks
+
+
+def _airways(g: Geometry, S: int, masks: dict, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Trachea and main bronchi (air), the carina at the bifurcation; adds their masks, returns the airway."""
+    tw = 0.021
+    trachea_pts = np.array([[g.cx - tw, 0.0], [g.cx + tw, 0.0], [g.cx + tw, g.carina_y], [g.cx - tw, g.carina_y]])
+    masks["trachea"] = fill(trachea_pts, S)
+    bronchi = stroke(np.array([[g.cx, g.carina_y - 0.01], [g.cx - 0.07, g.carina_y + 0.05]]), S, 0.026)
+    bronchi |= stroke(np.array([[g.cx, g.carina_y - 0.01], [g.cx + 0.08, g.carina_y + 0.07]]), S, 0.024)
+    near = ((xx - g.cx) ** 2 + (yy - g.carina_y) ** 2) < 0.04 ** 2
+    masks["tracheal bifurcation"] = (masks["trachea"] | bronchi) & near
+    return masks["trachea"] | bronchi
+
+
+def _mediastinum(g: Geometry, S: int, outlines: dict, fields: dict, heart_and_arch: np.ndarray, yy: np.ndarray,
+                 xx: np.ndarray) -> dict:
+    """The space between the lungs from the apices to the diaphragm, plus the heart and arch."""
+    hull_pts = cv2.convexHull(np.round(np.concatenate([outlines["right"], outlines["left"]]) * S).astype(np.int32))
+    hull = np.zeros((S, S), np.uint8)
+    cv2.fillPoly(hull, [hull_pts], 1)
+    between = hull.astype(bool) & ~fields["right"] & ~fields["left"] & (yy >= g.apex_y) & (yy < _heart_floor(g))
+    between &= np.abs(xx - g.cx) < g.medial + 0.02
+    cardiomed = between | heart_and_arch
+    return {"cardiomediastinum": cardiomed, "upper mediastinum": cardiomed & (yy < g.carina_y),
+            "lower mediastinum": cardiomed & (yy >= g.carina_y)}
+
+
+def _diaphragm_and_bones(g: Geometry, S: int, yy: np.ndarray, xx: np.ndarray) -> dict:
+    masks = {}
+    for side in SIDES:  # hemidiaphragms: a band under each dome across the lung's width
+        s = side_sign(side)
+        off = np.linspace(g.medial, g.half_width, 30)
+        top = dome_curve(g, side, off)
+        pts = np.concatenate([np.stack([g.cx + s * off, top], 1), np.stack([g.cx + s * off[::-1], top[::-1] + 0.035], 1)])
+        masks[f"{side} hemidiaphragm"] = fill(pts, S)
+    for side in SIDES:  # clavicles: gently S-shaped bars from the sternal end up and out to the shoulder
+        s = side_sign(side)
+        t = np.linspace(0, 1, 20)
+        pts = np.stack([g.cx + s * (0.05 + 0.33 * t), g.clavicle_y - 0.065 * t + 0.012 * np.sin(t * np.pi * 2)], 1)
+        masks[f"clavicle {side}"] = stroke(pts, S, 0.026)
+    # thoracic spine: 12 vertebral bodies from above the apices to just below the domes
+    top, bot = g.apex_y - 0.04, max(g.dome_y.values()) + 0.06
+    step = (bot - top) / 12
+    for k in range(12):
+        y0 = top + k * step
+        masks[f"vertebrae T{k + 1}"] = (np.abs(xx - g.cx) < 0.032 + 0.0015 * k) & (yy >= y0 + 0.1 * step) & \
+            (yy < y0 + step)
+    masks["thoracic spine"] = (np.abs(xx - g.cx) < 0.05) & (yy >= top) & (yy < bot)
+    return masks
+
+
+def _groups(masks: dict, heart: np.ndarray) -> dict:
+    """CXAS group masks where they are plain unions (names that are also class names keep the class mask)."""
+    lung = masks["right lung"] | masks["left lung"]
+    groups = {"lung": lung, "lung halves": lung, "lung zones": lung, "lung lobes": lung}
+    for zone in ("upper zone lung", "mid zone lung", "lung base", "apical zone lung"):
+        groups[zone] = masks[f"right {zone}"] | masks[f"left {zone}"]
+    groups["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
+    groups["clavicles"] = masks["clavicle right"] | masks["clavicle left"]
+    groups["heart region"] = heart
+    groups["mediastinum"] = masks["cardiomediastinum"]
+    return groups
 
 
 def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass
 
 from model.atomic import atomic_write_json
+from model.progress import ProgressWriter
 from model.s2d.config import S2DConfig
 from model.s2d.data import Case, load_cases
 
@@ -36,6 +37,7 @@ class FineTuneConfig:
     seed: int = 0
     eval_limit: int = 64  # test cases scored before and after
     progress: bool = True
+    events: ProgressWriter | None = None  # typed progress events (model/progress.py), for the app's job
 
 
 def card_name(model_dir: str) -> str:
@@ -142,7 +144,7 @@ def fine_tune(fc: FineTuneConfig) -> str:
     print(f"fine-tune from {fc.init_dir}: {len(corrected)} corrected + {len(replay)} replayed cases, "
           f"{cfg.train.stages[3].epochs} epochs at lr {cfg.train.stages[3].lr}")
     ckpt = train(cfg, fc.out_dir, corrected + replay, val, [], stages=[3], seed=fc.seed, init_dir=fc.init_dir,
-                 progress=fc.progress)
+                 progress=fc.progress, events=fc.events)
 
     with open(os.path.join(fc.data_dir, "annotation.json"), encoding="utf-8") as fh:
         test = (json.load(fh).get("test") or [])[: fc.eval_limit]

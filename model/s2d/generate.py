@@ -4,6 +4,9 @@
     out = gen.generate(image, masks)        # masks: CXAS name -> bool HxW (e.g. Segmentation.masks), optional
     out.report, out.sentences, out.mem_attention, out.cross_attention, out.key_layout
     gen.score_sentences(image, masks, report_text, key_mask)   # teacher-forced per-sentence log-likelihoods
+    gen.teacher_force(image, masks, text)   # a GenerationOutput as if the model had written `text` (grounding)
+
+`Generator` implements `model.types.ReportGenerator`, the typed interface grounding depends on.
 
 Greedy decoding with the KV cache. Every prompt is the same length (Nmem soft tokens + <s>), so a batch needs no
 padding at the prompt; sequences that finish early are padded on the right and ignored.
@@ -102,7 +105,9 @@ class Generator:
                              f"stage{state.get('stage', '?')}"
 
     # -- inputs -----------------------------------------------------------------------------------------------
-    def _inputs(self, images: list[np.ndarray], masks: list | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def preprocess(self, images: list[np.ndarray], masks: list | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (and their CXAS masks, one set per image or None) -> the model's pixel values [B, C, S, S] and
+        ASaRG region maps [B, R, 32, 32] (None when the model takes no segmentation)."""
         from model.s2d.asarg import masks_to_maps
         from model.s2d.data import MAP_SIZE, pixel_tensor, prepare_image
 
@@ -128,7 +133,7 @@ class Generator:
         if len(images) == 0:
             return []
         t0 = time.perf_counter()
-        px, maps = self._inputs(list(images), masks)
+        px, maps = self.preprocess(list(images), masks)
         feats = self.model.get_image_features(px, maps)
         t1 = time.perf_counter()
         ids, mem = self._greedy(feats.tokens)  # [B, T], [B, T, M]
@@ -141,7 +146,7 @@ class Generator:
             token_ids = row[:n]
             text = self.tok.decode(token_ids, skip_special_tokens=True)
             outs.append(GenerationOutput(
-                report=text, sentences=self._sentences(token_ids, text), token_ids=token_ids,
+                report=text, sentences=self.sentence_spans(token_ids, text), token_ids=token_ids,
                 timings={"encode_s": (t1 - t0) / len(images), "decode_s": (t2 - t1) / len(images),
                          "total_s": (t2 - t0) / len(images), "n_tokens": float(n)},
                 mem_attention=mem[b, :n].numpy(), cross_attention=cross[b], key_layout=feats.key_layout,
@@ -177,7 +182,8 @@ class Generator:
         """Character end offset in the decoded text of each token prefix."""
         return [len(self.tok.decode(token_ids[: i + 1], skip_special_tokens=True)) for i in range(len(token_ids))]
 
-    def _sentences(self, token_ids: list[int], text: str) -> list[Sentence]:
+    def sentence_spans(self, token_ids: list[int], text: str) -> list[Sentence]:
+        """The sentences of `text` (the decoding of `token_ids`), each with its [start, end) token span."""
         ends = self._char_ends(token_ids)
         starts = [0] + ends[:-1]
         out = []
@@ -192,7 +198,7 @@ class Generator:
         """Teacher-forced log-likelihood of each sentence of `report_text` (order of split_sentences) given the
         image: float [S]. key_mask [N_keys] (bool: False removes a patch/region/feature key from SMA_v; float in
         [0, 1]: soft removal, differentiable for integrated gradients; layout in `key_layout`)."""
-        px, maps = self._inputs([image], None if masks is None else [masks])
+        px, maps = self.preprocess([image], None if masks is None else [masks])
         ids = [self.tok.bos_token_id] + self.tok(report_text, add_special_tokens=False)["input_ids"] + \
               [self.tok.eos_token_id]
         input_ids = torch.tensor([ids])
@@ -213,6 +219,74 @@ class Generator:
             toks = [k for k in range(len(text_ids)) if starts[k] < b and ends[k] > a]
             scores.append(tok_lp[toks].sum() if toks else tok_lp.new_zeros(()))
         return torch.stack(scores) if scores else tok_lp.new_zeros(0)
+
+    # -- teacher forcing (what grounding builds on) -------------------------------------------------------------
+    def encode_text(self, report_text: str) -> tuple[list[int], list[int]]:
+        """-> (ids with <s> ... </s>, text ids)."""
+        text_ids = self.tok(report_text, add_special_tokens=False)["input_ids"]
+        if not text_ids:
+            raise ValueError("the report text encodes to no tokens: nothing to ground")
+        return [self.tok.bos_token_id] + text_ids + [self.tok.eos_token_id], text_ids
+
+    def _membership(self, text_ids: list[int]) -> tuple[list[Sentence], torch.Tensor]:
+        """Sentences of the decoded text with token spans, and a [T_text, S] 0/1 membership matrix."""
+        text = self.tok.decode(text_ids, skip_special_tokens=True)
+        sentences = self.sentence_spans(text_ids, text)
+        member = torch.zeros(len(text_ids), len(sentences), dtype=torch.float64)
+        for j, sent in enumerate(sentences):
+            a, b = sent.token_span
+            member[a:b, j] = 1.0
+        return sentences, member
+
+    @torch.no_grad()
+    def teacher_force(self, image: np.ndarray, masks, report_text: str) -> GenerationOutput:
+        """One teacher-forced pass over `report_text` -> a GenerationOutput as if the model had written it:
+        mem_attention [T_text, Nmem] (the query predicting each text token: its rollout relevance over the memory
+        positions, exactly as generation records it), cross_attention [Nmem, N_keys] (heads averaged), sentences
+        with token spans, key_layout. Grounds any text: a reviewer's edit, an inserted sentence."""
+        t0 = time.perf_counter()
+        ids, text_ids = self.encode_text(report_text)
+        px, maps = self.preprocess([image], None if masks is None else [masks])
+        feats = self.model.get_image_features(px, maps)
+        prefix = feats.tokens  # [1, M, D]
+        M = prefix.shape[1]
+        embeds = torch.cat([prefix, self.model.embed_tokens()(torch.tensor([ids]))], dim=1)  # [1, M + L, D]
+        out = self.model.decoder(inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1], dtype=torch.long),
+                                 output_attentions=True)
+        # query at position M + i (token i of ids) predicts ids[i + 1]; text token k is ids[k + 1]
+        att = MemoryRollout(M).extend(out.attentions)[0, M:M + len(text_ids)]  # [T, M]
+        sentences, _ = self._membership(text_ids)
+        return GenerationOutput(report=self.tok.decode(text_ids, skip_special_tokens=True), sentences=sentences,
+                                token_ids=text_ids,
+                                timings={"teacher_force_s": time.perf_counter() - t0, "n_tokens": float(len(text_ids))},
+                                mem_attention=att.numpy(), cross_attention=feats.cross_attention[0].mean(0).numpy(),
+                                key_layout=feats.key_layout, model_version=self.model_version)
+
+    def sentence_loglik_fn(self, image: np.ndarray, masks, report_text: str):
+        """-> (forward(pixel_values [B, C, S, S]) -> per-sentence log-likelihoods [B, S], pixel_values [1, C, S, S],
+        sentences). Differentiable in the pixels: the gradient attributions (captum and ig-fast) drive it."""
+        model = self.model
+        ids, text_ids = self.encode_text(report_text)
+        px, maps = self.preprocess([image], None if masks is None else [masks])
+        sentences, member = self._membership(text_ids)  # member [T, S]
+        input_ids = torch.tensor([ids])
+
+        def forward(pixel_values: torch.Tensor) -> torch.Tensor:
+            B = pixel_values.shape[0]
+            batch_ids = input_ids.expand(B, -1)
+            seg = None if maps is None else maps.expand(B, *maps.shape[1:])
+            out = model(pixel_values, batch_ids, torch.ones_like(batch_ids), seg_maps=seg)
+            logp = torch.log_softmax(out.logits[:, out.n_prefix:-1].double(), -1)  # [B, L - 1, V]
+            tok_lp = logp.gather(2, batch_ids[:, 1:, None])[..., 0][:, :len(text_ids)]  # [B, T] text tokens only
+            return tok_lp @ member  # [B, S]
+
+        return forward, px, sentences
+
+    @property
+    def patch_embedding(self) -> torch.nn.Module:
+        """The vision encoder's patch-embedding step: pixel values -> patch tokens [B, Np, D], the layer the gradient
+        attributions differentiate at."""
+        return self.model.vision.embeddings.patch_embeddings
 
     @property
     def key_layout(self):

@@ -16,10 +16,12 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from model.progress import ProgressEvent, ProgressWriter
 from model.s2d.config import S2DConfig
 from model.s2d.data import Case, encode, pixel_tensor
 from model.s2d.modeling import S2DAlign, load_model, save_model
@@ -155,70 +157,86 @@ def _find_resume(out_dir: str, phases: list[Phase]) -> tuple[int, dict | None]:
 
 def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case], texts: list[str],
           stages: list[int] | None = None, seed: int = 0, tokenizer=None, init_dir: str | None = None,
-          progress: bool = True) -> str:
-    """Run the curriculum; returns the directory of the last stage's checkpoint. `texts`: the stage 0 corpus."""
+          progress: bool = True, events: ProgressWriter | None = None) -> str:
+    """Run the curriculum; returns the directory of the last stage's checkpoint. `texts`: the stage 0 corpus.
+    `events` receives a typed progress event per step (model/progress.py; the app's fine-tune job reads them)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    from model.s2d.tokenizer import train_tokenizer
 
     acc = Accelerator()
     set_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    log_path = os.path.join(out_dir, "loss_log.jsonl")
     phases = [p for p in plan(cfg) if stages is None or p.stage in stages]
     if not phases:
         raise ValueError(f"no stage of {[p.stage for p in plan(cfg)]} selected by --stages {stages}")
     if cfg.decoder.pretrained and phases[0].stage == 0:
         raise ValueError("stage 0 (decoder pretraining) is for the tiny preset; the paper preset starts at stage 1")
-
     start, state = _find_resume(out_dir, phases)
-    if state is not None:
-        model, tokenizer, _ = load_model(os.path.join(out_dir, f"stage{phases[start].stage}"))
-        cfg = model.cfg
-        if state.get("complete"):
-            start, state = start + 1, None
-    elif init_dir:
-        model, tokenizer, _ = load_model(init_dir)
-        cfg = model.cfg
-    else:
-        if tokenizer is None:
-            tokenizer = train_tokenizer(texts, cfg.decoder.vocab_size)
-        if len(tokenizer) > cfg.decoder.vocab_size:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only {cfg.decoder.vocab_size}")
-        model = S2DAlign(cfg)
-        start = max(start, 0)
+    model, tokenizer, start, state = _starting_model(cfg, out_dir, phases, start, state, init_dir, texts, tokenizer)
+    cfg = model.cfg
     if (state is None and not init_dir and phases[0].stage != 0 and needs_vision_pretraining(cfg)
             and not cfg.vision.trainable):
         raise ValueError("the tiny vision encoder is pretrained in stage 0 and frozen afterwards: include stage 0, "
                          "start from a checkpoint, or set vision.trainable / train.vision_pretrain.epochs: 0")
+    run = _Run(acc, cfg, out_dir, cases, val_cases, texts, tokenizer, seed, progress, events or ProgressWriter(None))
     ckpt = os.path.join(out_dir, f"stage{phases[-1].stage}")
     for i in range(max(start, 0), len(phases)):
-        phase, last = phases[i], i == len(phases) - 1
+        model, ckpt = run.phase(model, phases[i], i == len(phases) - 1, state)
+        state = None  # only the phase resumed from starts part-way
+    return ckpt
+
+
+def _starting_model(cfg: S2DConfig, out_dir: str, phases: list[Phase], start: int, state: dict | None,
+                    init_dir: str | None, texts: list[str], tokenizer):
+    """The model training starts from: a checkpoint to resume, the --init model, or a new one (with a tokenizer
+    trained on `texts` unless one is given). -> (model, tokenizer, first phase index, resume state or None)."""
+    from model.s2d.tokenizer import train_tokenizer
+
+    if state is not None:
+        model, tokenizer, _ = load_model(os.path.join(out_dir, f"stage{phases[start].stage}"))
+        if state.get("complete"):
+            start, state = start + 1, None
+        return model, tokenizer, start, state
+    if init_dir:
+        model, tokenizer, _ = load_model(init_dir)
+        return model, tokenizer, start, None
+    if tokenizer is None:
+        tokenizer = train_tokenizer(texts, cfg.decoder.vocab_size)
+    if len(tokenizer) > cfg.decoder.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the decoder only {cfg.decoder.vocab_size}")
+    return S2DAlign(cfg), tokenizer, max(start, 0), None
+
+
+@dataclass
+class _Run:
+    """What every phase of one training run shares."""
+
+    acc: Any
+    cfg: S2DConfig
+    out_dir: str
+    cases: list[Case]
+    val_cases: list[Case]
+    texts: list[str]
+    tokenizer: Any
+    seed: int
+    progress: bool
+    events: ProgressWriter
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.out_dir, "loss_log.jsonl")
+
+    def phase(self, model: S2DAlign, phase: Phase, last: bool, state: dict | None) -> tuple[S2DAlign, str]:
+        """Train one phase (resuming from `state`), checkpointing every epoch -> (model, checkpoint dir)."""
+        cfg, acc = self.cfg, self.acc
         if phase.stage > 0:
             model.add_lora()
         params = set_trainable(model, phase, last)
-        if phase.stage == 0:
-            ids_all, mask_all = encode(tokenizer, texts, cfg.train.max_report_tokens)
-            n = len(texts)
-        else:
-            batcher = CaseBatcher(cases, tokenizer, cfg, training=True, seed=seed + phase.stage)
-            n = len(batcher)
-        if n == 0:
-            raise ValueError(f"stage {phase.stage} has no training data")
-        bs = cfg.train.batch_size
-        steps_per_epoch = math.ceil(n / bs)
-        total = steps_per_epoch * phase.epochs
-        gate = [p for p in params if model.asarg is not None and p is model.asarg.gate]
-        groups = [{"params": [p for p in params if not any(p is g for g in gate)]}]
-        if gate:
-            groups.append({"params": gate, "lr": phase.lr * cfg.train.gate_lr_scale, "weight_decay": 0.0})
-        opt = torch.optim.AdamW(groups, lr=phase.lr, weight_decay=cfg.train.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.train.warmup_frac * total))))
-        first_epoch = 0
-        ckpt = os.path.join(out_dir, f"stage{phase.stage}")
-        if state is not None and i == start:
+        batches = self._batches(phase)
+        steps_per_epoch = math.ceil(batches.n / cfg.train.batch_size)
+        opt, sched = self._optimiser(model, params, phase, steps_per_epoch * phase.epochs)
+        first_epoch, ckpt = 0, os.path.join(self.out_dir, f"stage{phase.stage}")
+        if state is not None:
             first_epoch = state["epochs_done"]
             opt_path = os.path.join(ckpt, "optimizer.pt")
             if os.path.isfile(opt_path):
@@ -226,64 +244,113 @@ def train(cfg: S2DConfig, out_dir: str, cases: list[Case], val_cases: list[Case]
                 opt.load_state_dict(saved["optimizer"])
                 sched.load_state_dict(saved["scheduler"])
         model_p, opt_p, sched_p = acc.prepare(model, opt, sched)
-        step_rng = torch.Generator().manual_seed(seed * 1000 + phase.stage)
+        step_rng = torch.Generator().manual_seed(self.seed * 1000 + phase.stage)
         for epoch in range(first_epoch, phase.epochs):
-            model_p.train()
-            order = list(range(n))
-            random.Random(seed + 7919 * epoch + phase.stage).shuffle(order)
-            bar = tqdm(range(steps_per_epoch), desc=f"stage {phase.stage} epoch {epoch + 1}/{phase.epochs}",
-                       disable=not (progress and acc.is_main_process), leave=False)
-            t0 = time.time()
-            for s in bar:
-                idx = order[s * bs:(s + 1) * bs]
-                if phase.stage == 0:
-                    ids, mask = ids_all[idx], mask_all[idx]
-                    L = int(mask.sum(1).max())
-                    out = model_p(None, ids[:, :L].to(acc.device), mask[:, :L].to(acc.device))
-                    used_aux = ()
-                else:
-                    use = phase.aux if (phase.aux and torch.rand((), generator=step_rng) < cfg.train.aux_prob) \
-                        else ()
-                    b = batcher.batch(idx, use)
-                    out = model_p(b["pixel_values"].to(acc.device), b["input_ids"].to(acc.device),
-                                  b["attention_mask"].to(acc.device),
-                                  seg_maps=None if b["seg_maps"] is None else b["seg_maps"].to(acc.device),
-                                  aux={k: (v[0].to(acc.device), v[1].to(acc.device)) for k, v in b["aux"].items()})
-                    used_aux = use
-                acc.backward(out.loss)
-                acc.clip_grad_norm_(params, cfg.train.grad_clip)
-                opt_p.step()
-                sched_p.step()
-                opt_p.zero_grad()
-                bar.set_postfix(loss=f"{out.loss.item():.3f}")
-                if acc.is_main_process and (s % 10 == 0 or s == steps_per_epoch - 1):
-                    _log(log_path, {"stage": phase.stage, "epoch": epoch + 1, "step": s + 1, "loss": out.loss.item(),
-                                    "lr": sched_p.get_last_lr()[0], "aux": list(used_aux),
-                                    "seconds": round(time.time() - t0, 2)})
+            self._epoch(model_p, opt_p, sched_p, params, phase, epoch, batches, steps_per_epoch, step_rng)
             model = acc.unwrap_model(model_p)
-            row = {"stage": phase.stage, "epoch": epoch + 1, "epoch_seconds": round(time.time() - t0, 1)}
-            if val_cases and phase.stage > 0:
-                row["val_loss"] = evaluate_loss(model, tokenizer, val_cases, cfg)
-            vision_pending = phase.stage == 0 and needs_vision_pretraining(cfg)
-            if acc.is_main_process:
-                _log(log_path, row)
-                complete = epoch + 1 == phase.epochs and not vision_pending
-                save_model(model, ckpt, tokenizer, {"stage": phase.stage, "aux": list(phase.aux),
-                                                    "epochs_done": epoch + 1, "complete": complete, "seed": seed})
-                if not complete:
-                    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                               os.path.join(ckpt, "optimizer.pt"))
-            acc.wait_for_everyone()
+            self._end_epoch(model, phase, epoch, opt, sched, ckpt)
         if phase.stage == 0 and needs_vision_pretraining(cfg):
             # every process trains the same encoder from the same seed and data; only the main one writes
-            summary = _pretrain_vision(model, cfg, cases, val_cases, seed, progress and acc.is_main_process,
-                                       log_path if acc.is_main_process else os.devnull)
+            summary = _pretrain_vision(model, cfg, self.cases, self.val_cases, self.seed,
+                                       self.progress and acc.is_main_process,
+                                       self.log_path if acc.is_main_process else os.devnull)
             if acc.is_main_process:
-                save_model(model, ckpt, tokenizer, {"stage": 0, "aux": [], "epochs_done": phase.epochs,
-                                                    "complete": True, "seed": seed, "vision_pretraining": summary})
+                save_model(model, ckpt, self.tokenizer, {"stage": 0, "aux": [], "epochs_done": phase.epochs,
+                                                         "complete": True, "seed": self.seed,
+                                                         "vision_pretraining": summary})
             acc.wait_for_everyone()
-        state = None
-    return ckpt
+        return model, ckpt
+
+    def _batches(self, phase: Phase) -> "_Batches":
+        cfg = self.cfg
+        if phase.stage == 0:
+            ids_all, mask_all = encode(self.tokenizer, self.texts, cfg.train.max_report_tokens)
+            batches = _Batches(len(self.texts), None, ids_all, mask_all)
+        else:
+            batcher = CaseBatcher(self.cases, self.tokenizer, cfg, training=True, seed=self.seed + phase.stage)
+            batches = _Batches(len(batcher), batcher)
+        if batches.n == 0:
+            raise ValueError(f"stage {phase.stage} has no training data")
+        return batches
+
+    def _optimiser(self, model: S2DAlign, params: list, phase: Phase, total: int):
+        cfg = self.cfg
+        gate = [p for p in params if model.asarg is not None and p is model.asarg.gate]
+        groups = [{"params": [p for p in params if not any(p is g for g in gate)]}]
+        if gate:
+            groups.append({"params": gate, "lr": phase.lr * cfg.train.gate_lr_scale, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=phase.lr, weight_decay=cfg.train.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.train.warmup_frac * total))))
+        return opt, sched
+
+    def _epoch(self, model_p, opt_p, sched_p, params, phase: Phase, epoch: int, batches: "_Batches",
+               steps_per_epoch: int, step_rng: torch.Generator) -> None:
+        from tqdm.auto import tqdm
+
+        acc, cfg, bs = self.acc, self.cfg, self.cfg.train.batch_size
+        model_p.train()
+        order = list(range(batches.n))
+        random.Random(self.seed + 7919 * epoch + phase.stage).shuffle(order)
+        bar = tqdm(range(steps_per_epoch), desc=f"stage {phase.stage} epoch {epoch + 1}/{phase.epochs}",
+                   disable=not (self.progress and acc.is_main_process), leave=False)
+        t0 = time.time()
+        for s in bar:
+            out, used_aux = batches.step(model_p, acc, phase, order[s * bs:(s + 1) * bs], cfg, step_rng)
+            acc.backward(out.loss)
+            acc.clip_grad_norm_(params, cfg.train.grad_clip)
+            opt_p.step()
+            sched_p.step()
+            opt_p.zero_grad()
+            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            if acc.is_main_process:
+                self.events.write(ProgressEvent("epoch", phase.stage, epoch + 1, phase.epochs, s + 1,
+                                                steps_per_epoch))
+                if s % 10 == 0 or s == steps_per_epoch - 1:
+                    _log(self.log_path, {"stage": phase.stage, "epoch": epoch + 1, "step": s + 1,
+                                         "loss": out.loss.item(), "lr": sched_p.get_last_lr()[0],
+                                         "aux": list(used_aux), "seconds": round(time.time() - t0, 2)})
+        self._epoch_seconds = time.time() - t0
+
+    def _end_epoch(self, model: S2DAlign, phase: Phase, epoch: int, opt, sched, ckpt: str) -> None:
+        """Log the epoch (with the validation loss) and write its resumable checkpoint."""
+        row = {"stage": phase.stage, "epoch": epoch + 1, "epoch_seconds": round(self._epoch_seconds, 1)}
+        if self.val_cases and phase.stage > 0:
+            row["val_loss"] = evaluate_loss(model, self.tokenizer, self.val_cases, self.cfg)
+        vision_pending = phase.stage == 0 and needs_vision_pretraining(self.cfg)
+        if self.acc.is_main_process:
+            _log(self.log_path, row)
+            complete = epoch + 1 == phase.epochs and not vision_pending
+            save_model(model, ckpt, self.tokenizer, {"stage": phase.stage, "aux": list(phase.aux),
+                                                     "epochs_done": epoch + 1, "complete": complete,
+                                                     "seed": self.seed})
+            if not complete:
+                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                           os.path.join(ckpt, "optimizer.pt"))
+        self.acc.wait_for_everyone()
+
+
+@dataclass
+class _Batches:
+    """A phase's training data: report text alone (stage 0) or cases with their auxiliary inputs."""
+
+    n: int
+    batcher: CaseBatcher | None
+    ids: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def step(self, model_p, acc, phase: Phase, idx: list[int], cfg: S2DConfig, step_rng: torch.Generator):
+        """One forward pass on the batch `idx` -> (model output, auxiliary inputs used)."""
+        if self.batcher is None:
+            ids, mask = self.ids[idx], self.mask[idx]
+            L = int(mask.sum(1).max())
+            return model_p(None, ids[:, :L].to(acc.device), mask[:, :L].to(acc.device)), ()
+        use = phase.aux if (phase.aux and torch.rand((), generator=step_rng) < cfg.train.aux_prob) else ()
+        b = self.batcher.batch(idx, use)
+        out = model_p(b["pixel_values"].to(acc.device), b["input_ids"].to(acc.device),
+                      b["attention_mask"].to(acc.device),
+                      seg_maps=None if b["seg_maps"] is None else b["seg_maps"].to(acc.device),
+                      aux={k: (v[0].to(acc.device), v[1].to(acc.device)) for k, v in b["aux"].items()})
+        return out, use
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from model import PROJECT_ROOT
+from model.progress import ProgressEvent, ProgressWriter
 
 DEFAULT_IU = os.path.join(os.path.dirname(PROJECT_ROOT), "shared", "data", "iu-xray", "annotation_promptmrg_split.json")
 
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest for the tiny "
                                                                   "preset on a busy shared CPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--progress", default=None, metavar="FILE",
+                   help="append typed progress events (JSON lines, model/progress.py) to FILE; the app's "
+                        "fine-tune job follows these")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     val = load_cases(args.data, "val", cfg.vision.image_size, regions, 64)
     texts = report_texts(iu, cases)
     print(f"train: {len(cases)} cases, val: {len(val)}, stage-0 texts: {len(texts)} (IU train: {bool(iu)})")
-    ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress)
+    events = ProgressWriter(args.progress)
+    ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress,
+                 events=events)
     print(f"done: {ckpt}")
+    events.write(ProgressEvent("done", checkpoint=ckpt))
     return 0
 
 
@@ -78,10 +85,13 @@ def _fine_tune(args: argparse.Namespace) -> int:
             if k != "3":
                 raise SystemExit(f"error: --from-export runs stage 3 only; --epochs {item} names stage {k}")
             epochs = int(v)
+    events = ProgressWriter(args.progress)
     try:
-        fine_tune(FineTuneConfig(export_dir=args.from_export, init_dir=args.init or DEFAULT_MODEL_DIR,
+        ckpt = fine_tune(FineTuneConfig(export_dir=args.from_export, init_dir=args.init or DEFAULT_MODEL_DIR,
                                  data_dir=args.data, out_dir=args.out, replay=args.replay, epochs=epochs, lr=args.lr,
-                                 seed=args.seed, progress=not args.no_progress))
+                                 seed=args.seed, progress=not args.no_progress,
+                                        events=events))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
+    events.write(ProgressEvent("done", checkpoint=ckpt))
     return 0

@@ -125,7 +125,7 @@ def pretrain_vision(vision: nn.Module, cases: list[Case], val_cases: list[Case],
     """Train `vision` in place on report-derived tags; returns the vocabulary and validation AUROC per tag."""
     from tqdm.auto import tqdm
 
-    from model.grounding.harness import auroc
+    from model.stats import auroc
 
     t0 = time.time()
     # a small set (a test's 8 cases) cannot have 10 reports per tag: ask for 5 % of the set, at least 2

@@ -48,21 +48,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.masks is not None and len(args.masks) != len(args.images):
         raise SystemExit(f"error: {len(args.images)} images but {len(args.masks)} --masks files")
-    ground = None
-    if args.ground:
-        try:
-            from model.grounding import ground
-        except ModuleNotFoundError:
-            raise SystemExit("error: grounding not available in this build (model.grounding is missing)")
+    pipeline = None
     try:
         gen = load_generator(args.model, max_new_tokens=args.max_new_tokens)
     except (OSError, ValueError) as exc:
         print(f"error: --model {args.model or 'default'}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    if args.ground:
+        from model.pipeline import Pipeline
+
+        pipeline = Pipeline(model_dir=args.model, method=args.method, generator=gen)
     failed = 0
     for i, path in enumerate(args.images):
         try:
-            payload = _one(gen, ground, path, args.masks[i] if args.masks else None, args)
+            payload = _one(gen, pipeline, path, args.masks[i] if args.masks else None, args.out)
         except (ValueError, OSError) as exc:  # ImageReadError and SegmentationError are ValueErrors
             why = " ".join(str(exc).split())
             print(f"error: {why if why.startswith(path) else f'{path}: {why}'}", file=sys.stderr)
@@ -73,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _one(gen, ground, path: str, mask_path: str | None, args: argparse.Namespace) -> dict:
+def _one(gen, pipeline, path: str, mask_path: str | None, out_dir: str | None) -> dict:
     image = _read_image(path)
     masks = _masks_for(image, mask_path)
-    out = gen.generate(image, masks)
-    if ground is None:
-        return out.to_report_output().to_dict()
+    if pipeline is None:
+        return gen.generate(image, masks).to_report_output().to_dict()
+    return _grounded(pipeline, image, masks, path, out_dir)
+
+
+def _grounded(pipeline, image, masks, path: str, out_dir: str | None) -> dict:
+    """segment (or the --masks given) -> generate -> ground, through model.pipeline as the app does."""
     from model.grounding import save_heatmaps
     from model.types import Segmentation
 
@@ -88,9 +91,9 @@ def _one(gen, ground, path: str, mask_path: str | None, args: argparse.Namespace
         from model.segmentation.measure import measure
 
         masks = Segmentation(masks=masks, backend="file", measurements=measure(image, masks))
-    result = ground(gen, image, masks, out, method=args.method)
+    result = pipeline.analyse(image, segmentation=masks).report
     payload = result.to_dict()
-    if args.out:
+    if out_dir:
         stem = os.path.splitext(os.path.basename(path))[0]
-        payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, args.out, stem).items()}
+        payload["heatmaps"] = {str(k): v for k, v in save_heatmaps(result, out_dir, stem).items()}
     return payload

@@ -1,0 +1,189 @@
+"""The review service behind every screen and API call: the case list, the per-case analysis cache, and the review
+actions, each saved through the store at once. Plain data in, plain data out; no UI here."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from model.atomic import atomic_path
+from model.imageio import read_radiograph
+from model.progress import ProgressEvent
+from review.finetune import finetune_command, run_finetune
+from review.store import ReviewStore
+from model.types import CaseAnalysis
+from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case
+
+CACHE_SIZE = 16
+
+
+class ReviewService:
+    """Cases, analysis (cached per case and model version) and the review store."""
+
+    def __init__(self, analyser: Analyser, store: ReviewStore, cases: Sequence[Case], data_dir: str,
+                 load_analyser: Callable[[str], Analyser] | None = None, models: dict[str, str] | None = None,
+                 finetune_data: str | None = None, finetune_cmd: Callable[..., list[str]] | None = None,
+                 cache_size: int = CACHE_SIZE):
+        self.analyser = analyser
+        self.finetune_data = finetune_data  # the training set replayed during fine-tuning (docs/model.md)
+        self.finetune_cmd = finetune_cmd or finetune_command
+        self._load_analyser = load_analyser
+        self.models = dict(models or {})  # model version -> directory, for the Model tab
+        self.store = store
+        self.data_dir = os.path.abspath(data_dir)
+        os.makedirs(os.path.join(self.data_dir, "uploads"), exist_ok=True)
+        self.cases: dict[str, Case] = {}
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, CaseAnalysis]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
+        self._analyse_lock = threading.Lock()
+        self._stored: set[tuple[str, str]] = set()  # (model version, case) whose generation is in the store
+        for c in cases:
+            self.add_case(c)
+
+    def add_case(self, case: Case) -> Case:
+        self.cases[case.case_id] = case
+        self.store.register_case(case)
+        return case
+
+    def case(self, case_id: str) -> Case:
+        if case_id not in self.cases:
+            raise KeyError(f"unknown case {case_id!r}; open one from the worklist")
+        return self.cases[case_id]
+
+    # -- opening -------------------------------------------------------------------------------------------------
+    def open(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis]:
+        """The radiograph and its analysis (analysed once, then served from the cache); the report is stored as a
+        generation the first time this model version reports on the case."""
+        image, analysis = self._analysis(case_id)
+        key = (analysis.report.model_version, case_id)
+        if key not in self._stored:
+            if not self.store.has_generation(case_id, analysis.report.model_version):
+                self.store.add_generation(case_id, analysis.report)
+            self._stored.add(key)
+        return image, analysis
+
+    def _analysis(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis]:
+        case = self.case(case_id)
+        hit = self._cached(case_id)
+        if hit is not None:
+            return hit
+        with self._analyse_lock:  # one analysis at a time: it is CPU-bound, and a waiting request may want the same
+            hit = self._cached(case_id)
+            if hit is not None:
+                return hit
+            analyser = self.analyser
+            image = read_radiograph(case.image_path)  # H×W float32 in [0, 1]
+            analysis = analyser.analyse(image)
+            with self._lock:
+                self._cache[(analyser.model_version, case_id)] = (image, analysis)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return image, analysis
+
+    def _cached(self, case_id: str) -> tuple[np.ndarray, CaseAnalysis] | None:
+        with self._lock:
+            key = (self.analyser.model_version, case_id)
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def upload(self, data: bytes) -> Case:
+        """Register an uploaded PNG/JPEG/DICOM. Only pixels are kept (saved as PNG); the id is a hash of them, so
+        no patient tag or file name is shown or stored. Raises ImageReadError, or the analyser's ValueError (e.g.
+        segmentation finding no lung field), naming the problem; then nothing is registered."""
+        image = read_radiograph(data)  # raises ImageReadError naming the problem
+        pixels = np.round(image * 65535).astype(np.uint16)
+        case_id = "upload-" + hashlib.sha256(pixels.tobytes()).hexdigest()[:10]
+        path = os.path.join(self.data_dir, "uploads", case_id + ".png")
+        if not os.path.exists(path):
+            with atomic_path(path, ".png") as tmp:
+                Image.fromarray(pixels).save(tmp, format="PNG")
+        if case_id in self.cases:
+            return self.cases[case_id]
+        # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
+        case = Case(case_id, "upload", path)
+        self.cases[case_id] = case
+        try:
+            self._analysis(case_id)
+        except BaseException:
+            del self.cases[case_id]
+            raise
+        return self.add_case(case)
+
+    # -- reviewing -----------------------------------------------------------------------------------------------
+    def apply(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+              regions: Sequence[str] = (), reason: str | None = None) -> str:
+        """One review action through the store, saved at once; returns the confirmation. Raises ValueError naming
+        the problem (nothing saved)."""
+        self.case(case_id)
+        if kind == "undo":
+            return self.store.undo(case_id, reviewer)
+        if kind == "sign":
+            return self.store.sign(case_id, reviewer)
+        if kind == "amend":
+            return self.store.amend(case_id, reviewer)
+        if kind in CORRECTION_KINDS:
+            return self.store.correct(case_id, reviewer, kind, index=index, text=text, regions=regions,
+                                      reason=reason)
+        raise ValueError(f"unknown action {kind!r}; expected one of {list(ACTIONS)}")
+
+    def generate_payload(self, case_id: str) -> dict:
+        """The API's `/generate`: the model's report with per-sentence regions and verdicts, and the review."""
+        _, analysis = self.open(case_id)
+        state = self.store.state(case_id)
+        return {"case_id": case_id, "model_version": analysis.report.model_version,
+                "report": analysis.report.to_dict(), "review": state.to_dict(), "disclaimer": DISCLAIMER}
+
+    # -- models, export, fine-tuning -----------------------------------------------------------------------------
+    def switch_model(self, version: str) -> str:
+        """Serve another model version; cached analyses are dropped, and each case gets a new report (and a new
+        review) from this version when next opened."""
+        if version == self.analyser.model_version:
+            return f"model {version} is already in use"
+        if version not in self.models or self._load_analyser is None:
+            raise ValueError(f"unknown model version {version!r}; available: {sorted(self.models)}")
+        analyser = self._load_analyser(self.models[version])
+        with self._lock:
+            self.analyser = analyser
+            self._cache.clear()
+        return f"now using model {analyser.model_version}"
+
+    def export(self) -> tuple[str, str]:
+        """Export signed reviews (incrementally) to data_dir/export and zip them for download."""
+        result = self.store.export(os.path.join(self.data_dir, "export"))
+        zpath = os.path.join(self.data_dir, "groundcxr-export.zip")
+        with atomic_path(zpath, ".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in result.files:
+                zf.write(f, arcname=os.path.basename(f))
+        return result.message, zpath
+
+    def fine_tune(self, progress: Callable[[float, str], None]) -> str:
+        """Export the signed reviews, fine-tune the current model on them in a child process, and offer the result
+        in the Model tab. progress(fraction, description) follows the trainer's progress events."""
+        if not self.finetune_data:
+            raise ValueError("fine-tuning needs the training set to replay: start the app with --finetune-data DIR")
+        init = self.models.get(self.analyser.model_version)
+        if init is None:
+            raise ValueError(f"the model in use ({self.analyser.model_version}) has no directory to start from")
+        export_dir = os.path.join(self.data_dir, "export")
+        n = self.store.export(export_dir).n_entries
+        if n == 0:
+            raise ValueError("there is no signed review to learn from yet; sign at least one report")
+        progress(0.0, f"fine-tuning on {n} signed reports")
+
+        def on_event(ev: ProgressEvent) -> None:
+            progress(ev.fraction, ev.description)
+
+        r = run_finetune(export_dir, n, init, self.analyser.model_version, self.finetune_data,
+                         os.path.join(self.data_dir, "models"), on_event, self.finetune_cmd)
+        self.models[r.name] = r.checkpoint
+        progress(1.0, "done")
+        return f"fine-tuned model {r.name} is ready (from {n} signed reports); choose it in the Model tab to use it"

@@ -1,0 +1,131 @@
+"""The review store the service needs (`ReviewStore`) and its adapter over the SQL store (`DbReviewStore`)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from db.queries import study_review
+from db.replay import FinalSentence
+from db.store import Store
+from model.types import RegionScore, ReportOutput, Sentence
+from review.types import Case, ExportResult, ReviewState, WorklistRow
+
+
+class ReviewStore(Protocol):
+    """What the review service needs from the store; every write is saved at once or refused with a ValueError."""
+
+    def register_case(self, case: Case) -> None: ...
+
+    def has_generation(self, case_id: str, model_version: str) -> bool: ...
+
+    def add_generation(self, case_id: str, report: ReportOutput) -> None: ...
+
+    def state(self, case_id: str) -> ReviewState: ...
+
+    def correct(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+                regions: Sequence[str] = (), reason: str | None = None) -> str: ...
+
+    def undo(self, case_id: str, reviewer: str) -> str: ...
+
+    def sign(self, case_id: str, reviewer: str) -> str: ...
+
+    def amend(self, case_id: str, reviewer: str) -> str: ...
+
+    def worklist(self) -> list[WorklistRow]: ...
+
+    def export(self, out_dir: str) -> ExportResult: ...
+
+
+class DbReviewStore:
+    """`ReviewStore` over db.store.Store: one study per case (pseudonymous id), the latest generation reviewed."""
+
+    def __init__(self, store: Store):
+        self.db = store
+        self._sources: dict[str, str] = {}
+
+    def register_case(self, case: Case) -> None:
+        self.db.register_study(case.case_id, case.source, images=[case.image_path])
+        self._sources[case.case_id] = case.source
+
+    def has_generation(self, case_id: str, model_version: str) -> bool:
+        """Whether the case's latest report is by this model version (else the service generates a new one)."""
+        item = study_review(self.db, case_id)
+        return item.generation_id is not None and item.model_version == model_version
+
+    def add_generation(self, case_id: str, report: ReportOutput) -> None:
+        study = self.db.study(self.db.study_id(case_id))
+        self.db.add_generation(study.id, report.model_version or "unknown", report.to_dict(),
+                               image_path=study.images[0].path if study.images else None)
+
+    def state(self, case_id: str) -> ReviewState:
+        item = study_review(self.db, case_id)
+        if item.generation_id is None:
+            raise KeyError(f"case {case_id!r} has no report yet")
+        original = [Sentence.from_dict(s) for s in item.output["sentences"]]
+        if item.final is None:
+            current, notes = [Sentence.from_dict(s.to_dict()) for s in original], {}
+        else:
+            scores = {(s.index, r.name): r.score for s in original for r in s.regions}
+            by_index = {s.index: s for s in original}
+            current = [_from_final(f, by_index.get(f.index), scores) for f in item.final]
+            notes = {f.index: _notes(f) for f in item.final}
+        return ReviewState(case_id, item.status, original, current, notes, item.reviewer,
+                           item.status == "signed", item.model_version or "")
+
+    def _review(self, case_id: str, reviewer: str) -> int:
+        return self.db.start_review(self.db.study_id(case_id), reviewer)
+
+    def correct(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
+                regions: Sequence[str] = (), reason: str | None = None) -> str:
+        if kind not in ("add", "accept") and index is None:
+            raise ValueError(f"{kind}: select a sentence first")
+        rid = self._review(case_id, reviewer)
+        self.db.apply_correction(rid, kind, reviewer, sentence_index=index,
+                                 text=text if kind in ("edit", "add") else None,
+                                 reason_code=reason if kind == "flag" else None,
+                                 regions=list(regions) if kind in ("relink", "add") else None)
+        what = {"edit": "edited", "delete": "deleted", "add": "added", "flag": f"flagged ungrounded ({reason})",
+                "relink": f"re-linked to {', '.join(regions) or 'no region'}", "accept": "accepted"}[kind]
+        target = "a new sentence" if kind == "add" else ("every sentence" if index is None else f"sentence {index + 1}")
+        return f"{target} {what} by {reviewer}"
+
+    def undo(self, case_id: str, reviewer: str) -> str:
+        self.db.undo_last(self._review(case_id, reviewer), reviewer)
+        return f"last correction undone by {reviewer}"
+
+    def sign(self, case_id: str, reviewer: str) -> str:
+        self.db.sign(self._review(case_id, reviewer), reviewer)
+        return f"report signed by {reviewer}"
+
+    def amend(self, case_id: str, reviewer: str) -> str:
+        self.db.amend(self._review(case_id, reviewer), reviewer)
+        return f"signed report re-opened for amendment by {reviewer}"
+
+    def worklist(self) -> list[WorklistRow]:
+        return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
+                            self._sources.get(i.pseudo_id, "")) for i in self.db.worklist()]
+
+    def export(self, out_dir: str) -> ExportResult:
+        from db.export import export
+        r = export(self.db, out_dir)
+        files = [os.path.join(r.out_dir, name) for name in sorted(r.files)]
+        news = f"{len(r.studies_new)} newly signed" if r.written else "nothing new since the last export"
+        return ExportResult(f"exported {r.n_entries} signed reports ({r.n_pairs} sentence pairs); {news}", files,
+                            r.n_entries)
+
+
+def _from_final(f: FinalSentence, model_sentence: Sentence | None, scores: dict) -> Sentence:
+    """A replayed sentence as the viewer's Sentence: a flag makes it ungrounded; added ones are not graded."""
+    verdict = "ungrounded" if f.flagged else (f.model_verdict if f.origin == "model" else None)
+    reasons = list(model_sentence.reasons) if model_sentence is not None and not f.edited else []
+    regions = [RegionScore(n, scores.get((f.index, n), 1.0)) for n in f.regions]
+    return Sentence(f.index, f.text, regions=regions, verdict=verdict, reasons=reasons)
+
+
+def _notes(f: FinalSentence) -> list[str]:
+    marks = [m for m, on in (("added", f.origin == "reviewer"), ("edited", f.edited), ("accepted", f.accepted),
+                             ("re-linked", f.regions_by == "reviewer" and f.origin == "model")) if on]
+    if f.flagged:
+        marks.append(f"flagged: {f.reason_code}" + (f" ({f.note})" if f.note else ""))
+    return [f"{', '.join(marks)} — {f.last_by}"] if marks and f.last_by else []

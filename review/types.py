@@ -1,0 +1,77 @@
+"""The plain objects of the review domain; the UI, the API and the store adapter pass these between them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from db.replay import CONTENT_KINDS, REASON_CODES  # noqa: F401  (the reasons a reviewer may flag with)
+from model.types import CaseAnalysis, Sentence
+
+CORRECTION_KINDS = CONTENT_KINDS  # edit, delete, add, flag, relink, accept
+ACTIONS = CORRECTION_KINDS + ("undo", "sign", "amend")
+DISCLAIMER = ("Not for clinical use. The embedded default model is tiny and was trained on synthetic phantom "
+              "radiographs only; its reports and groundings on real radiographs are unreliable.")
+
+
+@dataclass
+class Case:
+    case_id: str  # pseudonymous: never a patient name or DICOM tag
+    source: str  # "phantom", "IU X-ray", "NIH CXR14", "upload"
+    image_path: str
+
+
+@dataclass
+class ReviewState:
+    """The store's view of one case: the model's original report and the reviewer's current one."""
+
+    case_id: str
+    status: str
+    original: list[Sentence]
+    current: list[Sentence]
+    notes: dict[int, list[str]] = field(default_factory=dict)  # sentence index -> review notes
+    reviewer: str | None = None
+    signed: bool = False
+    model_version: str = ""
+
+    @property
+    def final_text(self) -> str:
+        return " ".join(s.text for s in self.current)
+
+    @property
+    def original_text(self) -> str:
+        return " ".join(s.text for s in self.original)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The review as the API returns it (gradio_client `/generate` and `/correct`)."""
+        return {"status": self.status, "signed": self.signed, "reviewer": self.reviewer,
+                "original_report": self.original_text, "final_report": self.final_text,
+                "sentences": [s.to_dict() for s in self.current],
+                "notes": {str(k): v for k, v in self.notes.items()}}
+
+
+@dataclass
+class WorklistRow:
+    case_id: str  # a pseudonymous id, never a patient name
+    status: str  # e.g. "new", "generated", "in review", "signed"
+    model_version: str = ""
+    n_ungrounded: int = 0
+    reviewer: str | None = None
+    source: str = ""  # "phantom", "IU X-ray", "NIH CXR14", "upload"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export wrote: the message for the reviewer, the files, and how many signed reports went in."""
+
+    message: str
+    files: list[str]
+    n_entries: int
+
+
+class Analyser(Protocol):
+    model_version: str
+    card: dict  # the model card (model_card.json), {} when there is none
+
+    def analyse(self, image: np.ndarray) -> CaseAnalysis: ...

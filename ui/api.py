@@ -1,0 +1,41 @@
+"""The gradio_client API (docs/app.md): `/generate`, `/correct`, `/worklist`; JSON in, JSON out, every refusal a
+gr.Error naming the problem."""
+from __future__ import annotations
+
+import gradio as gr
+
+from review.service import ReviewService
+from ui.handlers import message
+from viewer.worklist import worklist_table
+
+
+def register_api(service: ReviewService) -> None:
+    """Declare the API endpoints inside the current gr.Blocks."""
+
+    def generate(case_id: str) -> dict:
+        """Analyse a case (cached) and return its report with per-sentence regions and verdicts, and the review."""
+        try:
+            return service.generate_payload(case_id)
+        except (KeyError, ValueError) as exc:
+            raise gr.Error(message(exc)) from None
+
+    def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
+                regions: list[str] | None = None, reason: str = "") -> dict:
+        """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign, amend); returns the
+        review state after it."""
+        if not reviewer or not reviewer.strip():
+            raise gr.Error("reviewer is required: it is recorded on every correction")
+        try:
+            msg = service.apply(case_id, reviewer.strip(), kind, sentence_index, text or None, regions or [],
+                                reason or None)
+        except (ValueError, KeyError) as exc:  # the store's refusal, named; nothing was saved
+            raise gr.Error(message(exc)) from None
+        return {"message": msg, "review": service.store.state(case_id).to_dict()}
+
+    def worklist() -> list[list]:
+        """The worklist rows, most ungrounded first: case, status, model version, ungrounded, reviewer, source."""
+        return worklist_table(service.store.worklist())
+
+    gr.api(generate, api_name="generate")
+    gr.api(correct, api_name="correct")
+    gr.api(worklist, api_name="worklist")

@@ -1,0 +1,167 @@
+"""The Review app's event handlers: each takes the components' plain values and returns plain values keyed by
+component; the work itself is the review service's (review/), the drawing the screen's (ui/screen.py)."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import gradio as gr
+
+from review.service import ReviewService
+from ui.layout import Components
+from ui.screen import ViewSettings, case_view, model_md, note
+from viewer.worklist import worklist_table
+
+
+class UserError(ValueError):
+    pass
+
+
+def message(exc: BaseException) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def reviewer_name(name: str, request: gr.Request | None) -> str:
+    """With --user logins the logged-in name, else the name typed in; refused when empty."""
+    user = getattr(request, "username", None) if request is not None else None
+    name = (user or name or "").strip()
+    if not name:
+        raise UserError("enter your reviewer name first (it is recorded on every correction)")
+    return name
+
+
+class Handlers:
+    def __init__(self, service: ReviewService, c: Components):
+        self.service, self.c = service, c
+        self.view_inputs = [c.case_id, c.sentence, c.region, c.supers, c.classes, c.opacity, c.zoom]
+        self.view_outputs = [c.overlay, c.legend, c.heatmap, c.heat_note, c.report, c.compare, c.sentence,
+                             c.in_region, c.region, c.relink, c.text]
+        self.open_outputs = self.view_outputs + [c.case_id, c.tabs, c.status, c.table, c.pick, c.upload]
+
+    def view(self, cid, sent, reg, sup, cls, op, zm, keep_text=False) -> dict:
+        c = self.c
+        idx = int(sent) if sent not in (None, "") else None
+        v = case_view(self.service, cid, idx, reg or None, ViewSettings(sup or [], cls or [], op, zm))
+        idx, regions_here, sel = v["sentence"], v["regions"], v["selected"]
+        out = {c.overlay: v["overlay"], c.legend: v["legend"], c.heatmap: v["heatmap"], c.heat_note: v["heat_note"],
+               c.report: v["report"], c.compare: v["compare"], c.in_region: v["in_region"],
+               c.sentence: gr.update(choices=v["sentence_choices"], value=str(idx) if idx is not None else None),
+               c.region: gr.update(choices=regions_here, value=reg or None),
+               c.relink: gr.update(choices=regions_here,
+                                   value=[r.name for r in sel.regions if r.name in regions_here] if sel else [])}
+        if not keep_text:
+            out[c.text] = sel.text if sel else ""
+        return out
+
+    def open_case(self, cid, sup, cls, op, zm) -> dict:
+        c = self.c
+        if not cid:
+            return {c.status: note("choose a case first", ok=False)}
+        try:
+            out = self.view(cid, None, None, sup, cls, op, zm)
+        except (KeyError, ValueError) as exc:  # ImageReadError and SegmentationError are ValueErrors
+            return {c.status: note(f"cannot open {cid}: {message(exc)}", ok=False)}
+        return {**out, c.case_id: cid, c.tabs: gr.Tabs(selected="review"),
+                c.status: note(f"Opened {cid} ({self.service.case(cid).source}).", ok=True),
+                c.table: worklist_table(self.service.store.worklist())}
+
+    def redraw(self, cid, sent, reg, sup, cls, op, zm) -> dict:
+        return self.view(cid, sent, reg, sup, cls, op, zm) if cid else {}
+
+    def redraw_keep_text(self, cid, sent, reg, sup, cls, op, zm) -> dict:
+        return self.view(cid, sent, reg, sup, cls, op, zm, keep_text=True) if cid else {}
+
+    def action(self, kind: str) -> Callable:
+        c = self.c
+
+        def act(cid, name, sent, reg, sup, cls, op, zm, txt, rsn, links, request: gr.Request):
+            if not cid:
+                return {c.status: note("open a case first", ok=False)}
+            try:
+                who = reviewer_name(name, request)
+                idx = int(sent) if sent not in (None, "") else None
+                msg = self.service.apply(cid, who, kind, idx, txt, links or [], rsn)
+            except (UserError, ValueError, KeyError) as exc:
+                return {c.status: note(f"{message(exc)} — nothing was saved.", ok=False)}
+            if kind in ("delete", "undo"):
+                sent = None
+            out = self.view(cid, sent, reg, sup, cls, op, zm)
+            out[c.status] = note(f"Saved at {dt.datetime.now().strftime('%H:%M:%S')}: {msg}", ok=True)
+            out[c.table] = worklist_table(self.service.store.worklist(), "most ungrounded first")
+            return out
+        return act
+
+    def do_upload(self, path, sup, cls, op, zm) -> dict:
+        c = self.c
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            case = self.service.upload(data)
+        except ValueError as exc:  # unreadable image, or one the model cannot analyse
+            return {c.status: note(f"upload refused: {message(exc)}", ok=False)}
+        out = self.open_case(case.case_id, sup, cls, op, zm)
+        out[c.pick] = gr.update(choices=sorted(self.service.cases), value=case.case_id)
+        out[c.upload] = None
+        return out
+
+    def do_export(self) -> dict:
+        try:
+            msg, path = self.service.export()
+        except (ValueError, OSError) as exc:
+            return {self.c.status: note(f"export failed: {message(exc)}", ok=False)}
+        return {self.c.export_file: path, self.c.status: note(msg, ok=True)}
+
+    def pick_row(self, sup, cls, op, zm, evt: gr.SelectData) -> dict:
+        row = evt.row_value or []
+        if not row:
+            return {}
+        return {**self.open_case(row[0], sup, cls, op, zm), self.c.pick: row[0]}
+
+    def use_model(self, version) -> dict:
+        try:
+            msg = self.service.switch_model(version)
+        except (ValueError, OSError) as exc:
+            return {self.c.status: note(message(exc), ok=False)}
+        return {self.c.status: note(msg, ok=True), self.c.model_card: model_md(self.service.analyser)}
+
+    def fine_tune(self, progress=gr.Progress()) -> dict:
+        try:
+            msg = self.service.fine_tune(lambda frac, desc: progress(frac, desc=desc))
+        except (ValueError, RuntimeError, OSError) as exc:
+            return {self.c.status: note(message(exc), ok=False)}
+        versions = sorted(set(self.service.models) | {self.service.analyser.model_version})
+        return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions)}
+
+    def sort_worklist(self, order) -> list[list]:
+        return worklist_table(self.service.store.worklist(), order)
+
+    def on_page_load(self, request: gr.Request) -> dict:
+        # A fresh page sees the current worklist (uploads and reviews since start-up). With --user logins the
+        # reviewer is the logged-in name, not a free text field.
+        c, user = self.c, getattr(request, "username", None)
+        return {c.reviewer: gr.update(value=user, interactive=False) if user else gr.update(),
+                c.table: worklist_table(self.service.store.worklist()),
+                c.pick: gr.update(choices=sorted(self.service.cases))}
+
+
+def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
+    """Connect every component's events to its handler."""
+    view_controls = [c.supers, c.classes, c.opacity, c.zoom]
+    c.open_btn.click(h.open_case, [c.pick, *view_controls], h.open_outputs)
+    c.table.select(h.pick_row, view_controls, h.open_outputs)
+    c.sentence.input(h.redraw, h.view_inputs, h.view_outputs)
+    c.region.input(h.redraw_keep_text, h.view_inputs, h.view_outputs)
+    for ctl in view_controls:
+        ctl.input(h.redraw_keep_text, h.view_inputs, h.view_outputs)
+    act_inputs = [c.case_id, c.reviewer, c.sentence, c.region, *view_controls, c.text, c.reason, c.relink]
+    for kind, btn in c.actions.items():
+        btn.click(h.action(kind), act_inputs, h.view_outputs + [c.status, c.table])
+    c.upload.upload(h.do_upload, [c.upload, *view_controls], h.open_outputs)
+    c.order.input(h.sort_worklist, [c.order], [c.table])
+    c.refresh.click(h.sort_worklist, [c.order], [c.table])
+    c.b_export.click(h.do_export, None, [c.export_file, c.status])
+    c.b_model.click(h.use_model, [c.model_pick], [c.status, c.model_card])
+    c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick])
+    demo.load(h.on_page_load, None, [c.reviewer, c.table, c.pick])

@@ -1,0 +1,128 @@
+"""What the Review screen shows for one case, as plain values (images, HTML, choices): the review service's case
+and state, drawn by viewer/. No Gradio here, so the handlers and the benchmark share it."""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model import taxonomy
+from review.service import ReviewService
+from model.types import CaseAnalysis
+from review.types import DISCLAIMER, Analyser, ReviewState
+from viewer.heatmap import render_heatmap
+from viewer.overlay import compose_overlay, legend_html, zoom
+from viewer.report import report_html, sentences_in_region, side_by_side_html
+
+DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
+DISPLAY_MIN_SIDE = 512
+
+
+@dataclass
+class ViewSettings:
+    superclasses: list[str]
+    classes: list[str]
+    opacity: float
+    zoom: float
+
+
+def case_view(service: ReviewService, case_id: str, sentence: int | None, region: str | None,
+              settings: ViewSettings) -> dict[str, Any]:
+    """Everything the Review screen shows (render_view) plus the selection it resolved to."""
+    image, analysis = service.open(case_id)
+    state = service.store.state(case_id)
+    by_index = {s.index: s for s in state.current}
+    if sentence not in by_index:  # deleted meanwhile, or none selected
+        sentence = None
+    v = render_view(image, analysis, state, sentence, region, settings)
+    return {**v, "sentence": sentence, "selected": by_index.get(sentence),
+            "regions": list(analysis.segmentation.masks), "state": state}
+
+
+def render_view(image: np.ndarray, analysis: CaseAnalysis, state: ReviewState, sentence: int | None,
+                region: str | None, view: ViewSettings) -> dict[str, Any]:
+    """Everything the Review screen shows for one case, as plain values (images, HTML, choices)."""
+    masks = analysis.segmentation.masks
+    by_index = {s.index: s for s in state.current}
+    sel = by_index.get(sentence) if sentence is not None else None
+    highlight = [r.name for r in sel.regions if r.name in masks or r.name in taxonomy.SUPERCLASSES] if sel else []
+    if region:
+        highlight = list(dict.fromkeys(highlight + [region]))
+    shown = list(view.superclasses) + list(view.classes)
+    overlay = compose_overlay(image, masks, selected=shown, opacity=view.opacity, highlight=highlight)
+    if view.zoom > 1.0:
+        lit = [n for n in highlight if n in masks]
+        center = _centroid(np.any([masks[n] for n in lit], axis=0)) if lit else (0.5, 0.5)
+        overlay = zoom(overlay, view.zoom, center)
+    legend_names = [n for n in masks if n in set(_expand(shown, masks)) | set(_expand(highlight, masks))]
+    heat = analysis.heatmaps.get(sentence) if sentence is not None else None
+    in_region = ""
+    if region:
+        hits = sentences_in_region(state.current, region)
+        in_region = report_html(hits, title=f"Sentences grounded in {region}") if hits else \
+            f"<p><em>No sentence is grounded in {html.escape(region)}.</em></p>"
+    return {
+        "overlay": _display_size(overlay), "legend": legend_html(legend_names, highlight=highlight),
+        "heatmap": _display_size(render_heatmap(image, heat)) if heat is not None else None,
+        "heat_note": _heat_note(analysis, state, sel, heat is not None),
+        "report": report_html(state.current, selected=sentence, notes=state.notes,
+                              title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER),
+        "compare": side_by_side_html(state.original_text, state.final_text),
+        "sentence_choices": [(f"{s.index + 1}. {s.text}", str(s.index)) for s in state.current],
+        "in_region": in_region,
+    }
+
+
+def _heat_note(analysis: CaseAnalysis, state: ReviewState, sel, has_heat: bool) -> str:
+    if sel is None:
+        return "Select a sentence to see its evidence map."
+    if not has_heat:
+        return "This sentence has no evidence map (the reviewer added it)."
+    note = f"Evidence map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
+    original = next((s.text for s in state.original if s.index == sel.index), sel.text)
+    if original != sel.text:
+        note += " It shows the model's evidence for its original wording, before the reviewer's edit."
+    return note
+
+
+def _centroid(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 0.5, 0.5
+    return float(ys.mean()) / mask.shape[0], float(xs.mean()) / mask.shape[1]
+
+
+def _display_size(rgb: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """Small radiographs (phantoms are 256 px) are enlarged by an integer factor, pixel-exact, for the screen."""
+    k = -(-min_side // min(rgb.shape[:2]))  # ceil
+    return rgb if k <= 1 else np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+
+
+def _expand(names, masks) -> list[str]:
+    out = []
+    for n in names:
+        out.extend(m for m in taxonomy.SUPERCLASSES.get(n, (n,)) if m in masks)
+    return out
+
+
+def model_md(analyser: Analyser) -> str:
+    """The model card as a list; card values are escaped (a card is a file anyone can write)."""
+    lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
+    card_md = getattr(analyser, "card_md", "")
+    if not analyser.card and not card_md:
+        lines.append("No model card (model_card.json or MODEL_CARD.md) in the model directory.")
+    for k, v in analyser.card.items():
+        v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
+    if card_md:  # the model directory's own card; gr.Markdown sanitises any HTML in it
+        lines += ["", card_md]
+    return "\n".join(lines)
+
+
+def note(text: str, ok: bool) -> str:
+    """A confirmation or refusal line; escaped, because it quotes file names, reviewer names and report text."""
+    colour, mark = ("#1a7f37", "✔") if ok else ("#cf222e", "⚠")
+    return f'<span style="color:{colour}">{mark} {html.escape(text)}</span>'
