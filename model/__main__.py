@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # the commands' own refusals (a bad option combination, unreadable input)
+        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug, not bad input (commands refuse bad input themselves): still one line
         if os.environ.get("GROUNDCXR_DEBUG"):
             raise

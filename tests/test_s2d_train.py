@@ -90,10 +90,11 @@ def test_stage0_pretrains_the_vision_encoder_which_stays_frozen(trained):
             torch.testing.assert_close(w[k][key], w[0][key], rtol=0, atol=0)
 
 
-def test_starting_at_stage1_with_an_unpretrained_frozen_encoder_is_refused(phantom_dir, preset, tmp_path):
-    with pytest.raises(ValueError, match="pretrained in stage 0"):
-        main(["train", "--preset", preset, "--data", phantom_dir, "--out", str(tmp_path), "--iu", "none",
-              "--stages", "1", "--no-progress"])
+def test_starting_at_stage1_with_an_unpretrained_frozen_encoder_is_refused(phantom_dir, preset, tmp_path, capsys):
+    assert main(["train", "--preset", preset, "--data", phantom_dir, "--out", str(tmp_path), "--iu", "none",
+                 "--stages", "1", "--no-progress"]) == 1  # one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "pretrained in stage 0" in err and err.count("\n") == 1
 
 
 def test_ablation_plans():
