@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Any, Callable, Hashable
+from typing import Any
 
 
 class AnalysisQueue:
