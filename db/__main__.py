@@ -2,6 +2,11 @@
 
 The database is --db URL, else $GROUNDCXR_DB, else sqlite:///groundcxr.db in the working directory; its schema is
 migrated to the newest revision whenever a command opens it.
+
+Exit codes: 0 done; 1 refused (one line per problem on stderr, naming the file or item and the reason; in `import`
+and `generate` the other items are still done); 2 usage error; 3 internal error (one line; set GROUNDCXR_DEBUG=1
+for the traceback); 130 interrupted. Text from the database (reviewer names, sentences) is printed through
+db.names.safe_display, so stored control or bidirectional characters show as escapes, never act on the terminal.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import sys
 
 import model  # noqa: F401  (offline environment first)
 from db import default_url
+from db.names import safe_display as shown
 
 
 def _init(args: argparse.Namespace, store) -> int:
@@ -23,8 +29,11 @@ def _init(args: argparse.Namespace, store) -> int:
 def _import(args: argparse.Namespace, store) -> int:
     from db.batch import import_path
     r = import_path(store, args.path, source=args.source, images_dir=args.images)
-    print(f"imported {r.studies_new} new studies ({r.images} images); {r.studies_seen} were registered already")
-    return 0
+    print(f"imported {r.studies_new} new studies ({r.images} images); {r.studies_seen} were registered already"
+          + (f"; {len(r.failed)} refused" if r.failed else ""))
+    for line in r.failed:
+        print(f"error: {shown(line)}", file=sys.stderr)
+    return 1 if r.failed else 0
 
 
 def _register_model(args: argparse.Namespace, store) -> int:
@@ -37,7 +46,7 @@ def _register_model(args: argparse.Namespace, store) -> int:
 def _models(args: argparse.Namespace, store) -> int:
     print(f"{'model version':<40} {'parent':<30} path")
     for mv in store.model_versions():
-        print(f"{mv.name:<40} {mv.parent or '-':<30} {mv.path or '-'}")
+        print(f"{shown(mv.name):<40} {shown(mv.parent or '-'):<30} {shown(mv.path or '-')}")
     return 0
 
 
@@ -47,7 +56,7 @@ def _generate(args: argparse.Namespace, store) -> int:
     r = generate(store, args.model, batch=args.batch, generator=generator, out_dir=args.out, limit=args.limit)
     print(f"{r.model_version}: stored {r.stored} generations, {len(r.failed)} failed")
     for line in r.failed:
-        print(f"  failed: {line}", file=sys.stderr)
+        print(f"  failed: {shown(line)}", file=sys.stderr)
     return 1 if r.failed else 0
 
 
@@ -55,26 +64,27 @@ def _worklist(args: argparse.Namespace, store) -> int:
     items = store.worklist(order=args.order, status=args.status, limit=args.limit)
     print(f"{'study':<24} {'status':<10} {'ungrounded':>10} {'sentences':>9}  model version / reviewer")
     for i in items:
-        print(f"{i.pseudo_id:<24} {i.status:<10} {i.n_ungrounded:>10} {i.n_sentences:>9}  "
-              f"{i.model_version or '-'} / {i.reviewer or '-'}")
+        print(f"{shown(i.pseudo_id):<24} {i.status:<10} {i.n_ungrounded:>10} {i.n_sentences:>9}  "
+              f"{shown(i.model_version or '-')} / {shown(i.reviewer or '-')}")
     return 0
 
 
 def _history(args: argparse.Namespace, store) -> int:
     sid = store.study_id(args.study)
     items = [i for i in store.worklist(order="oldest") if i.study_id == sid]
+    study = shown(args.study)
     for item in items:
         if item.review_id is None:
-            print(f"{args.study}: {item.status}, no review yet")
+            print(f"{study}: {item.status}, no review yet")
             continue
-        print(f"{args.study}: review {item.review_id} of generation {item.generation_id} ({item.model_version}), "
-              f"{item.status}")
+        print(f"{study}: review {item.review_id} of generation {item.generation_id} "
+              f"({shown(item.model_version or '-')}), {item.status}")
         for c in store.corrections(item.review_id):
-            what = " ".join(f"{k}={v!r}" for k, v in (("sentence", c.sentence_index), ("text", c.text),
-                                                      ("reason", c.reason_code), ("regions", c.regions),
-                                                      ("undoes", c.target_id)) if v is not None)
-            print(f"  #{c.id} {c.created_at:%Y-%m-%d %H:%M:%S} {c.reviewer}: {c.kind} {what}")
-        print("  final: " + store.final_text(item.review_id))
+            what = " ".join(f"{k}={_value(v)}" for k, v in (
+                ("sentence", c.sentence_index), ("text", c.text), ("reason", c.reason_code), ("regions", c.regions),
+                ("undoes", c.target_id), ("overrides", c.override_of)) if v is not None)
+            print(f"  #{c.id} {c.created_at:%Y-%m-%d %H:%M:%S} {shown(c.reviewer)}: {c.kind} {what}")
+        print("  final: " + shown(store.final_text(item.review_id)))
     return 0
 
 
@@ -153,11 +163,35 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             store.close()
     except (StoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:  # e.g. the server is down, or the file is not a database
-        print(f"error: database {args.db}: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        print(f"error: database {args.db}: {_one_line(getattr(exc, 'orig', None) or exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable --out, a folder that vanished, a full disk
+        print(f"error: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("GROUNDCXR_DEBUG"):
+            raise
+        print(f"error: internal error in '{args.command}' ({type(exc).__name__}: {_one_line(exc)}); "
+              "rerun with GROUNDCXR_DEBUG=1 for the traceback", file=sys.stderr)
+        return 3
+
+
+def _value(v: object) -> str:
+    if isinstance(v, str):
+        return f"'{shown(v)}'"
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _one_line(exc: object) -> str:
+    return shown(" ".join(str(exc).split()))[:500]
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class ImportResult:
     studies_new: int = 0
     studies_seen: int = 0  # already registered (same id, or all of its images by sha256)
     images: int = 0
+    failed: list[str] = field(default_factory=list)  # "what: why" for each study refused; the others are imported
 
 
 @dataclass
@@ -62,7 +63,11 @@ def import_path(store: Store, path: str, source: str | None = None, images_dir: 
                 continue
             # Named from the pixels, not the file name: names at a site can carry patient identifiers.
             pseudo = "S-" + hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()[:16]
-            store.register_study(pseudo, source, group)
+            try:
+                store.register_study(pseudo, source, group)
+            except StoreError as exc:  # one bad study must not stop the others
+                result.failed.append(f"{group[0]}: {exc}")
+                continue
             result.studies_new += 1
             result.images += len(group)
         return result
@@ -79,22 +84,33 @@ def import_path(store: Store, path: str, source: str | None = None, images_dir: 
     source = source or f"annotation:{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
     for split in splits:
         for n, entry in enumerate(annotation.get(split) or []):
-            if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image_path"), list):
-                raise StoreError(f"{path}: {split}[{n}] needs an 'id' and an 'image_path' list")
-            found = [[os.path.join(b, p) for p in entry["image_path"]] for b in bases]
-            images = next((f for f in found if all(os.path.isfile(p) for p in f)), None)
-            if images is None:
-                raise StoreError(f"{path}: {split}[{n}] ({entry['id']}): image not found: "
-                                 f"{entry['image_path']} under {' or '.join(bases)}")
-            try:
-                existing = store.study_id(str(entry["id"]))
-            except StoreError:
-                existing = None
-            store.register_study(str(entry["id"]), f"{source}/{split}", images)
-            result.studies_seen += existing is not None
-            result.studies_new += existing is None
-            result.images += 0 if existing is not None else len(images)
+            try:  # one bad entry is reported and skipped; the others are imported
+                _import_entry(store, entry, f"{path}: {split}[{n}]", bases, f"{source}/{split}", result)
+            except StoreError as exc:
+                result.failed.append(str(exc))
     return result
+
+
+def _import_entry(store: Store, entry: object, where: str, bases: list[str], source: str,
+                  result: ImportResult) -> None:
+    if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("image_path"), list) \
+            or not all(isinstance(p, str) for p in entry["image_path"]):
+        raise StoreError(f"{where} needs an 'id' and an 'image_path' list of file names")
+    found = [[os.path.join(b, p) for p in entry["image_path"]] for b in bases]
+    images = next((f for f in found if all(os.path.isfile(p) for p in f)), None)
+    if images is None:
+        raise StoreError(f"{where} ({entry['id']}): image not found: {entry['image_path']} under {' or '.join(bases)}")
+    try:
+        existing = store.study_id(str(entry["id"]))
+    except StoreError:
+        existing = None
+    try:
+        store.register_study(str(entry["id"]), source, images)
+    except StoreError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    result.studies_seen += existing is not None
+    result.studies_new += existing is None
+    result.images += 0 if existing is not None else len(images)
 
 
 def register_model_dir(store: Store, model_dir: str) -> str:

@@ -48,6 +48,8 @@ class Image(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    # Non-identifying acquisition tags only (db.records.ACQUISITION_TAGS): never a name, date or institution.
+    tags: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     study: Mapped[Study] = relationship(back_populates="images")
 
 
@@ -105,6 +107,10 @@ class Correction(Base):
     reason_code: Mapped[str | None] = mapped_column(String(32))
     regions: Mapped[list[str] | None] = mapped_column(JSON)
     target_id: Mapped[int | None] = mapped_column(ForeignKey("corrections.id"))
+    # A client's key for one request: a retried correction whose reply was lost is not applied twice.
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), index=True, unique=True)
+    # sign / amend over another reviewer's signature: whose signature was overridden (the request said so).
+    override_of: Mapped[str | None] = mapped_column(String(128))
 
 
 class Export(Base):

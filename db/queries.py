@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Correction, Generation, ModelVersion, Review, Study
-from db.replay import CorrectionRecord, FinalSentence, replay
+from db.models import Generation, ModelVersion, Review, Study
+from db.replay import FinalSentence, replay
+from db.reviews import trail
 from db.store import NotFoundError, Store
 
 
@@ -27,11 +28,6 @@ class StudyReview:
     review_id: int | None = None
     reviewer: str | None = None
     final: list[FinalSentence] | None = None  # replayed, deleted sentences left out; None before a review
-
-
-_TRAIL = (Correction.id, Correction.review_id, Correction.kind, Correction.reviewer, Correction.created_at,
-          Correction.sentence_index, Correction.text, Correction.reason_code, Correction.regions,
-          Correction.target_id)  # the order of CorrectionRecord's fields
 
 
 def study_review(store: Store, pseudo_id: str) -> StudyReview:
@@ -50,7 +46,5 @@ def study_review(store: Store, pseudo_id: str) -> StudyReview:
         _, gid, output, mv, rid, status, reviewer = row
         final = None
         if rid is not None:
-            trail = [CorrectionRecord(*r) for r in
-                     s.execute(select(*_TRAIL).where(Correction.review_id == rid).order_by(Correction.id))]
-            final = [f for f in replay(output["sentences"], trail) if not f.deleted]
+            final = [f for f in replay(output["sentences"], trail(s, rid)) if not f.deleted]
     return StudyReview(pseudo_id, status or "new", mv, gid, output, rid, reviewer, final)

@@ -42,6 +42,7 @@ class CorrectionRecord:
     reason_code: str | None = None
     regions: list[str] | None = None
     target_id: int | None = None
+    override_of: str | None = None  # sign / amend of a report last signed by this other reviewer (an override)
 
 
 @dataclass

@@ -4,24 +4,25 @@
     sid = store.register_study("S-0001", "phantom", images=["a.png"])
     gid = store.add_generation(sid, "s2d-tiny-v1", report_output.to_dict())
     rid = store.start_review(sid, "dr.a")
-    store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text="No pleural effusion.")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text="No pleural effusion.",
+                           idempotency_key="3f1c...")   # a retry with the same key is not applied twice
     store.undo_last(rid, "dr.a")                        # appends a "revert", deletes nothing
     store.sign(rid, "dr.a")
-    store.amend(rid, "dr.b")                           # a signed report changes only through an amendment
+    store.amend(rid, "dr.b", note="...", override=True)  # another's signed report: an explicit, recorded override
     store.final_report(rid)                            # list[FinalSentence] with provenance
 
 Review states: new -> in_review (first correction) -> signed; signed -> amended (amend) -> signed (sign again).
+Studies, images, model versions, generations, the worklist and export support live here; the review life cycle in
+db/reviews.py; the records returned and the input checks in db/records.py.
 Errors are `StoreError` (or `NotFoundError`) with a message naming the problem; a failed call writes nothing.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,134 +30,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, migrate, write_engine
-from db.models import Correction, Export, Generation, Image, ModelVersion, Review, Study, utcnow
-from db.replay import CONTENT_KINDS, EVENT_KINDS, REASON_CODES, CorrectionRecord, FinalSentence, replay, report_text
-from model.taxonomy import is_valid_name
+from db.models import Correction, Export, Generation, Image, ModelVersion, Review, Study
+from db.records import (ACQUISITION_TAGS, MAX_OUTPUT_BYTES, MAX_REGIONS, MAX_TEXT, WORKLIST_ORDERS,  # noqa: F401
+                        GenerationInfo, ImageInfo, ModelVersionInfo, NotFoundError, ReviewInfo, SignedReport,
+                        StoreError, StudyInfo, WorklistItem, check_name, check_tags, check_text)
+from db.replay import replay
+from db.reviews import ReviewLog, trail
 from model.types import VERDICTS, ReportOutput
-
-MAX_TEXT = 2_000  # characters in one sentence or note: a sentence, not a document
-MAX_NAME = 128  # reviewer, model version, study id
-MAX_REGIONS = 64
-MAX_OUTPUT_BYTES = 1_000_000  # one ReportOutput.to_dict() as JSON
-WORKLIST_ORDERS = ("most_ungrounded", "oldest", "newest")
-
-
-class StoreError(ValueError):
-    """A request the store refuses; nothing was written."""
-
-
-class NotFoundError(StoreError):
-    pass
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: int
-    path: str
-    sha256: str
-    view: str | None
-    width: int | None
-    height: int | None
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    id: int
-    pseudo_id: str
-    source: str
-    images: list[ImageInfo]
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    id: int
-    name: str
-    path: str | None
-    parent: str | None
-    card: dict[str, Any]
-    created_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class GenerationInfo:
-    id: int
-    study_id: int
-    model_version: str
-    report: str
-    output: dict[str, Any]  # ReportOutput.to_dict(), as the model wrote it
-    n_ungrounded: int
-    created_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class ReviewInfo:
-    id: int
-    study_id: int
-    generation_id: int
-    reviewer: str
-    status: str
-    signed_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class WorklistItem:
-    study_id: int
-    pseudo_id: str
-    status: str  # "new" until a review exists, then the review's status
-    model_version: str | None  # of the latest generation; None before any
-    generation_id: int | None
-    n_sentences: int
-    n_ungrounded: int
-    review_id: int | None
-    reviewer: str | None
-    created_at: dt.datetime
-
-
-@dataclass
-class SignedReport:
-    """What export needs of one signed review (db/export.py)."""
-
-    study: str
-    review_id: int
-    sign_id: int  # the correction id of the sign event: a re-signed amendment gets a newer one
-    reviewer: str
-    generation_id: int
-    model_version: str
-    image_paths: list[str]
-    sentences: list[FinalSentence] = field(default_factory=list)
-
-
-def _check_text(value: str | None, what: str) -> str:
-    if value is None or not isinstance(value, str) or not value.strip():
-        raise StoreError(f"{what} is empty")
-    if len(value) > MAX_TEXT:
-        raise StoreError(f"{what} is {len(value)} characters; the limit is {MAX_TEXT}")
-    if "\x00" in value:
-        raise StoreError(f"{what} contains a NUL character")
-    return value  # verbatim: HTML or script is the viewer's to escape, never the store's to rewrite
-
-
-def _check_name(value: str | None, what: str) -> str:
-    if value is None or not isinstance(value, str) or not value.strip():
-        raise StoreError(f"{what} is empty")
-    value = value.strip()
-    if len(value) > MAX_NAME or any(ord(ch) < 32 for ch in value):
-        raise StoreError(f"{what} must be at most {MAX_NAME} printable characters, got {value[:40]!r}")
-    return value
-
-
-def _check_regions(regions: list[str] | None) -> list[str]:
-    """An empty list is allowed: "this sentence is about no region" (e.g. "No acute disease.")."""
-    if not isinstance(regions, (list, tuple)):
-        raise StoreError(f"regions must be a list of CXAS names, got {type(regions).__name__}")
-    if len(regions) > MAX_REGIONS:
-        raise StoreError(f"{len(regions)} regions given; the limit is {MAX_REGIONS}")
-    bad = [r for r in regions if not isinstance(r, str) or not is_valid_name(r)]
-    if bad:
-        raise StoreError(f"not CXAS class or superclass names: {bad[:5]}")
-    return list(dict.fromkeys(regions))  # order kept, duplicates dropped
-
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
@@ -184,18 +64,13 @@ def guess_view(path: str) -> str | None:
     return None
 
 
-_TRAIL_COLUMNS = (Correction.id, Correction.review_id, Correction.kind, Correction.reviewer, Correction.created_at,
-                  Correction.sentence_index, Correction.text, Correction.reason_code, Correction.regions,
-                  Correction.target_id)  # the order of CorrectionRecord's fields
+def _study_info(st: Study) -> StudyInfo:
+    return StudyInfo(st.id, st.pseudo_id, st.source, [
+        ImageInfo(i.id, i.path, i.sha256, i.view, i.width, i.height, i.size_bytes, dict(i.tags or {}))
+        for i in st.images])
 
 
-def _trail(s: Session, review_id: int) -> list[CorrectionRecord]:
-    """The audit trail, oldest first. Plain rows, not ORM objects: every write replays it, so it must be cheap."""
-    rows = s.execute(select(*_TRAIL_COLUMNS).where(Correction.review_id == review_id).order_by(Correction.id))
-    return [CorrectionRecord(*row) for row in rows]
-
-
-class Store:
+class Store(ReviewLog):
     def __init__(self, url: str | None = None):
         self.engine = make_engine(url)
         self._writer = write_engine(self.engine)
@@ -224,21 +99,24 @@ class Store:
     # ---- studies, images, model versions -------------------------------------------------------------------------
 
     def register_study(self, pseudo_id: str, source: str, images: list[str] | None = None,
-                       views: list[str | None] | None = None) -> int:
+                       views: list[str | None] | None = None, tags: list[dict[str, Any] | None] | None = None) -> int:
         """Register a study and its image files (hashed here). Idempotent on `pseudo_id`; an image whose bytes are
-        registered already (sha256) is not registered twice — if it belongs to another study, that is an error."""
-        pseudo_id, source = _check_name(pseudo_id, "study id"), _check_name(source, "source")
+        registered already (sha256) is not registered twice — if it belongs to another study, that is an error.
+        `tags`: per image, only non-identifying acquisition tags (records.ACQUISITION_TAGS); an upload registers
+        its stored pixel file here, so that it reopens after a restart (`studies(source=...)`)."""
+        pseudo_id, source = check_name(pseudo_id, "study id"), check_name(source, "source")
         images = list(images or [])
         views = list(views) if views is not None else [guess_view(p) for p in images]
-        if len(views) != len(images):
-            raise StoreError(f"{len(images)} images but {len(views)} views")
+        tags = [check_tags(t) for t in tags] if tags is not None else [{} for _ in images]
+        if len(views) != len(images) or len(tags) != len(images):
+            raise StoreError(f"{len(images)} images but {len(views)} views and {len(tags)} tag sets")
         files = []
-        for path, view in zip(images, views):
+        for path, view, tag in zip(images, views, tags):
             if not os.path.isfile(path):
                 raise StoreError(f"image file not found: {path}")
             width, height = _image_size(path)
             files.append(dict(path=os.path.abspath(path), sha256=sha256_file(path), view=view, width=width,
-                              height=height, size_bytes=os.path.getsize(path)))
+                              height=height, size_bytes=os.path.getsize(path), tags=tag))
         try:
             return self._register_study(pseudo_id, source, files)
         except IntegrityError:  # a concurrent writer registered the same study or image first: now we see theirs
@@ -270,8 +148,15 @@ class Store:
             st = s.get(Study, study_id)
             if st is None:
                 raise NotFoundError(f"no study with id {study_id}")
-            return StudyInfo(st.id, st.pseudo_id, st.source, [
-                ImageInfo(i.id, i.path, i.sha256, i.view, i.width, i.height, i.size_bytes) for i in st.images])
+            return _study_info(st)
+
+    def studies(self, source: str | None = None) -> list[StudyInfo]:
+        """Every study (of this source, e.g. the app's uploads), oldest first, with its images."""
+        with self._read() as s:
+            q = select(Study).order_by(Study.id)
+            if source is not None:
+                q = q.where(Study.source == check_name(source, "source"))
+            return [_study_info(st) for st in s.scalars(q)]
 
     def study_id(self, pseudo_id: str) -> int:
         with self._read() as s:
@@ -283,7 +168,7 @@ class Store:
     def register_model(self, name: str, path: str | None = None, parent: str | None = None,
                        card: dict[str, Any] | None = None) -> int:
         """Idempotent on `name` with the same path; the same name for another path is refused."""
-        name = _check_name(name, "model version name")
+        name = check_name(name, "model version name")
         path = os.path.abspath(path) if path else None
         try:
             with self._write() as s:
@@ -326,7 +211,7 @@ class Store:
                        image_path: str | None = None) -> int:
         """Store one model output verbatim (`ReportOutput.to_dict()` shape). An unknown model version name is
         registered on the fly (no path); register it first to keep its path and card."""
-        model_version = _check_name(model_version, "model version")
+        model_version = check_name(model_version, "model version")
         if not isinstance(report_output, dict):
             raise StoreError("report output must be a dict (ReportOutput.to_dict()), "
                              f"got {type(report_output).__name__}")
@@ -348,7 +233,7 @@ class Store:
         if bad:
             raise StoreError(f"unknown verdicts {bad}; expected one of {VERDICTS} or null")
         for s in parsed.sentences:
-            _check_text(s.text, f"sentence {s.index}")
+            check_text(s.text, f"sentence {s.index}")
         try:
             return self._add_generation(study_id, model_version, parsed, output, image_path)
         except IntegrityError:  # another writer registered the same new model version name first
@@ -392,159 +277,6 @@ class Store:
             done = select(Generation.study_id).join(ModelVersion).where(ModelVersion.name == model_version)
             ids = s.scalars(select(Study.id).where(Study.id.not_in(done)).order_by(Study.id)).all()
         return [self.study(i) for i in ids]
-
-    # ---- reviews ---------------------------------------------------------------------------------------------------
-
-    def start_review(self, study_id: int, reviewer: str, generation_id: int | None = None) -> int:
-        """The review of the study's latest generation (or of `generation_id`); opened if there is none yet.
-        Two reviewers starting at once share one review."""
-        reviewer = _check_name(reviewer, "reviewer")
-        try:
-            with self._write() as s:
-                if generation_id is None:
-                    generation_id = s.scalar(select(func.max(Generation.id)).where(Generation.study_id == study_id))
-                    if generation_id is None:
-                        if s.get(Study, study_id) is None:
-                            raise NotFoundError(f"no study with id {study_id}")
-                        raise StoreError(f"study {study_id} has no generation to review yet")
-                g = s.get(Generation, generation_id)
-                if g is None or g.study_id != study_id:
-                    raise NotFoundError(f"no generation {generation_id} for study {study_id}")
-                rid = s.scalar(select(Review.id).where(Review.generation_id == generation_id))
-                if rid is not None:
-                    return rid
-                r = Review(generation_id=generation_id, study_id=study_id, reviewer=reviewer, status="new")
-                s.add(r)
-                s.flush()
-                return r.id
-        except IntegrityError:  # the other reviewer's insert won the unique(generation_id) race
-            return self.start_review(study_id, reviewer, generation_id)
-
-    def review(self, review_id: int) -> ReviewInfo:
-        with self._read() as s:
-            r = s.get(Review, review_id)
-            if r is None:
-                raise NotFoundError(f"no review with id {review_id}")
-            return ReviewInfo(r.id, r.study_id, r.generation_id, r.reviewer, r.status, r.signed_at)
-
-    def _locked_review(self, s: Session, review_id: int) -> Review:
-        r = s.get(Review, review_id, with_for_update=True)  # PostgreSQL: row lock; SQLite: BEGIN IMMEDIATE did it
-        if r is None:
-            raise NotFoundError(f"no review with id {review_id}")
-        return r
-
-    def _state(self, s: Session, r: Review) -> tuple[list[FinalSentence], list[CorrectionRecord]]:
-        trail = _trail(s, r.id)
-        output = s.scalar(select(Generation.output).where(Generation.id == r.generation_id))
-        return replay(output["sentences"], trail), trail
-
-    def _append(self, s: Session, r: Review, kind: str, reviewer: str, **fields: Any) -> int:
-        c = Correction(review_id=r.id, kind=kind, reviewer=reviewer, created_at=utcnow(), **fields)
-        s.add(c)
-        r.updated_at = c.created_at
-        s.flush()
-        return c.id
-
-    def apply_correction(self, review_id: int, kind: str, reviewer: str, sentence_index: int | None = None,
-                         text: str | None = None, reason_code: str | None = None,
-                         regions: list[str] | None = None) -> int:
-        """Append one content correction and return its id.
-
-        edit(sentence_index, text) · delete(sentence_index) · add(text[, regions]) → the new sentence gets the next
-        free index · flag(sentence_index, reason_code[, text=note]) · relink(sentence_index, regions) ·
-        accept([sentence_index]; without one: every sentence still standing)."""
-        if kind not in CONTENT_KINDS:
-            raise StoreError(f"unknown correction kind {kind!r}; expected one of {CONTENT_KINDS} "
-                             "(use undo_last, sign or amend for the others)")
-        reviewer = _check_name(reviewer, "reviewer")
-        fields: dict[str, Any] = {}
-        if kind in ("edit", "add"):
-            fields["text"] = _check_text(text, "text")
-        if kind == "flag":
-            if reason_code not in REASON_CODES:
-                raise StoreError(f"unknown reason code {reason_code!r}; expected one of {REASON_CODES}")
-            fields["reason_code"] = reason_code
-            if text is not None:
-                fields["text"] = _check_text(text, "note")
-        if kind == "relink" or (kind == "add" and regions is not None):
-            fields["regions"] = _check_regions(regions)
-        with self._write() as s:
-            r = self._locked_review(s, review_id)
-            if r.status == "signed":
-                raise StoreError(f"review {review_id} is signed; amend it first (amend) to change it")
-            sentences, trail = self._state(s, r)
-            standing = {x.index for x in sentences if not x.deleted}
-            if kind == "add":
-                used = {x.index for x in sentences} | {c.sentence_index for c in trail if c.kind == "add"}
-                fields["sentence_index"] = max(used, default=-1) + 1  # never reused, even after an undone add
-            elif not (kind == "accept" and sentence_index is None):
-                if sentence_index not in standing:
-                    raise StoreError(f"unknown sentence index {sentence_index} in review {review_id}; "
-                                     f"the report has sentences {sorted(standing)}")
-                fields["sentence_index"] = sentence_index
-            if r.status == "new":
-                r.status = "in_review"
-            return self._append(s, r, kind, reviewer, **fields)
-
-    def undo_last(self, review_id: int, reviewer: str) -> int:
-        """Undo the newest content correction still in force by appending a `revert` that points at it. Only what
-        was done since the last sign or amend event can be undone: a signed version is changed by corrections."""
-        reviewer = _check_name(reviewer, "reviewer")
-        with self._write() as s:
-            r = self._locked_review(s, review_id)
-            if r.status == "signed":
-                raise StoreError(f"review {review_id} is signed; amend it first (amend) to change it")
-            trail = _trail(s, r.id)
-            reverted = {c.target_id for c in trail if c.kind == "revert"}
-            since = max((c.id for c in trail if c.kind in EVENT_KINDS), default=0)
-            live = [c for c in trail if c.kind in CONTENT_KINDS and c.id not in reverted and c.id > since]
-            if not live:
-                raise StoreError(f"review {review_id} has nothing to undo"
-                                 + (" since it was last signed or amended" if since else ""))
-            return self._append(s, r, "revert", reviewer, target_id=max(c.id for c in live))
-
-    def sign(self, review_id: int, reviewer: str) -> int:
-        reviewer = _check_name(reviewer, "reviewer")
-        with self._write() as s:
-            r = self._locked_review(s, review_id)
-            if r.status == "signed":
-                raise StoreError(f"review {review_id} is signed already")
-            sentences, _ = self._state(s, r)
-            if not any(not x.deleted for x in sentences):
-                raise StoreError(f"review {review_id} has no sentence left; add one before signing")
-            cid = self._append(s, r, "sign", reviewer)
-            r.status, r.signed_at = "signed", r.updated_at
-            return cid
-
-    def amend(self, review_id: int, reviewer: str, note: str | None = None) -> int:
-        """Re-open a signed review; the signed version stays in the trail (and in any export already made)."""
-        reviewer = _check_name(reviewer, "reviewer")
-        note = _check_text(note, "note") if note is not None else None
-        with self._write() as s:
-            r = self._locked_review(s, review_id)
-            if r.status != "signed":
-                raise StoreError(f"review {review_id} is {r.status}, not signed: there is nothing to amend")
-            cid = self._append(s, r, "amend", reviewer, text=note)
-            r.status = "amended"
-            return cid
-
-    def corrections(self, review_id: int) -> list[CorrectionRecord]:
-        """The audit trail, oldest first."""
-        with self._read() as s:
-            if s.get(Review, review_id) is None:
-                raise NotFoundError(f"no review with id {review_id}")
-            return _trail(s, review_id)
-
-    def final_report(self, review_id: int, include_deleted: bool = False) -> list[FinalSentence]:
-        with self._read() as s:
-            r = s.get(Review, review_id)
-            if r is None:
-                raise NotFoundError(f"no review with id {review_id}")
-            sentences, _ = self._state(s, r)
-        return sentences if include_deleted else [x for x in sentences if not x.deleted]
-
-    def final_text(self, review_id: int) -> str:
-        return report_text(self.final_report(review_id))
 
     # ---- worklist and export support --------------------------------------------------------------------------------
 
@@ -594,11 +326,11 @@ class Store:
             if r is None:
                 raise NotFoundError(f"no review with id {review_id}")
             g = s.get(Generation, r.generation_id)
-            trail = _trail(s, r.id)
-            if not any(c.kind == "sign" for c in trail):
+            events = trail(s, r.id)
+            if not any(c.kind == "sign" for c in events):
                 raise StoreError(f"review {review_id} has never been signed")
-            sign = max((c for c in trail if c.kind == "sign"), key=lambda c: c.id)
-            sentences = replay(g.output["sentences"], [c for c in trail if c.id < sign.id])
+            sign = max((c for c in events if c.kind == "sign"), key=lambda c: c.id)
+            sentences = replay(g.output["sentences"], [c for c in events if c.id < sign.id])
             st = s.get(Study, r.study_id)
             images = [i.path for i in st.images]
             if g.image_id is not None:  # the image the model saw goes first
@@ -619,4 +351,3 @@ class Store:
         with self._read() as s:
             return {t.__tablename__: s.scalar(select(func.count()).select_from(t))
                     for t in (Study, Image, ModelVersion, Generation, Review, Correction, Export)}
-

@@ -2,11 +2,15 @@
 
 A command module exposes `add_arguments(parser)` and `run(args) -> int | None`. Modules are imported only when
 their command is used, so `--help` stays fast and a missing optional dependency breaks only its own command.
+
+Exit codes: 0 done; 1 some input refused (one `error: FILE: reason` line each on stderr); 2 usage error;
+3 internal error (one line; GROUNDCXR_DEBUG=1 shows the traceback); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 import model  # noqa: F401  (sets the offline environment first)
@@ -45,7 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(modules[args.command].run(args) or 0)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (SystemExit, BrokenPipeError):
+        raise
+    except OSError as exc:  # a missing file or folder, an unwritable --out: the user's to fix, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # the commands' own refusals (a bad option combination, unreadable input)
+        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug, not bad input (commands refuse bad input themselves): still one line
+        if os.environ.get("GROUNDCXR_DEBUG"):
+            raise
+        why = " ".join(str(exc).split())[:500]
+        print(f"error: internal error in '{args.command}' ({type(exc).__name__}: {why}); rerun with "
+              "GROUNDCXR_DEBUG=1 for the traceback", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""`python -m model generate [--model DIR] IMAGE...`: one JSON object per image on stdout."""
+"""`python -m model generate [--model DIR] IMAGE...`: one JSON object per image on stdout.
+
+An image that cannot be read or analysed (not a radiograph, no lung field, too large) is one line on stderr,
+`error: IMAGE: reason`, and the others are still done. Exit codes: 0 every image done; 1 some refused; 2 usage
+(no model, mismatched --masks); 3 internal error (model/__main__.py).
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,15 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read_image(path: str):
-    try:
-        from model.imageio import read_radiograph
-    except ModuleNotFoundError:
-        import numpy as np
-        from PIL import Image
+    from model.imageio import WORK_SIDE, read_radiograph
 
-        return np.asarray(Image.open(path).convert("L"))
-    img = read_radiograph(path)
-    return getattr(img, "pixels", img)
+    # Analysed at the working size, like the app: work per image is bounded whatever the upload's resolution.
+    return read_radiograph(path, max_side=WORK_SIDE)
 
 
 def _masks_for(image, mask_path: str | None):
@@ -48,25 +48,36 @@ def run(args: argparse.Namespace) -> int:
 
     if args.masks is not None and len(args.masks) != len(args.images):
         raise SystemExit(f"error: {len(args.images)} images but {len(args.masks)} --masks files")
-    for path in args.images:
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: image not found: {path}")
     pipeline = None
-    gen = load_generator(args.model, max_new_tokens=args.max_new_tokens)
+    try:
+        gen = load_generator(args.model, max_new_tokens=args.max_new_tokens)
+    except (OSError, ValueError) as exc:
+        print(f"error: --model {args.model or 'default'}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     if args.ground:
         from model.pipeline import Pipeline
 
         pipeline = Pipeline(model_dir=args.model, method=args.method, generator=gen)
+    failed = 0
     for i, path in enumerate(args.images):
-        image = _read_image(path)
-        masks = _masks_for(image, args.masks[i] if args.masks else None)
-        if pipeline is not None:
-            payload = _grounded(pipeline, image, masks, path, args.out)
-        else:
-            payload = gen.generate(image, masks).to_report_output().to_dict()
+        try:
+            payload = _one(gen, pipeline, path, args.masks[i] if args.masks else None, args.out)
+        except (ValueError, OSError) as exc:  # ImageReadError and SegmentationError are ValueErrors
+            why = " ".join(str(exc).split())
+            print(f"error: {why if why.startswith(path) else f'{path}: {why}'}", file=sys.stderr)
+            failed += 1
+            continue
         print(json.dumps({**payload, "image": path}))
         sys.stdout.flush()
-    return 0
+    return 1 if failed else 0
+
+
+def _one(gen, pipeline, path: str, mask_path: str | None, out_dir: str | None) -> dict:
+    image = _read_image(path)
+    masks = _masks_for(image, mask_path)
+    if pipeline is None:
+        return gen.generate(image, masks).to_report_output().to_dict()
+    return _grounded(pipeline, image, masks, path, out_dir)
 
 
 def _grounded(pipeline, image, masks, path: str, out_dir: str | None) -> dict:

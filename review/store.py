@@ -15,7 +15,9 @@ from review.types import Case, ExportResult, ReviewState, WorklistRow
 class ReviewStore(Protocol):
     """What the review service needs from the store; every write is saved at once or refused with a ValueError."""
 
-    def register_case(self, case: Case) -> None: ...
+    def register_case(self, case: Case, tags: dict | None = None) -> None: ...
+
+    def saved_uploads(self) -> list[Case]: ...
 
     def has_generation(self, case_id: str, model_version: str) -> bool: ...
 
@@ -24,13 +26,15 @@ class ReviewStore(Protocol):
     def state(self, case_id: str) -> ReviewState: ...
 
     def correct(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
-                regions: Sequence[str] = (), reason: str | None = None) -> str: ...
+                regions: Sequence[str] = (), reason: str | None = None, key: str | None = None) -> str: ...
 
-    def undo(self, case_id: str, reviewer: str) -> str: ...
+    def undo(self, case_id: str, reviewer: str, key: str | None = None) -> str: ...
 
-    def sign(self, case_id: str, reviewer: str) -> str: ...
+    def sign(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
+             key: str | None = None) -> str: ...
 
-    def amend(self, case_id: str, reviewer: str) -> str: ...
+    def amend(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
+              key: str | None = None) -> str: ...
 
     def worklist(self) -> list[WorklistRow]: ...
 
@@ -44,9 +48,21 @@ class DbReviewStore:
         self.db = store
         self._sources: dict[str, str] = {}
 
-    def register_case(self, case: Case) -> None:
-        self.db.register_study(case.case_id, case.source, images=[case.image_path])
+    @property
+    def database_file(self) -> str | None:
+        """The SQLite file (the web layer blocks its folder), None for a server database."""
+        url = self.db.engine.url
+        return url.database if url.get_backend_name() == "sqlite" else None
+
+    def register_case(self, case: Case, tags: dict | None = None) -> None:
+        self.db.register_study(case.case_id, case.source, images=[case.image_path], tags=[tags or {}])
         self._sources[case.case_id] = case.source
+
+    def saved_uploads(self) -> list[Case]:
+        """Uploads registered by earlier runs, with their stored pixel files (which may have been deleted since)."""
+        cases = [Case(s.pseudo_id, s.source, s.images[0].path) for s in self.db.studies(source="upload") if s.images]
+        self._sources.update({c.case_id: c.source for c in cases})
+        return cases
 
     def has_generation(self, case_id: str, model_version: str) -> bool:
         """Whether the case's latest report is by this model version (else the service generates a new one)."""
@@ -77,30 +93,35 @@ class DbReviewStore:
         return self.db.start_review(self.db.study_id(case_id), reviewer)
 
     def correct(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
-                regions: Sequence[str] = (), reason: str | None = None) -> str:
+                regions: Sequence[str] = (), reason: str | None = None, key: str | None = None) -> str:
         if kind not in ("add", "accept") and index is None:
             raise ValueError(f"{kind}: select a sentence first")
         rid = self._review(case_id, reviewer)
         self.db.apply_correction(rid, kind, reviewer, sentence_index=index,
                                  text=text if kind in ("edit", "add") else None,
                                  reason_code=reason if kind == "flag" else None,
-                                 regions=list(regions) if kind in ("relink", "add") else None)
+                                 regions=list(regions) if kind in ("relink", "add") else None, idempotency_key=key)
         what = {"edit": "edited", "delete": "deleted", "add": "added", "flag": f"flagged ungrounded ({reason})",
                 "relink": f"re-linked to {', '.join(regions) or 'no region'}", "accept": "accepted"}[kind]
         target = "a new sentence" if kind == "add" else ("every sentence" if index is None else f"sentence {index + 1}")
         return f"{target} {what} by {reviewer}"
 
-    def undo(self, case_id: str, reviewer: str) -> str:
-        self.db.undo_last(self._review(case_id, reviewer), reviewer)
+    def undo(self, case_id: str, reviewer: str, key: str | None = None) -> str:
+        self.db.undo_last(self._review(case_id, reviewer), reviewer, idempotency_key=key)
         return f"last correction undone by {reviewer}"
 
-    def sign(self, case_id: str, reviewer: str) -> str:
-        self.db.sign(self._review(case_id, reviewer), reviewer)
-        return f"report signed by {reviewer}"
+    def sign(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
+             key: str | None = None) -> str:
+        """Over another reviewer's signature (re-signing their amended report) only with `override` and a note."""
+        self.db.sign(self._review(case_id, reviewer), reviewer, override=override, note=note, idempotency_key=key)
+        return f"report signed by {reviewer}" + (" (overriding the previous signature)" if override else "")
 
-    def amend(self, case_id: str, reviewer: str) -> str:
-        self.db.amend(self._review(case_id, reviewer), reviewer)
-        return f"signed report re-opened for amendment by {reviewer}"
+    def amend(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
+              key: str | None = None) -> str:
+        """Re-open a signed report; another reviewer's only with `override` and a note (recorded in the trail)."""
+        self.db.amend(self._review(case_id, reviewer), reviewer, note=note, override=override, idempotency_key=key)
+        return f"signed report re-opened for amendment by {reviewer}" + (
+            " (overriding the previous signature)" if override else "")
 
     def worklist(self) -> list[WorklistRow]:
         return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,

@@ -1,31 +1,30 @@
-"""Shared fixtures of the db tests: a fresh store on SQLite, and on PostgreSQL too when GROUNDCXR_TEST_PG_URL is set."""
-import os
-
+"""Shared fixtures of the db tests: a fresh store on SQLite and on PostgreSQL (a throw-away server started by the
+`pg_server` fixture in conftest.py, or GROUNDCXR_TEST_PG_URL when set)."""
 import pytest
 
-PG_URL = os.environ.get("GROUNDCXR_TEST_PG_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+BACKENDS = ["sqlite", "postgresql"]
 
 
-def fresh_url(backend: str, tmp_path) -> str:
+def fresh_url(backend: str, tmp_path, pg_url: str | None = None) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'review.db'}"
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
-    if "test" not in (make_url(PG_URL).database or ""):
+    if "test" not in (make_url(pg_url).database or ""):
         pytest.fail(f"GROUNDCXR_TEST_PG_URL must name a throw-away database with 'test' in its name (each test "
-                    f"drops its schema), got {make_url(PG_URL).database!r}")
-    engine = create_engine(PG_URL)
+                    f"drops its schema), got {make_url(pg_url).database!r}")
+    engine = create_engine(pg_url)
     with engine.begin() as conn:  # a clean schema per test: this database is for tests only
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    return PG_URL
+    return pg_url
 
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
-    return fresh_url(request.param, tmp_path)
+    pg_url = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    return fresh_url(request.param, tmp_path, pg_url)
 
 
 @pytest.fixture

@@ -22,6 +22,24 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture(scope="session")
+def pg_server():
+    """URL of a throw-away PostgreSQL database (tests/_pg_server.py); skips only where no server can run here."""
+    url = os.environ.get("GROUNDCXR_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    from _pg_server import ThrowawayServer, why_unavailable
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = ThrowawayServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def shared_data():
     """../shared/data when present (CI has it, a fresh clone does not): tests that need it skip without it."""
     if not os.path.isdir(SHARED_DATA):

@@ -192,3 +192,54 @@ def test_a_file_that_is_not_a_database_is_reported(tmp_path, capsys):
     junk.write_bytes(b"this is not sqlite" * 100)
     assert main(["init", "--db", f"sqlite:///{junk}"]) == 1
     assert "file is not a database" in capsys.readouterr().err
+
+
+def _history_of_hostile_sentences(url):
+    """A review whose trail holds an ANSI sequence (written before the store refused them, here straight into the
+    table) and a right-to-left override (still accepted in sentence text)."""
+    from _db_support import study_with_generation
+    from sqlalchemy import text
+    store = Store(url)
+    sid, _ = study_with_generation(store, "S-hostile")
+    rid = store.start_review(sid, "dr.a")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Left \u202eeffusion thgir")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text="placeholder")
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE corrections SET text = :t WHERE text = 'placeholder'"),
+                      {"t": "\x1b[2J\x1b[31mAll clear.\x1b]0;pwned\x07"})
+    store.close()
+
+
+def test_history_shows_escape_sequences_and_bidi_overrides_as_visible_escapes(url, capsys):
+    _history_of_hostile_sentences(url)
+    assert main(["history", "--db", url, "S-hostile"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "text='Left \\u202eeffusion thgir'" in out
+    assert "text='\\x1b[2J\\x1b[31mAll clear.\\x1b]0;pwned\\x07'" in out
+    assert "final: Left \\u202eeffusion thgir \\x1b[2J" in out
+
+
+def test_import_reports_each_refused_entry_in_one_line_and_imports_the_rest(url, tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    write_png(tmp_path / "images" / "ok.png", 1)
+    write_png(tmp_path / "images" / "two.png", 2)
+    ann = {"train": [{"id": "ok-1", "image_path": ["ok.png"]}, {"id": "dr\u202eevil", "image_path": ["two.png"]},
+                     {"id": "missing", "image_path": ["nope.png"]}, {"id": "bad", "image_path": [3]}, "junk"]}
+    path = tmp_path / "annotation.json"
+    path.write_text(json.dumps(ann))
+    assert main(["import", "--db", url, str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "imported 1 new studies (1 images); 0 were registered already; 4 refused" in out
+    errors = err.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith(f"error: {path}: train[") for line in errors)
+    assert "bidirectional control character" in errors[0] and "image not found" in errors[1]
+    assert "Traceback" not in err
+
+
+def test_export_into_a_file_is_one_line_not_a_traceback(url, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["export", "--db", url, "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err

@@ -86,10 +86,10 @@ def test_export_is_incremental_idempotent_and_equal_to_a_full_rebuild(store, tmp
     second = export(store, str(out))
     assert second.studies_new == ["S-2"] and second.n_entries == 2
     # An amendment stays out until re-signed, then replaces the study's entry.
-    store.amend(rid2, "dr.b")
-    store.apply_correction(rid2, "edit", "dr.b", sentence_index=0, text="Cardiomegaly.")
+    store.amend(rid2, "dr.a")
+    store.apply_correction(rid2, "edit", "dr.a", sentence_index=0, text="Cardiomegaly.")
     assert not export(store, str(out)).written
-    store.sign(rid2, "dr.b")
+    store.sign(rid2, "dr.a")
     third = export(store, str(out))
     assert third.studies_new == ["S-2"] and third.n_entries == 2
     ann = json.load(open(out / "annotation.json"))

@@ -138,7 +138,7 @@ def test_review_state_machine(store):
         store.undo_last(rid, "dr.a")
     with pytest.raises(StoreError, match="signed already"):
         store.sign(rid, "dr.a")
-    store.amend(rid, "dr.b", note="laterality")
+    store.amend(rid, "dr.b", note="laterality", override=True)  # dr.a signed it: an explicit override
     assert store.review(rid).status == "amended"
     with pytest.raises(StoreError, match="not signed: there is nothing to amend"):
         store.amend(rid, "dr.b")
@@ -331,10 +331,10 @@ def test_signed_report_is_the_version_signed_even_during_an_amendment(store):
     rid = store.start_review(sid, "dr.a")
     store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Signed text.")
     first_sign = store.sign(rid, "dr.a")
-    store.amend(rid, "dr.b")
-    store.apply_correction(rid, "edit", "dr.b", sentence_index=0, text="Amendment in progress.")
+    store.amend(rid, "dr.a")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Amendment in progress.")
     assert store.signed_versions() == {"S-1": (rid, first_sign)}
     assert store.signed_report(rid).sentences[0].text == "Signed text."
-    second = store.sign(rid, "dr.b")
+    second = store.sign(rid, "dr.a")
     assert store.signed_versions() == {"S-1": (rid, second)}
     assert store.signed_report(rid).sentences[0].text == "Amendment in progress."

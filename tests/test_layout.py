@@ -95,7 +95,8 @@ def _dotted_imports(package: str) -> dict[str, set[str]]:
 def test_ui_does_no_model_or_database_work():
     # The UI wires Gradio to review/ and draws with viewer/; from model/ it takes only plain types, the taxonomy
     # and paths.
-    allowed = ("gradio", "numpy", "review", "viewer", "ui", "model")
+    # starlette: the web framework under Gradio, for the security middleware (ui/web.py).
+    allowed = ("gradio", "starlette", "numpy", "review", "viewer", "ui", "model")
     for path, mods in _dotted_imports("ui").items():
         top = {m.split(".")[0] for m in mods}
         assert not top & {"torch", "sqlalchemy", "db", "transformers", "captum"}, (path, top)
@@ -118,7 +119,7 @@ MAX_PACKAGE_FILE_LINES = 450
 SIZED_PACKAGES = ("ui", "review", "model", "db", "viewer")
 MAX_FUNCTION_LINES = 80
 # Over the limits today, each owned by another piece of work; remove an entry when its owner splits it.
-FILE_ALLOW = {"db/store.py": "hardening (issue 17) splits the store"}
+FILE_ALLOW: dict[str, str] = {}
 FUNCTION_ALLOW = {("model/segmentation/derive.py", "derive_regions"): "the segmenter rewrite splits it"}
 
 

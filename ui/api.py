@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from review.identity import IdentityError, session_reviewer
 from review.service import ReviewService
 from ui.handlers import message
 from viewer.worklist import worklist_table
@@ -20,15 +21,20 @@ def register_api(service: ReviewService) -> None:
             raise gr.Error(message(exc)) from None
 
     def correct(case_id: str, reviewer: str, kind: str, sentence_index: int | None = None, text: str = "",
-                regions: list[str] | None = None, reason: str = "") -> dict:
+                regions: list[str] | None = None, reason: str = "", override: bool = False,
+                idempotency_key: str = "", request: gr.Request = None) -> dict:
         """Apply one correction (edit, delete, add, flag, relink, accept, undo, sign, amend); returns the
-        review state after it."""
-        if not reviewer or not reviewer.strip():
+        review state after it. With login, `reviewer` must be empty or the logged-in user. `override` (sign /
+        amend over another reviewer's signature) needs `text` as the note saying why. `idempotency_key`: a retry
+        with the same key (e.g. after a lost reply) is not applied twice."""
+        user = getattr(request, "username", None) if request is not None else None
+        if not user and (not reviewer or not reviewer.strip()):
             raise gr.Error("reviewer is required: it is recorded on every correction")
         try:
-            msg = service.apply(case_id, reviewer.strip(), kind, sentence_index, text or None, regions or [],
-                                reason or None)
-        except (ValueError, KeyError) as exc:  # the store's refusal, named; nothing was saved
+            who = session_reviewer(reviewer, user)
+            msg = service.apply(case_id, who, kind, sentence_index, text or None, regions or [], reason or None,
+                                override=bool(override), key=idempotency_key or None)
+        except (ValueError, KeyError) as exc:  # IdentityError or the store's refusal, named; nothing was saved
             raise gr.Error(message(exc)) from None
         return {"message": msg, "review": service.store.state(case_id).to_dict()}
 

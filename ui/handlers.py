@@ -3,10 +3,15 @@ component; the work itself is the review service's (review/), the drawing the sc
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
+from review.identity import IdentityError, session_reviewer
 from review.service import ReviewService
 from ui.layout import Components
 from ui.screen import ViewSettings, case_view, model_md, note
@@ -22,12 +27,29 @@ def message(exc: BaseException) -> str:
 
 
 def reviewer_name(name: str, request: gr.Request | None) -> str:
-    """With --user logins the logged-in name, else the name typed in; refused when empty."""
+    """With --user logins the logged-in name (a different name is refused), else the name typed in, normalised
+    (db/names.py); refused when empty or when it holds invisible, control or look-alike characters."""
     user = getattr(request, "username", None) if request is not None else None
-    name = (user or name or "").strip()
-    if not name:
+    if not user and not (name or "").strip():
         raise UserError("enter your reviewer name first (it is recorded on every correction)")
-    return name
+    try:
+        return session_reviewer(name, user)
+    except IdentityError as exc:
+        raise UserError(str(exc)) from None
+
+
+def discard_upload(path: str | None) -> None:
+    """Delete Gradio's cached copy of an upload (original bytes, original file name) once its pixels are taken,
+    or once it is refused: only the pixels the service stored remain."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.remove(path)
+        if not os.listdir(folder):  # Gradio keeps each upload in a folder of its own, named by a hash
+            os.rmdir(folder)
+    except OSError:
+        pass  # gone already
 
 
 class Handlers:
@@ -37,6 +59,22 @@ class Handlers:
         self.view_outputs = [c.overlay, c.legend, c.heatmap, c.heat_note, c.report, c.compare, c.sentence,
                              c.in_region, c.region, c.relink, c.text]
         self.open_outputs = self.view_outputs + [c.case_id, c.tabs, c.status, c.table, c.pick, c.upload]
+
+    def wait_for_analysis(self, cid) -> Iterator[dict]:
+        """Before opening a case that is not analysed yet: queue it and show its place in line while it waits, so
+        a reviewer behind a heavy image sees why, and one whose case is analysed already never waits here."""
+        if not cid or cid not in self.service.cases or self.service.is_analysed(cid):
+            return
+        job = self.service.analyse_later(cid)
+        shown = None
+        while not job.done():
+            ahead = self.service.queue_position(cid)
+            text = (f"{cid}: waiting for analysis, {ahead} ahead of it in the queue" if ahead
+                    else f"{cid}: analysing…")
+            if text != shown:
+                shown = text
+                yield {self.c.status: note(text, ok=True)}
+            time.sleep(0.25)
 
     def view(self, cid, sent, reg, sup, cls, op, zm, keep_text=False) -> dict:
         c = self.c
@@ -52,6 +90,11 @@ class Handlers:
         if not keep_text:
             out[c.text] = sel.text if sel else ""
         return out
+
+    def open_queued(self, cid, sup, cls, op, zm) -> Iterator[dict]:
+        """open_case, after waiting in the analysis queue with the place shown (wait_for_analysis)."""
+        yield from self.wait_for_analysis(cid)
+        yield self.open_case(cid, sup, cls, op, zm)
 
     def open_case(self, cid, sup, cls, op, zm) -> dict:
         c = self.c
@@ -74,13 +117,14 @@ class Handlers:
     def action(self, kind: str) -> Callable:
         c = self.c
 
-        def act(cid, name, sent, reg, sup, cls, op, zm, txt, rsn, links, request: gr.Request):
+        def act(cid, name, sent, reg, sup, cls, op, zm, txt, rsn, links, override, request: gr.Request):
             if not cid:
                 return {c.status: note("open a case first", ok=False)}
             try:
                 who = reviewer_name(name, request)
                 idx = int(sent) if sent not in (None, "") else None
-                msg = self.service.apply(cid, who, kind, idx, txt, links or [], rsn)
+                msg = self.service.apply(cid, who, kind, idx, txt, links or [], rsn,
+                                         override=bool(override) and kind in ("sign", "amend"))
             except (UserError, ValueError, KeyError) as exc:
                 return {c.status: note(f"{message(exc)} — nothing was saved.", ok=False)}
             if kind in ("delete", "undo"):
@@ -98,9 +142,12 @@ class Handlers:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
+        finally:
+            discard_upload(path)  # accepted or refused, the original bytes do not stay in Gradio's cache
+        try:
             case = self.service.upload(data)
         except ValueError as exc:  # unreadable image, or one the model cannot analyse
-            return {c.status: note(f"upload refused: {message(exc)}", ok=False)}
+            return {c.status: note(f"upload refused: {message(exc)}", ok=False), c.upload: None}
         out = self.open_case(case.case_id, sup, cls, op, zm)
         out[c.pick] = gr.update(choices=sorted(self.service.cases), value=case.case_id)
         out[c.upload] = None
@@ -109,15 +156,19 @@ class Handlers:
     def do_export(self) -> dict:
         try:
             msg, path = self.service.export()
+            # Handed to Gradio from a temp folder: the data folder itself is never served (ui.launch blocks it).
+            download = shutil.copy(path, tempfile.mkdtemp(prefix="gcxr-export-"))
         except (ValueError, OSError) as exc:
             return {self.c.status: note(f"export failed: {message(exc)}", ok=False)}
-        return {self.c.export_file: path, self.c.status: note(msg, ok=True)}
+        return {self.c.export_file: download, self.c.status: note(msg, ok=True)}
 
-    def pick_row(self, sup, cls, op, zm, evt: gr.SelectData) -> dict:
+    def pick_row(self, sup, cls, op, zm, evt: gr.SelectData) -> Iterator[dict]:
         row = evt.row_value or []
         if not row:
-            return {}
-        return {**self.open_case(row[0], sup, cls, op, zm), self.c.pick: row[0]}
+            yield {}
+            return
+        yield from self.wait_for_analysis(row[0])
+        yield {**self.open_case(row[0], sup, cls, op, zm), self.c.pick: row[0]}
 
     def use_model(self, version) -> dict:
         try:
@@ -149,16 +200,19 @@ class Handlers:
 def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     """Connect every component's events to its handler."""
     view_controls = [c.supers, c.classes, c.opacity, c.zoom]
-    c.open_btn.click(h.open_case, [c.pick, *view_controls], h.open_outputs)
+    c.open_btn.click(h.open_queued, [c.pick, *view_controls], h.open_outputs, api_name="open_case")
     c.table.select(h.pick_row, view_controls, h.open_outputs)
     c.sentence.input(h.redraw, h.view_inputs, h.view_outputs)
     c.region.input(h.redraw_keep_text, h.view_inputs, h.view_outputs)
     for ctl in view_controls:
         ctl.input(h.redraw_keep_text, h.view_inputs, h.view_outputs)
-    act_inputs = [c.case_id, c.reviewer, c.sentence, c.region, *view_controls, c.text, c.reason, c.relink]
+    act_inputs = [c.case_id, c.reviewer, c.sentence, c.region, *view_controls, c.text, c.reason, c.relink,
+                  c.override]
     for kind, btn in c.actions.items():
         btn.click(h.action(kind), act_inputs, h.view_outputs + [c.status, c.table])
-    c.upload.upload(h.do_upload, [c.upload, *view_controls], h.open_outputs)
+    # Analyses (an upload, a case opened for the first time) share one queue of one (review/analysis_queue.py);
+    # redraws of analysed cases never wait behind them.
+    c.upload.upload(h.do_upload, [c.upload, *view_controls], h.open_outputs, concurrency_limit=4)
     c.order.input(h.sort_worklist, [c.order], [c.table])
     c.refresh.click(h.sort_worklist, [c.order], [c.table])
     c.b_export.click(h.do_export, None, [c.export_file, c.status])

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from model import taxonomy
+from review.identity import UNVERIFIED_NOTE
 from review.service import ReviewService
 from review.types import DISCLAIMER, REASON_CODES
 from ui.screen import DEFAULT_SUPERCLASSES, model_md
@@ -24,8 +25,8 @@ class Components(SimpleNamespace):
     """Every component a handler reads or writes, by name."""
 
 
-def build_layout(service: ReviewService, title: str) -> Components:
-    """Lay out the page inside the current gr.Blocks."""
+def build_layout(service: ReviewService, title: str, login: bool = False) -> Components:
+    """Lay out the page inside the current gr.Blocks. Without `login` the page says that names are not verified."""
     # gr.Blocks overwrites this with "True" when analytics are off; keep the project's value (model/__init__.py)
     # so that processes started from here see one consistent offline environment.
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -35,6 +36,8 @@ def build_layout(service: ReviewService, title: str) -> Components:
         c.reviewer = gr.Textbox(label="Reviewer", placeholder="your name (recorded on every correction)",
                                 elem_id="gcxr-reviewer", scale=1)
         c.status = gr.HTML("", elem_id="gcxr-status")
+    if not login:
+        gr.Markdown(f"*{UNVERIFIED_NOTE}*", elem_id="gcxr-unverified")
     with gr.Tabs() as c.tabs:
         with gr.Tab("Worklist", id="worklist"):
             _worklist_tab(c, service)
@@ -64,7 +67,7 @@ def _worklist_tab(c: Components, service: ReviewService) -> None:
         c.pick = gr.Dropdown(choices=sorted(service.cases), value=None, label="Case", elem_id="gcxr-case",
                              allow_custom_value=False)
         c.open_btn = gr.Button("Open case", variant="primary", elem_id="gcxr-open")
-    c.upload = gr.File(label="Upload a radiograph (PNG, JPEG or DICOM; only pixels are kept)",
+    c.upload = gr.File(label="Upload a radiograph (PNG, JPEG or DICOM, at most 100 MB; only pixels are kept)",
                        file_types=[".png", ".jpg", ".jpeg", ".dcm"], type="filepath", elem_id="gcxr-upload")
 
 
@@ -105,6 +108,8 @@ def _report_column(c: Components) -> None:
                                      ("undo", "Undo last", "gcxr-undo"), ("sign", "Sign report", "gcxr-sign"),
                                      ("amend", "Amend signed", "gcxr-amend")):
                 c.actions[kind] = gr.Button(label, elem_id=eid, variant="primary" if kind == "sign" else "secondary")
+        c.override = gr.Checkbox(False, label="Override another reviewer's signature (sign / amend; the sentence "
+                                 "text box says why, and it is recorded)", elem_id="gcxr-override")
     c.compare = gr.HTML(elem_id="gcxr-compare")
 
 

@@ -58,14 +58,19 @@ def run(args) -> int:
     try:
         image = load_image(args.image)
         seg = segment(image, backend=args.backend)
-    except (ImageReadError, SegmentationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ImageReadError, SegmentationError, ValueError) as exc:  # one line naming the file, never a traceback
+        why = " ".join(str(exc).split())
+        print(f"error: {why if why.startswith(args.image) else f'{args.image}: {why}'}", file=sys.stderr)
         return 1
-    os.makedirs(args.out, exist_ok=True)
-    _atomic_write(os.path.join(args.out, "masks.npz"),
-                  lambda p: np.savez_compressed(p, **{k: v.astype(bool) for k, v in seg.masks.items()}))
-    _atomic_write(os.path.join(args.out, "overlay.png"),
-                  lambda p: Image.fromarray(overlay(image, seg.masks)).save(p, format="PNG"))
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        _atomic_write(os.path.join(args.out, "masks.npz"),
+                      lambda p: np.savez_compressed(p, **{k: v.astype(bool) for k, v in seg.masks.items()}))
+        _atomic_write(os.path.join(args.out, "overlay.png"),
+                      lambda p: Image.fromarray(overlay(image, seg.masks)).save(p, format="PNG"))
+    except OSError as exc:
+        print(f"error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     m = seg.measurements
     report = {"backend": seg.backend, "image_size": list(seg.shape),
               "cardiothoracic_ratio": m.get("cardiothoracic_ratio"), "area_fraction": m["area_fraction"],
