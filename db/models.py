@@ -74,6 +74,8 @@ class Generation(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     n_sentences: Mapped[int] = mapped_column(Integer)
     n_ungrounded: Mapped[int] = mapped_column(Integer)  # kept as a column so the worklist can sort on it
+    # the film lay outside the model's domain gate (None: no gate); the worklist puts these with the most work
+    out_of_domain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

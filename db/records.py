@@ -94,6 +94,7 @@ class WorklistItem:
     review_id: int | None
     reviewer: str | None
     created_at: dt.datetime
+    out_of_domain: bool = False  # the latest generation's film lay outside the model's domain gate
 
 
 @dataclass

@@ -258,7 +258,8 @@ class Store(ReviewLog):
                 mv_id = mv.id
             g = Generation(study_id=study_id, model_version_id=mv_id, image_id=image_id, report=parsed.report,
                            output=output, timings=dict(parsed.timings), n_sentences=len(parsed.sentences),
-                           n_ungrounded=sum(x.verdict == "ungrounded" for x in parsed.sentences))
+                           n_ungrounded=sum(x.verdict == "ungrounded" for x in parsed.sentences),
+                           out_of_domain=None if not parsed.domain else parsed.out_of_domain)
             s.add(g)
             s.flush()
             return g.id
@@ -292,8 +293,9 @@ class Store(ReviewLog):
              .outerjoin(Generation, Generation.id == latest.c.gid)
              .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id)
              .outerjoin(Review, Review.generation_id == Generation.id))
-        if order == "most_ungrounded":
-            q = q.order_by(func.coalesce(Generation.n_ungrounded, -1).desc(), Study.id)
+        if order == "most_ungrounded":  # films the model cannot read first: every sentence needs the reviewer
+            q = q.order_by(func.coalesce(Generation.out_of_domain, False).desc(),
+                           func.coalesce(Generation.n_ungrounded, -1).desc(), Study.id)
         else:
             q = q.order_by(Study.id.asc() if order == "oldest" else Study.id.desc())
         items = []
@@ -303,7 +305,7 @@ class Store(ReviewLog):
                                     model_version=mv_name, generation_id=g.id if g else None,
                                     n_sentences=g.n_sentences if g else 0, n_ungrounded=g.n_ungrounded if g else 0,
                                     review_id=r.id if r else None, reviewer=r.reviewer if r else None,
-                                    created_at=st.created_at)
+                                    created_at=st.created_at, out_of_domain=bool(g.out_of_domain) if g else False)
                 if status is None or item.status == status:
                     items.append(item)
         return items[:limit] if limit else items

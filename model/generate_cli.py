@@ -1,7 +1,8 @@
 """`python -m model generate [--model DIR] IMAGE...`: one JSON object per image on stdout.
 
 An image that cannot be read or analysed (not a radiograph, no lung field, too large) is one line on stderr,
-`error: IMAGE: reason`, and the others are still done. Exit codes: 0 every image done; 1 some refused; 2 usage
+`error: IMAGE: reason`, and one object `{"image", "error"}` on stdout; the others are still done. Every report
+carries `domain`: the model's domain gate on that film (score, limit, inside; null for a model without a gate). Exit codes: 0 every image done; 1 some refused; 2 usage
 (no model, mismatched --masks); 3 internal error (model/__main__.py).
 """
 from __future__ import annotations
@@ -54,17 +55,19 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: --model {args.model or 'default'}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    if args.ground:
-        from model.pipeline import Pipeline
+    from model.pipeline import Pipeline
 
-        pipeline = Pipeline(model_dir=args.model, method=args.method, generator=gen)
+    pipeline = Pipeline(model_dir=args.model, method=args.method, generator=gen)
     failed = 0
     for i, path in enumerate(args.images):
         try:
-            payload = _one(gen, pipeline, path, args.masks[i] if args.masks else None, args.out)
+            payload = _one(gen, pipeline, path, args.masks[i] if args.masks else None, args.out, args.ground)
         except (ValueError, OSError) as exc:  # ImageReadError and SegmentationError are ValueErrors
             why = " ".join(str(exc).split())
             print(f"error: {why if why.startswith(path) else f'{path}: {why}'}", file=sys.stderr)
+            reason = why[len(path) + 2:] if why.startswith(path + ": ") else why
+            print(json.dumps({"image": path, "error": reason}))  # one object per film: a batch reader loses none
+            sys.stdout.flush()
             failed += 1
             continue
         print(json.dumps({**payload, "image": path}))
@@ -72,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _one(gen, pipeline, path: str, mask_path: str | None, out_dir: str | None) -> dict:
+def _one(gen, pipeline, path: str, mask_path: str | None, out_dir: str | None, ground: bool) -> dict:
     image = _read_image(path)
     masks = _masks_for(image, mask_path)
-    if pipeline is None:
-        return gen.generate(image, masks).to_report_output().to_dict()
+    if not ground:
+        out = gen.generate(image, masks).to_report_output()
+        out.domain = pipeline.domain([image])[0]  # the gate's score travels with every report, grounded or not
+        return out.to_dict()
     return _grounded(pipeline, image, masks, path, out_dir)
 
 

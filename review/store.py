@@ -125,7 +125,7 @@ class DbReviewStore:
 
     def worklist(self) -> list[WorklistRow]:
         return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
-                            self._sources.get(i.pseudo_id, "")) for i in self.db.worklist()]
+                            self._sources.get(i.pseudo_id, ""), i.out_of_domain) for i in self.db.worklist()]
 
     def export(self, out_dir: str) -> ExportResult:
         from db.export import export

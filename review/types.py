@@ -59,6 +59,7 @@ class WorklistRow:
     n_ungrounded: int = 0
     reviewer: str | None = None
     source: str = ""  # "phantom", "IU X-ray", "NIH CXR14", "upload"
+    out_of_domain: bool = False  # the model was not trained on films like this one: its report is not a reading
 
 
 @dataclass(frozen=True)

@@ -338,3 +338,16 @@ def test_signed_report_is_the_version_signed_even_during_an_amendment(store):
     second = store.sign(rid, "dr.a")
     assert store.signed_versions() == {"S-1": (rid, second)}
     assert store.signed_report(rid).sentences[0].text == "Amendment in progress."
+
+
+def test_out_of_domain_generations_lead_the_worklist_and_unverified_is_a_verdict(store):
+    study_with_generation(store, "S-many", ungrounded=(0, 1, 2))
+    sid = store.register_study("S-real", "test")
+    out = model_output(2, ungrounded=())
+    for s in out["sentences"]:
+        s["verdict"] = "unverified"
+    out["domain"] = {"score": 40.0, "limit": 12.0, "inside": False}
+    gid = store.add_generation(sid, "m1", out)
+    items = store.worklist()
+    assert [(i.pseudo_id, i.out_of_domain) for i in items] == [("S-real", True), ("S-many", False)]
+    assert store.generation(gid).output["domain"]["inside"] is False

@@ -49,10 +49,12 @@ def test_generate_cli_bad_input(tmp_path, phantom_png, capsys):
         main(["generate", "--masks", npz, "--", png, png])
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    assert main(["generate", str(bad), png]) == 1  # the bad one refused in one line, the good one still done
+    assert main(["generate", str(bad), png, "--ground"]) == 1  # the bad one refused, the good one still done
     out, err = capsys.readouterr()
     assert err == f"error: {bad}: not a PNG, JPEG or DICOM image\n"
-    assert [json.loads(x)["image"] for x in out.strip().splitlines()] == [png]
+    rows = [json.loads(x) for x in out.strip().splitlines()]
+    assert [r["image"] for r in rows] == [str(bad), png]
+    assert rows[0]["error"] == "not a PNG, JPEG or DICOM image" and rows[1]["sentences"]
 
 
 def test_embedded_default_reads_the_image():

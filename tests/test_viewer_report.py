@@ -43,3 +43,13 @@ def test_sentences_in_region_orders_by_score():
     got = sentences_in_region(_sentences(), "right lung")
     assert [s.index for s in got] == [2, 0]
     assert sentences_in_region(_sentences(), "trachea") == []
+
+
+def test_out_of_domain_banner_folds_the_text_and_unverified_has_a_badge():
+    from viewer.report import domain_banner, report_html, verdict_badge
+    assert domain_banner({"score": 3.0, "limit": 5.0, "inside": True}) is None and domain_banner(None) is None
+    banner = domain_banner({"score": 41.0, "limit": 12.0, "inside": False})
+    assert banner.startswith("Not a reading of this film") and "41.0" in banner
+    h = report_html([Sentence(0, "Large right pneumothorax.", verdict="unverified")], banner=banner)
+    assert 'role="alert"' in h and "<details" in h and h.index("gcxr-banner") < h.index("pneumothorax")
+    assert "unverified" in verdict_badge("unverified") and "grounded" not in verdict_badge("unverified")

@@ -19,3 +19,9 @@ def test_other_orders():
     assert [r[1] for r in worklist_table(_rows(), "status")] == ["in review", "new", "signed"]
     with pytest.raises(ValueError, match="unknown worklist order"):
         worklist_table(_rows(), "random")
+
+
+def test_films_outside_the_models_domain_come_first_and_are_marked():
+    rows = _rows() + [WorklistRow("z", "generated", "v1", 0, None, "upload", out_of_domain=True)]
+    t = worklist_table(rows)
+    assert t[0][0] == "z" and t[0][-1].startswith("no") and all(r[-1] == "yes" for r in t[1:])

@@ -14,8 +14,8 @@ from review.service import ReviewService
 from model.types import CaseAnalysis
 from review.types import DISCLAIMER, Analyser, ReviewState
 from viewer.heatmap import render_heatmap
-from viewer.overlay import compose_overlay, legend_html, zoom
-from viewer.report import report_html, sentences_in_region, side_by_side_html
+from viewer.overlay import compose_overlay, legend_html, segmentation_legend_info, zoom
+from viewer.report import domain_banner, report_html, sentences_in_region, side_by_side_html
 
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
 DISPLAY_MIN_SIDE = 512
@@ -65,11 +65,13 @@ def render_view(image: np.ndarray, analysis: CaseAnalysis, state: ReviewState, s
         in_region = report_html(hits, title=f"Sentences grounded in {region}") if hits else \
             f"<p><em>No sentence is grounded in {html.escape(region)}.</em></p>"
     return {
-        "overlay": _display_size(overlay), "legend": legend_html(legend_names, highlight=highlight),
+        "overlay": _display_size(overlay),
+        "legend": legend_html(legend_names, highlight, *segmentation_legend_info(analysis.segmentation)),
         "heatmap": _display_size(render_heatmap(image, heat)) if heat is not None else None,
         "heat_note": _heat_note(analysis, state, sel, heat is not None),
         "report": report_html(state.current, selected=sentence, notes=state.notes,
-                              title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER),
+                              title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER,
+                              banner=domain_banner(analysis.report.domain)),
         "compare": side_by_side_html(state.original_text, state.final_text),
         "sentence_choices": [(f"{s.index + 1}. {s.text}", str(s.index)) for s in state.current],
         "in_region": in_region,

@@ -10,7 +10,18 @@ from collections.abc import Mapping, Sequence
 
 from model.types import VERDICTS, Sentence
 
-BADGE_COLOURS = {"grounded": "#1a7f37", "weak": "#9a6700", "ungrounded": "#cf222e", None: "#57606a"}
+BADGE_COLOURS = {"grounded": "#1a7f37", "weak": "#9a6700", "ungrounded": "#cf222e", "unverified": "#6e7781",
+                 None: "#57606a"}
+
+
+def domain_banner(domain: Mapping | None) -> str | None:
+    """The plain-words warning for a film outside the report model's domain (None when inside or unknown)."""
+    if not domain or domain.get("inside", True):
+        return None
+    return ("Not a reading of this film. The report model was not trained on films like this one, so nothing it "
+            "wrote here is checked against the image: every sentence is marked unverified. "
+            f"(domain score {float(domain.get('score', float('nan'))):.1f}, limit "
+            f"{float(domain.get('limit', float('nan'))):.1f})")
 
 
 def verdict_badge(verdict: str | None) -> str:
@@ -31,18 +42,25 @@ def _regions(sentence: Sentence, top: int) -> str:
 
 def report_html(sentences: Sequence[Sentence], selected: int | None = None,
                 notes: Mapping[int, Sequence[str]] | None = None, title: str = "Report", top_regions: int = 3,
-                disclaimer: str | None = None) -> str:
+                disclaimer: str | None = None, banner: str | None = None) -> str:
     """Sentences as an ordered list: verdict badge, text, reasons, top regions and review notes per sentence.
 
     selected: the sentence index to mark as selected. notes: sentence index -> short review notes shown under it
-    (e.g. "edited by A"). Returns an HTML fragment."""
+    (e.g. "edited by A"). banner: a warning above the report (`domain_banner`); with one, the sentences stay folded
+    until the reviewer opens them on purpose. Returns an HTML fragment."""
     notes = notes or {}
     parts = [f'<div class="gcxr-report"><h4>{html.escape(title)}</h4>']
+    if banner:
+        parts.append(f'<div class="gcxr-banner" role="alert" style="background:#fff1e5;border:2px solid #bc4c00;'
+                     f'border-radius:6px;padding:0.5em;margin-bottom:0.5em"><b>{html.escape(banner)}</b></div>')
     if disclaimer:
         parts.append(f'<p class="gcxr-disclaimer"><em>{html.escape(disclaimer)}</em></p>')
     if not sentences:
         parts.append("<p><em>No sentences.</em></p></div>")
         return "".join(parts)
+    if banner:
+        parts.append('<details class="gcxr-reveal"><summary>Show the model\'s text anyway (not a reading of this '
+                     'film)</summary>')
     parts.append("<ol>")
     for s in sentences:
         sel = s.index == selected
@@ -57,7 +75,7 @@ def report_html(sentences: Sequence[Sentence], selected: int | None = None,
             parts.append(f'<br/><span class="gcxr-note" style="font-size:0.85em;color:#0969da">'
                          f'{html.escape(note)}</span>')
         parts.append("</li>")
-    parts.append("</ol></div>")
+    parts.append("</ol>" + ("</details>" if banner else "") + "</div>")
     return "".join(parts)
 
 

@@ -161,6 +161,25 @@ def fine_tune(fc: FineTuneConfig) -> str:
                                               "seed": fc.seed},
             "stage3": {"epochs": cfg.train.stages[3].epochs, "lr": cfg.train.stages[3].lr}, "metrics": metrics,
             "note": "trained on synthetic phantoms and reviewer corrections; not for clinical use"}
+    card["domain"] = inherit_domain(fc.init_dir, ckpt, fc.export_dir)
     atomic_write_json(os.path.join(ckpt, "model_card.json"), card)
     print(f"model {card['name']!r} (parent {parent!r}): {ckpt}")
     return ckpt
+
+
+def inherit_domain(parent_dir: str, model_dir: str, export_dir: str) -> dict | None:
+    """The fine-tuned model's domain gate: its parent's Gaussian pooled with the films it was fine-tuned on
+    (model/s2d/domain.py). None when the parent has no gate."""
+    from model.data import load_r2gen
+    from model.imageio import read_radiograph
+    from model.s2d.domain import DomainGate, film_features
+    from model.s2d.generate import load_generator
+
+    gate = DomainGate.load(parent_dir)
+    if gate is None:
+        return None
+    entries = load_r2gen(os.path.join(export_dir, "annotation.json")).get("train") or []
+    images = [read_radiograph(e.image_paths[0]) for e in entries if os.path.isfile(e.image_paths[0])]
+    child = gate.merge(film_features(load_generator(model_dir), images), {"fine_tuned_on": os.path.abspath(export_dir)})
+    child.save(model_dir)
+    return {"limit": round(child.limit, 4), "films_added": len(images), "parent_limit": round(gate.limit, 4)}
