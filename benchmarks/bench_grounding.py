@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         # Hallucination detection on a perturbed copy of the reference report.
         sents = [s.text for s in split_sentences(report)]
         pert, labels = harness.hallucinate(sents, findings, rng, sentence_types=harness.sentence_positive_types)
-        forced = teacher_force(gen, image, seg.masks, " ".join(pert))
+        forced = gen.teacher_force(image, seg.masks, " ".join(pert))
         out, js = ground_detailed(gen, image, seg, forced, DEFAULT_METHOD)
         if [s.text.strip() for s in out.sentences] != [p.strip() for p in pert]:
             skipped += 1

@@ -43,8 +43,15 @@ class FakeAnalyser:
                      reasons=["no region above threshold"]),
         ]
         heat = {i: np.clip(m.astype(np.float32) * 0.9, 0, 1) for i, m in enumerate([heart, rl, ll])}
+        # a stand-in domain gate: a film brighter than the phantoms lies outside (the real gate: model/s2d/domain.py)
+        domain = {"score": round(float(image.mean()) * 50, 2), "limit": 30.0, "inside": float(image.mean()) * 50 <= 30}
+        if not domain["inside"]:
+            from model.grounding.verdict import Judgement, unverified
+            sentences = [Sentence(s.index, s.text, regions=s.regions, verdict="unverified",
+                                  reasons=unverified(Judgement(s.verdict, s.reasons, 0.0, s.regions), domain).reasons)
+                         for s in sentences]
         report = ReportOutput(" ".join(s.text for s in sentences), sentences, model_version=self.model_version,
-                              grounding_method="fake attention", heatmaps=heat)
+                              grounding_method="fake attention", heatmaps=heat, domain=domain)
         return CaseAnalysis(Segmentation(masks, "fake"), report)
 
 

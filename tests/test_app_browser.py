@@ -172,3 +172,21 @@ def test_no_project_or_system_file_is_served(app_url):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{app_url}gradio_api/file={secret}")
         assert err.value.code in (403, 404)
+
+
+def test_an_out_of_domain_upload_shows_the_banner_no_green_badge_and_is_marked(page, app_url, tmp_path):
+    from PIL import Image
+
+    bright = tmp_path / "real_film.png"  # the stand-in gate puts films brighter than the phantoms outside
+    Image.fromarray((200 + np.add.outer(np.arange(96), np.arange(96)) % 50).astype(np.uint8)).save(bright)
+    page.goto(app_url)
+    case = _upload(page, str(bright))
+    banner = page.locator("#gcxr-report .gcxr-banner")
+    assert banner.count() == 1 and "Not a reading of this film" in banner.inner_text()
+    assert page.locator("#gcxr-report .gcxr-grounded").count() == 0
+    page.locator("#gcxr-report details summary").click()  # the text is there on purpose only
+    assert page.locator("#gcxr-report .gcxr-unverified").count() == 3
+    page.goto(app_url)
+    row = page.locator("#gcxr-worklist [role=row]", has_text=case).first
+    row.wait_for(timeout=30_000)
+    assert "not a reading" in row.inner_text()

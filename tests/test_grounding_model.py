@@ -118,7 +118,7 @@ def test_pipeline_analyses_a_batch(gen, case):
     assert len(out) == 2
     for a in out:
         assert a.segmentation.masks and a.report.grounding_method == DEFAULT_METHOD == "ig-fast"
-        assert set(a.timings) == {"segment_s", "generate_s", "ground_s", "total_s"}
+        assert set(a.timings) == {"segment_s", "generate_s", "domain_s", "ground_s", "total_s"}
         assert all(s.verdict in VERDICTS for s in a.report.sentences)
     with pytest.raises(ValueError, match="unknown grounding method"):
         Pipeline(method="nope")

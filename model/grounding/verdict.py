@@ -61,6 +61,13 @@ class Thresholds:
     # sentence's score, and the PMI scale of its logistic; 0 = off (uncalibrated: the model may not read the image)
     pmi_weight: float = 0.0
     pmi_scale: float = 1.0
+    # support must lie where the finding lives (SUPPORT_REGIONS, DEVICE_REGIONS); off only to measure what it buys
+    anatomy_rule: bool = True
+    # checks whose threshold has been validated on real films with real labels; none yet (docs/grounding.md): the
+    # covid-lungs films carry no finding labels and the sanity films are not for tuning. An unvalidated check says so
+    # in its reason; it can confirm or contradict, never make a sentence grounded on its own (support must).
+    validated_on_real: dict[str, bool] = field(default_factory=lambda: {
+        "ctr": False, "cp": False, "lucency": False, "opacity": False})
     source: str = "defaults (not calibrated)"
 
     @classmethod
@@ -120,8 +127,20 @@ ZONES = ("upper zone lung", "mid zone lung", "lung base")
 
 
 def image_checks(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
-    """Image statistics the verdict checks beside the segmenter's measurements."""
-    return {"zone_opacity": zone_opacity(image, masks), "lateral_lucency": lateral_lucency(image, masks)}
+    """Image statistics the verdict checks beside the segmenter's measurements. They read aeration, so lung
+    regions count only outside the heart: anatomical lungs (CXAS) pass behind it, and its density is not the lung's."""
+    seen = visible_lungs(masks)
+    return {"zone_opacity": zone_opacity(image, seen), "lateral_lucency": lateral_lucency(image, seen)}
+
+
+def visible_lungs(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`masks` with every lung region (lungs, zones, lobes) cut to the part outside the heart."""
+    from model.segmentation.measure import LUNG_REGIONS
+
+    heart = masks.get("heart")
+    if heart is None:
+        return masks
+    return {n: (m & ~heart if n in LUNG_REGIONS else m) for n, m in masks.items()}
 
 
 def lateral_band(lung: np.ndarray, side: str, fraction: float = 0.35) -> np.ndarray:
@@ -207,7 +226,7 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
         if ctr is None:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
-        return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f})"
+        return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f}{_provenance('ctr', th)})"
     if check in ("cp", "lucency"):
         # cp: below the limit = blunted angle = effusion; lucency: above the limit = air at the edge = pneumothorax.
         key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
@@ -221,7 +240,7 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
             p = _logistic(sign * (value - limit) / th.measurement_scale[check])
             if best is None or p > best[0]:
                 rel = ">=" if sign < 0 else "<"
-                best = (p, f"{s} {what} {value:.2f} (normal {rel} {limit:.2f})")
+                best = (p, f"{s} {what} {value:.2f} (normal {rel} {limit:.2f}{_provenance(check, th)})")
         return best
     if check == "opacity":
         found = opacity_value(measurements, side, th)
@@ -229,8 +248,14 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
             return None
         value, zone = found
         p = _logistic((value - th.opacity_min) / th.measurement_scale["opacity"])
-        return p, f"{zone} opacity {value:+.2f} vs the other side (opacified >= {th.opacity_min:.2f})"
+        return p, (f"{zone} opacity {value:+.2f} vs the other side (opacified >= {th.opacity_min:.2f}"
+                   f"{_provenance('opacity', th)})")
     return None
+
+
+def _provenance(check: str, th: Thresholds) -> str:
+    """Where a check's threshold comes from, in its reason."""
+    return "" if th.validated_on_real.get(check) else "; threshold from phantoms, not validated on real films"
 
 
 def opacity_value(measurements: dict, side: str | None, th: Thresholds) -> tuple[float, str] | None:
@@ -274,7 +299,7 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
     # Plain description (technique, devices, normal anatomy): grounded when the attribution is not diffuse noise.
     top = regions[:top_k]
     best_any = top[0].score if top else 0.0
-    if labels.get("Support Devices") in (1, -1):  # a device only where devices run (the anatomy rule)
+    if labels.get("Support Devices") in (1, -1) and th.anatomy_rule:  # a device only where devices run
         return _judge_device(regions, masks, th, top_k)
     what = "description"
     if best_any < th.support_min:
@@ -313,8 +338,11 @@ def _judge_affirmed(positive: list[str], side, anatomy: list[str], regions: list
         ev = finding_evidence(obs, side, measurements, th)
         if ev is not None and (contradiction is None or ev[0] < contradiction[0]):
             contradiction = (ev[0], obs, ev[1], th.reliable.get(CHECKS[obs], True))
-    expected = sorted({r for obs in positive for r in SUPPORT_REGIONS[obs](side)})
-    where = _where(anatomy, expected, masks)
+    if th.anatomy_rule:
+        expected = sorted({r for obs in positive for r in SUPPORT_REGIONS[obs](side)})
+        where = _where(anatomy, expected, masks)
+    else:
+        where = list(anatomy) or sorted({r for obs in positive for r in FINDING_REGIONS[obs](side)})
     relevant = _relevant(regions, where, masks)
     support = relevant[0].score if relevant else 0.0
     best_any = top[0].score if top else 0.0

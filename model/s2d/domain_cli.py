@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model directory (default: the embedded assets/model/)")
     p.add_argument("--data", required=True, help="the dataset the model was trained on (annotation.json with "
                                                   "train and val splits)")
-    p.add_argument("--limit", type=int, default=2000, help="at most this many training films")
+    p.add_argument("--limit", type=int, default=None, help="at most this many training films (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:

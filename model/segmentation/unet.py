@@ -311,5 +311,26 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
             "mediastinum_contrast": round(contrast, 2), "heart": heart_source, "learned": learned,
             "derived": [n for n in DERIVED_REGIONS if n not in learned and n in derived],
             "weights": os.path.basename(path)}
-    return build(xm, derived, image.shape, "unet", atlas_features(xm, {**derived, "heart": derived.get(
+    seg = build(xm, derived, image.shape, "unet", atlas_features(xm, {**derived, "heart": derived.get(
         "heart", np.zeros(xm.shape, bool))}), extra={"segmentation": note, "landmarks_working_px": landmarks})
+    seg.measurements["costophrenic"] = _aerated_costophrenic(xm, lungs, image.shape)
+    return seg
+
+
+def _aerated_costophrenic(xm: np.ndarray, lungs: dict, shape: tuple[int, int]) -> dict:
+    """The costophrenic angles of the *aerated* lung: the anatomical lung runs down to the recess whether or not fluid
+    fills it, so its own angle would stay sharp over an effusion. A side with too little aerated lung left to judge
+    (under a fifth of the lung) gets no angle rather than a guess."""
+    from model.segmentation.measure import costophrenic
+
+    fields = aerated_fields(xm, lungs)
+    sy, sx = shape[0] / xm.shape[0], shape[1] / xm.shape[1]
+    out = {}
+    for side in ("right", "left"):
+        field, lung = fields[f"{side} lung"], lungs[f"{side} lung"]
+        if field.sum() < 0.2 * lung.sum() or field.sum() < 16:
+            continue
+        cp = costophrenic(field, lateral_is_left=(side == "right"))
+        cp["point"] = [int(round((cp["point"][0] + 0.5) * sy)), int(round((cp["point"][1] + 0.5) * sx))]
+        out[side] = cp
+    return out
