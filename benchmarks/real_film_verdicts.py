@@ -34,10 +34,28 @@ def asserts_finding(text: str) -> bool:
     return any(v in (1, -1) for o, v in labels.items() if o in FINDING_REGIONS or o == "Support Devices")
 
 
+def phantom_counts(pipe: Pipeline, data: str, n: int) -> dict:
+    """Verdicts of every sentence on phantom test films with the shipped settings: how much stays vouched for."""
+    from model.data import load_r2gen
+
+    entries = load_r2gen(os.path.join(data, "annotation.json"))["test"][:n]
+    counts = {"films": len(entries), "sentences": 0, "grounded": 0, "weak": 0, "ungrounded": 0, "unverified": 0,
+              "films outside the gate": 0}
+    for a in pipe.analyse_batch([read_radiograph(e.image_paths[0]) for e in entries]):
+        counts["films outside the gate"] += int(a.report.out_of_domain)
+        for s in a.report.sentences:
+            counts["sentences"] += 1
+            counts[s.verdict] += 1
+    counts["grounded share"] = round(counts["grounded"] / max(counts["sentences"], 1), 3)
+    return counts
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(ROOT), "shared", "data"))
     ap.add_argument("--json")
+    ap.add_argument("--phantoms", help="also count verdicts on this phantom dataset's test split (gate on)")
+    ap.add_argument("--n", type=int, default=200, help="phantom test films to count")
     args = ap.parse_args(argv)
     films = [(f.id, f.load()[0]) for f in read_films(DEFAULT_ROOT, "val")]
     films += [(os.path.basename(p), read_radiograph(os.path.join(args.shared, p))) for p in SANITY
@@ -66,6 +84,8 @@ def main(argv=None) -> int:
                     if key == "gate off, anatomy rule off" and s.verdict == "grounded":
                         examples.append({"film": name, "sentence": s.text, "reasons": s.reasons})
     out = {"films": len(films), "refused": refused, "counts": counts, "grounded_without_rules_examples": examples[:8]}
+    if args.phantoms:
+        out["phantom_test"] = phantom_counts(pipe, args.phantoms, args.n)
     print(json.dumps(out, indent=1))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
