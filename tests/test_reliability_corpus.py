@@ -295,9 +295,12 @@ def test_model_generate_refuses_each_bad_image_in_one_line_and_does_the_rest(cor
     code = main(["generate", *paths])
     out, err = capsys.readouterr()
     assert "Traceback" not in err and code == 1
-    done = {json.loads(line)["image"] for line in out.strip().splitlines() if line}
+    rows = [json.loads(line) for line in out.strip().splitlines() if line]
+    assert [r["image"] for r in rows] == paths  # one object per film, in order, refused ones included
+    done = {r["image"] for r in rows if "error" not in r}
     refused = {p for p in paths if any(line.startswith(f"error: {p}: ") for line in err.splitlines())}
     assert done | refused == set(paths) and not done & refused
+    assert {r["image"] for r in rows if "error" in r} == refused
     assert len(err.strip().splitlines()) == len(refused), "one line per refused image"
     for case, path in corpus_files:
         if case.refused is not None:
