@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         if args.overlays:
             from PIL import Image
 
-            from model.segmentation.cli import overlay
+            from model.segmentation.segment_cli import overlay
             os.makedirs(args.overlays, exist_ok=True)
             name = os.path.splitext(os.path.basename(rel))[0]
             suffix = "" if args.backend == "unet" else f"_{args.backend}"

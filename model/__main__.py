@@ -16,8 +16,8 @@ import sys
 import model  # noqa: F401  (sets the offline environment first)
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "phantom": ("model.phantom.cli", "write a synthetic phantom chest X-ray dataset (R2Gen layout)"),
-    "segment": ("model.segmentation.cli", "segment a radiograph into CXAS regions"),
+    "phantom": ("model.phantom.phantom_cli", "write a synthetic phantom chest X-ray dataset (R2Gen layout)"),
+    "segment": ("model.segmentation.segment_cli", "segment a radiograph into CXAS regions"),
     "train": ("model.s2d.train_cli", "train S2D-ALIGN (stages 0-3, ablations, fine-tune from corrections)"),
     "domain": ("model.s2d.domain_cli", "fit the domain gate of a model directory (what films it knows)"),
     "generate": ("model.generate_cli", "generate reports (optionally grounded) for images"),

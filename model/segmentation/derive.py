@@ -200,8 +200,22 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
         raise ValueError(f"lung masks differ in shape: right {right.shape}, left {left.shape}")
     if not right.any() or not left.any():
         raise ValueError("both lung fields must be non-empty to derive regions")
-    h, w = right.shape
     masks: dict[str, np.ndarray] = {"right lung": right, "left lung": left}
+    masks.update(_zones_and_lobes(right, left, cfg))
+    mediastinum, marks = _heart_and_mediastinum(right, left, image, heart, cfg)
+    masks.update(mediastinum)
+    masks.update(_airway(right, left, image, marks, cfg))
+    masks.update(_hemidiaphragms(right, left, cfg))
+    landmarks = {"lung_top_row": marks["top"], "heart_top_row": marks["heart_top"],
+                 "heart_bottom_row": marks["heart_bottom"],
+                 "cardiophrenic_rows": {"right": marks["cp_right"], "left": marks["cp_left"]},
+                 "carina_row": marks["carina"], "thoracic_width_px": marks["thorax_w"]}
+    return masks, landmarks
+
+
+def _zones_and_lobes(right: np.ndarray, left: np.ndarray, cfg: DeriveConfig) -> dict[str, np.ndarray]:
+    """Zones as fractions of each lung's height; lobes by the projected fissures."""
+    masks = {}
     for side, lung in (("right", right), ("left", left)):
         masks[f"{side} apical zone lung"] = _row_band(lung, 0.0, cfg.apical_end)
         masks[f"{side} upper zone lung"] = _row_band(lung, 0.0, cfg.upper_end)
@@ -215,7 +229,14 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     masks["lung lower lobe right"] = below_horizontal & below_oblique_r
     masks["lung upper lobe left"] = left & ~below_oblique_l
     masks["lung lower lobe left"] = below_oblique_l
+    return masks
 
+
+def _heart_and_mediastinum(right: np.ndarray, left: np.ndarray, image: np.ndarray | None, heart: np.ndarray | None,
+                           cfg: DeriveConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """The heart (given, or the space between the lungs' medial borders), the cardiomediastinum split at the carina,
+    and the landmarks the airway needs."""
+    h, w = right.shape
     r_rows, l_rows = _rows(right), _rows(left)
     top = int(min(r_rows[0], l_rows[0]))
     cp_right = cardiophrenic_row(right, True, cfg.medial_band)
@@ -224,17 +245,14 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     rows = np.arange(top, heart_bottom + 1)
     re, le = medial_edges(right, left, rows)
     cols = np.arange(w)[None, :]
-    between = (cols > re[:, None]) & (cols < le[:, None])  # [rows, W]
     cardiomed = np.zeros((h, w), bool)
-    cardiomed[rows] = between
-
+    cardiomed[rows] = (cols > re[:, None]) & (cols < le[:, None])
     heart_top = int(round(heart_bottom - cfg.heart_height_fraction * (heart_bottom - top)))
     if heart is None:
         hre, hle, shadow = re, le, np.zeros((h, w), bool)
         if image is not None:
             hre, hle, shadow = _heart_borders(image, right, left, re, le, rows, heart_top, cfg)
         heart = _fit_heart(hre, hle, rows, heart_top, heart_bottom, (h, w), (right | left) & ~shadow)
-    masks["heart"] = heart
     # The mediastinum proper is a band about the midline: wider gaps between apices and domes are chest wall.
     mid_rows = (rows >= heart_top - (heart_bottom - heart_top) // 2) & (rows < heart_top)
     centre_x = float(np.median(((re + le) / 2)[mid_rows])) if mid_rows.any() else float(np.median((re + le) / 2))
@@ -242,24 +260,29 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
     cardiomed &= np.abs(np.arange(w) - centre_x)[None, :] <= half
     carina = int(round(top + cfg.carina_fraction * (heart_bottom - top)))
     cardiomed |= heart
-    masks["cardiomediastinum"] = cardiomed
-    upper = cardiomed.copy()
+    upper, lower = cardiomed.copy(), cardiomed.copy()
     upper[carina:] = False
-    masks["upper mediastinum"] = upper
-    lower = cardiomed.copy()
     lower[:carina] = False
-    masks["lower mediastinum"] = lower
-
     # Thoracic width from the lungs' outer borders (inner rib margins).
     r_outer = np.where(right.any(axis=1), np.argmax(right, axis=1), w)
     l_outer = np.where(left.any(axis=1), w - 1 - np.argmax(left[:, ::-1], axis=1), -1)
     thorax_w = float(np.max(l_outer - r_outer)) if (l_outer >= 0).any() else float(w)
-    lung_h = heart_bottom - top
+    marks = {"top": top, "heart_top": heart_top, "heart_bottom": heart_bottom, "cp_right": cp_right,
+             "cp_left": cp_left, "carina": carina, "thorax_w": thorax_w, "centre_x": centre_x}
+    return {"heart": heart, "cardiomediastinum": cardiomed, "upper mediastinum": upper,
+            "lower mediastinum": lower}, marks
 
+
+def _airway(right: np.ndarray, left: np.ndarray, image: np.ndarray | None, marks: dict,
+            cfg: DeriveConfig) -> dict[str, np.ndarray]:
+    """Trachea (the darkest trachea-wide column near the mediastinal centre, from the top to the carina) and the
+    tracheal bifurcation around the carina."""
+    h, w = right.shape
+    carina, thorax_w, c_default = marks["carina"], marks["thorax_w"], marks["centre_x"]
+    lung_h = marks["heart_bottom"] - marks["top"]
     tw = max(2, int(round(cfg.trachea_width * thorax_w)))
     trachea = np.zeros((h, w), bool)
     t_rows = np.arange(0, carina + 1)  # the trachea runs up through the neck, out of the lung fields' rows
-    c_default = centre_x
     if image is not None:
         # The trachea is an air column: per row, the darkest trachea-wide window near the mediastinal centre
         # (lung fields excluded: they are darker still).
@@ -267,8 +290,7 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
         half_search = max(tw, int(0.06 * thorax_w))
         centres = []
         for r in t_rows:
-            lo, hi = int(c_default - half_search), int(c_default + half_search) + 1
-            lo, hi = max(lo, 0), min(hi, w)
+            lo, hi = max(int(c_default - half_search), 0), min(int(c_default + half_search) + 1, w)
             centres.append(lo + int(np.argmin(box[r, lo:hi])))
         centres = np.asarray(centres, float)
         k = max(3, (len(centres) // 4) | 1)
@@ -278,30 +300,29 @@ def derive_regions(right: np.ndarray, left: np.ndarray, image: np.ndarray | None
         centres = np.full(len(t_rows), c_default)
     for r, c in zip(t_rows, centres):
         trachea[r, max(0, int(c - tw / 2)):int(c + tw / 2) + 1] = True
-    masks["trachea"] = trachea
     bif = np.zeros((h, w), bool)
     c_bif = int(centres[-1]) if len(centres) else int(c_default)
     dy = max(2, int(0.04 * lung_h))
     bif[max(0, carina - dy):carina + dy + 1, max(0, c_bif - tw):c_bif + tw + 1] = True
-    masks["tracheal bifurcation"] = bif
+    return {"trachea": trachea, "tracheal bifurcation": bif}
 
+
+def _hemidiaphragms(right: np.ndarray, left: np.ndarray, cfg: DeriveConfig) -> dict[str, np.ndarray]:
+    """A band under each lung's lower border, where it ends in its lowest quarter (higher column ends are the heart
+    border, the lung's lower medial edge, not diaphragm)."""
+    h, _ = right.shape
     thick = max(2, int(round(cfg.diaphragm_thickness * h)))
+    masks = {}
     for side, lung in (("right", right), ("left", left)):
-        dia = np.zeros((h, w), bool)
+        dia = np.zeros(lung.shape, bool)
         bottom = _bottom_contour(lung)
         lrows = _rows(lung)
-        # Only columns whose lung ends in its lowest quarter sit on the dome; higher column ends are the heart
-        # border (the lung's lower medial edge), not diaphragm.
         dome_level = lrows[0] + 0.75 * (lrows[-1] - lrows[0])
         for x in np.flatnonzero(bottom >= dome_level):
             dia[bottom[x] + 1:min(h, bottom[x] + 1 + thick), x] = True
         masks[f"{side} hemidiaphragm"] = dia
     masks["diaphragm"] = masks["right hemidiaphragm"] | masks["left hemidiaphragm"]
-
-    landmarks = {"lung_top_row": top, "heart_top_row": heart_top, "heart_bottom_row": heart_bottom,
-                 "cardiophrenic_rows": {"right": cp_right, "left": cp_left}, "carina_row": carina,
-                 "thoracic_width_px": thorax_w}
-    return masks, landmarks
+    return masks
 
 
 def add_superclasses(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
