@@ -22,6 +22,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from model.atomic import atomic_write_json  # noqa: E402
 from model.data import load_r2gen  # noqa: E402
 from model.grounding.harness import auroc  # noqa: E402
 from model.imageio import read_radiograph  # noqa: E402
@@ -88,8 +89,7 @@ def main(argv=None) -> int:
                                         "phantom_test_inside": round(float(np.mean(refit.scores(ph) <= refit.limit)), 4)}
     print(json.dumps(out, indent=1))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=1)
+        atomic_write_json(args.json, out)
     return 0
 
 

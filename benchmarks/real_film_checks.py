@@ -17,6 +17,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from model.atomic import atomic_write_json  # noqa: E402
 from model.grounding.verdict import Thresholds, image_checks, measurement_view  # noqa: E402
 from model.segmentation import SegmentationError, segment  # noqa: E402
 from model.segmentation.realfilms import DEFAULT_ROOT, read_films  # noqa: E402
@@ -68,8 +69,7 @@ def main(argv=None) -> int:
             "zone_opacity": _q(x for r in sel for x in r["opacity"])}
     print(json.dumps(out, indent=1))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=1)
+        atomic_write_json(args.json, out)
     return 0
 
 

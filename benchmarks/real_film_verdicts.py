@@ -18,6 +18,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from model.atomic import atomic_write_json  # noqa: E402
 from model.grounding import ground, understand  # noqa: E402
 from model.grounding.verdict import FINDING_REGIONS, Thresholds  # noqa: E402
 from model.imageio import read_radiograph  # noqa: E402
@@ -88,8 +89,7 @@ def main(argv=None) -> int:
         out["phantom_test"] = phantom_counts(pipe, args.phantoms, args.n)
     print(json.dumps(out, indent=1))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=1)
+        atomic_write_json(args.json, out)
     return 0
 
 
