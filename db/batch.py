@@ -164,6 +164,10 @@ def generate(store: Store, model_dir: str, batch: int = 8, generator: list[str] 
                 raise StoreError(f"generator printed a line that is not an output object: {line[:200]!r}") from exc
             if image not in by_image:
                 raise StoreError(f"generator returned an image it was not given: {image}")
+            if "error" in out:  # the generator refused this film (not a radiograph, ...): it says so and goes on
+                by_image.pop(image)
+                result.failed.append(f"{image}: {out['error']}")  # not a broken generator: no streak
+                continue
             try:
                 store.add_generation(by_image.pop(image), name, out, image_path=image)
                 result.stored += 1

@@ -15,6 +15,14 @@ from model.imageio import as_gray_unit
 from model.types import CaseAnalysis, Segmentation  # noqa: F401  (CaseAnalysis: what analyse returns)
 
 
+def acquisition_view(tags: dict | None) -> dict:
+    """What the checks need from the acquisition tags: the view (`PA`, `AP`, or None when unknown) and whether the
+    pixel spacing is known."""
+    tags = tags or {}
+    view = str(tags.get("view_position") or "").strip().upper() or None
+    return {"view": view if view in ("PA", "AP") else None, "pixel_spacing_known": bool(tags.get("pixel_spacing"))}
+
+
 class Pipeline:
     def __init__(self, model_dir: str | None = None, seg_backend: str = "unet", method: str | None = None,
                  generator=None):
@@ -57,12 +65,16 @@ class Pipeline:
 
         return segment(image, backend=self.seg_backend)
 
-    def analyse(self, image, method: str | None = None, segmentation: Segmentation | None = None) -> CaseAnalysis:
+    def analyse(self, image, method: str | None = None, segmentation: Segmentation | None = None,
+                acquisition: dict | None = None) -> CaseAnalysis:
+        """`acquisition`: the film's non-identifying DICOM tags (model.imageio.acquisition_tags), when known: the
+        checks read the view from them (a CTR over 0.5 means cardiomegaly only on a PA film)."""
         return self.analyse_batch([image], method=method,
-                                  segmentations=None if segmentation is None else [segmentation])[0]
+                                  segmentations=None if segmentation is None else [segmentation],
+                                  acquisitions=None if acquisition is None else [acquisition])[0]
 
-    def analyse_batch(self, images, method: str | None = None,
-                      segmentations: list[Segmentation] | None = None) -> list[CaseAnalysis]:
+    def analyse_batch(self, images, method: str | None = None, segmentations: list[Segmentation] | None = None,
+                      acquisitions: list[dict | None] | None = None) -> list[CaseAnalysis]:
         """Segment each image (unless its segmentation is given), generate all reports in one batch, then ground
         each report. Every image goes through the one normaliser (model.imageio.as_gray_unit) first."""
         from model.grounding import ground
@@ -74,6 +86,8 @@ class Pipeline:
             raise ValueError(f"{len(images)} images but {len(segmentations)} segmentations")
         t0 = time.perf_counter()
         segs = list(segmentations) if segmentations is not None else [self.segment(im) for im in images]
+        for seg, acq in zip(segs, acquisitions or [None] * len(segs)):
+            seg.measurements["acquisition"] = acquisition_view(acq)
         t_seg = time.perf_counter() - t0
         t1 = time.perf_counter()
         gens = self.generator.generate_batch(images, masks=[s.masks for s in segs])

@@ -31,8 +31,8 @@ class PipelineAnalyser:
         """Load the generator now (at start-up) rather than on the first case a reviewer opens."""
         self.pipeline.generator  # noqa: B018  (the property loads it)
 
-    def analyse(self, image: np.ndarray):
-        return self.pipeline.analyse(image)
+    def analyse(self, image: np.ndarray, acquisition: dict | None = None):
+        return self.pipeline.analyse(image, acquisition=acquisition)
 
 
 def read_card(model_dir: str) -> dict:

@@ -92,7 +92,7 @@ class ReviewService:
             if hit is not None:
                 return hit
             image = read_radiograph(case.image_path, max_side=WORK_SIDE)  # H×W float32 in [0, 1]
-            analysis = analyser.analyse(image)
+            analysis = analyser.analyse(image, acquisition=case.acquisition)
             with self._lock:
                 self._cache[(analyser.model_version, case_id)] = (image, analysis)
                 while len(self._cache) > self._cache_size:
@@ -135,11 +135,11 @@ class ReviewService:
                 Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1)
         del pixels
         # Analyse before registering: an image the model cannot read (no lung field, ...) leaves no worklist row.
-        case = Case(case_id, "upload", path)
+        case = Case(case_id, "upload", path, acquisition_tags(data))
         self.cases[case_id] = case
         try:
             self._analysis(case_id)
-            return self.add_case(case, acquisition_tags(data))
+            return self.add_case(case, case.acquisition)
         except BaseException:
             del self.cases[case_id]
             if created and os.path.exists(path):

@@ -60,7 +60,8 @@ class DbReviewStore:
 
     def saved_uploads(self) -> list[Case]:
         """Uploads registered by earlier runs, with their stored pixel files (which may have been deleted since)."""
-        cases = [Case(s.pseudo_id, s.source, s.images[0].path) for s in self.db.studies(source="upload") if s.images]
+        cases = [Case(s.pseudo_id, s.source, s.images[0].path, dict(s.images[0].tags or {}))
+                 for s in self.db.studies(source="upload") if s.images]
         self._sources.update({c.case_id: c.source for c in cases})
         return cases
 

@@ -20,6 +20,7 @@ class Case:
     case_id: str  # pseudonymous: never a patient name or DICOM tag
     source: str  # "phantom", "IU X-ray", "NIH CXR14", "upload"
     image_path: str
+    acquisition: dict = field(default_factory=dict)  # non-identifying DICOM tags (view, pixel spacing) when known
 
 
 @dataclass
@@ -75,4 +76,4 @@ class Analyser(Protocol):
     model_version: str
     card: dict  # the model card (model_card.json), {} when there is none
 
-    def analyse(self, image: np.ndarray) -> CaseAnalysis: ...
+    def analyse(self, image: np.ndarray, acquisition: dict | None = None) -> CaseAnalysis: ...

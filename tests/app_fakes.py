@@ -22,7 +22,7 @@ class FakeAnalyser:
         self.card = {"name": model_version, "trained_on": "nothing: a test double"}
         self.calls = 0
 
-    def analyse(self, image):
+    def analyse(self, image, acquisition=None):
         self.calls += 1
         if float(image.std()) == 0.0:  # like the real segmenter on a blank image
             raise ValueError("no lung field found (test analyser: the image is blank)")

@@ -143,6 +143,7 @@ def test_generate_runs_the_model_process_in_batches_and_stores_outputs(url, imag
     ("skip_last", 1, "no output from the generator"),
     ("bad_verdict", 1, "unknown verdicts"),
     ("crash_on_b", 1, "b.png: generator exited with 1: fake generator: cannot read"),
+    ("refuse_all", 1, ": not a frontal chest radiograph"),  # every film refused: each said, the batch finished
 ])
 def test_generate_failures_are_reported_and_good_outputs_kept(url, images, model_dir, capsys, monkeypatch,
                                                                mode, code, message):
@@ -151,7 +152,8 @@ def test_generate_failures_are_reported_and_good_outputs_kept(url, images, model
     assert main(["generate", "--db", url, "--model", str(model_dir), "--batch", "8", "--generator", GENERATOR]) == code
     assert message in capsys.readouterr().err
     store = Store(url)
-    assert store.counts()["generations"] == {"fail": 0, "skip_last": 2, "bad_verdict": 2, "crash_on_b": 2}[mode]
+    assert store.counts()["generations"] == {"fail": 0, "skip_last": 2, "bad_verdict": 2, "crash_on_b": 2,
+                                             "refuse_all": 0}[mode]
     store.close()
 
 

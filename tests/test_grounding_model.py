@@ -200,3 +200,13 @@ def test_fast_integrated_gradients_equal_captums(gen, case, n_steps):
         np.testing.assert_allclose(fast[i], ref[i], rtol=1e-4, atol=1e-6 * ref[i].max())
     assert attribution.fast_integrated_gradients(gen, image, seg, TEXT, layout, image.shape,
                                                  sentence_indices=[]) == {}
+
+
+def test_pipeline_reads_the_view_from_the_acquisition_tags(gen, case):
+    from model.pipeline import Pipeline, acquisition_view
+
+    image, _ = case
+    a = Pipeline(generator=gen).analyse(image, acquisition={"view_position": "ap", "pixel_spacing": [0.14, 0.14]})
+    assert a.segmentation.measurements["acquisition"] == {"view": "AP", "pixel_spacing_known": True}
+    assert acquisition_view(None) == {"view": None, "pixel_spacing_known": False}
+    assert acquisition_view({"view_position": "LL"})["view"] is None  # a lateral is no frontal view

@@ -281,7 +281,7 @@ def test_unsupported_but_image_confirmed_finding_is_weak_not_ungrounded():
     meas = {**NORMAL, "costophrenic_sharpness": {"left": 0.1, "right": 0.9}}
     j = _judge("Small left pleural effusion.", {"Pleural Effusion": 1}, ["left lung base"], np.ones((H, W)), meas)
     assert j.verdict == "weak"
-    assert "though the image agrees" in j.reasons[0]
+    assert "though the image measurement agrees" in j.reasons[0] and "costophrenic" in j.reasons[0]
 
 
 def test_key_layout_reads_the_generator_layout_and_its_dict():
@@ -373,3 +373,25 @@ def test_a_pneumothorax_supported_only_at_the_base_is_not_grounded():
     apex = score_regions(blob(slice(8, 18), slice(36, 60)), masks)
     assert judge("Left pneumothorax.", {"Pneumothorax": 1}, [], apex, masks, measurements,
                  Thresholds()).verdict == "grounded"
+
+
+def test_a_large_heart_on_an_ap_film_is_not_evidence_and_the_view_is_said():
+    from model.grounding.verdict import finding_evidence
+    th = Thresholds()
+    big = {"cardiothoracic_ratio": 0.62}
+    p_unknown, why_unknown = finding_evidence("Cardiomegaly", None, big, th)
+    p_ap, why_ap = finding_evidence("Cardiomegaly", None, {**big, "acquisition": {"view": "AP"}}, th)
+    assert p_unknown > 0.9 and "view unknown" in why_unknown and "not validated on real films" in why_unknown
+    assert p_ap == 0.5 and "AP film" in why_ap
+    p_pa, why_pa = finding_evidence("Cardiomegaly", None, {**big, "acquisition": {"view": "PA"}}, th)
+    assert p_pa == p_unknown and "on a PA film" in why_pa
+
+
+def test_a_distance_in_a_sentence_is_reported_unchecked():
+    masks = _with_airway(synthetic_masks())
+    regions = score_regions(blob(slice(0, 24), slice(30, 34)), masks)
+    j = judge("Endotracheal tube tip is 4 cm above the carina.", {"Support Devices": 1}, [], regions, masks,
+              NORMAL, Thresholds())
+    assert any("distance it gives is not checked" in r and "no pixel spacing" in r for r in j.reasons)
+    j2 = judge("Endotracheal tube in place.", {"Support Devices": 1}, [], regions, masks, NORMAL, Thresholds())
+    assert not any("distance" in r for r in j2.reasons)

@@ -79,7 +79,7 @@ class SlowAnalyser:
         self.inner, self.gate, self.shapes = FakeAnalyser(), threading.Event(), []
         self.model_version, self.card = self.inner.model_version, self.inner.card
 
-    def analyse(self, image):
+    def analyse(self, image, acquisition=None):
         self.shapes.append(image.shape)
         if image[0, 0] > 0.99:
             self.gate.wait(10)

@@ -33,6 +33,15 @@ def verdict_badge(verdict: str | None) -> str:
             f'font-size:0.8em">{html.escape(label)}</span>')
 
 
+def _reason(text: str) -> str:
+    """A reason's first line in words; the numbers after it (its second line) smaller and grey."""
+    words, _, numbers = text.partition("\n")
+    if not numbers:
+        return html.escape(words)
+    return (f'{html.escape(words)} <span class="gcxr-numbers" style="color:#57606a;font-size:0.9em">'
+            f'({html.escape(" ".join(numbers.split()))})</span>')
+
+
 def _regions(sentence: Sentence, top: int) -> str:
     if not sentence.regions:
         return '<span class="gcxr-regions"><em>no linked region</em></span>'
@@ -69,8 +78,8 @@ def report_html(sentences: Sequence[Sentence], selected: int | None = None,
                      f'style="{style}margin-bottom:0.4em">{verdict_badge(s.verdict)} '
                      f'<span class="gcxr-text">{html.escape(s.text)}</span><br/>{_regions(s, top_regions)}')
         if s.reasons:
-            reasons = "; ".join(html.escape(r) for r in s.reasons)
-            parts.append(f'<br/><span class="gcxr-reasons" style="font-size:0.85em">why: {reasons}</span>')
+            parts.append(f'<br/><span class="gcxr-reasons" style="font-size:0.85em">why: '
+                         f'{"; ".join(_reason(r) for r in s.reasons)}</span>')
         for note in notes.get(s.index, ()):
             parts.append(f'<br/><span class="gcxr-note" style="font-size:0.85em;color:#0969da">'
                          f'{html.escape(note)}</span>')

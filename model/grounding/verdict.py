@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -226,7 +227,14 @@ def finding_evidence(observation: str, side: str | None, measurements: dict, th:
         if ctr is None:
             return None
         p = _logistic((ctr - th.ctr_max_normal) / th.measurement_scale["ctr"])
-        return p, f"cardiothoracic ratio {ctr:.2f} (normal <= {th.ctr_max_normal:.2f}{_provenance('ctr', th)})"
+        view = (measurements.get("acquisition") or {}).get("view")
+        if view == "AP" and p > 0.5:
+            # an AP film magnifies the heart: a large ratio there neither shows nor rules out cardiomegaly
+            return 0.5, (f"cardiothoracic ratio {ctr:.2f} on an AP film, where the heart looks larger: not evidence "
+                         f"of cardiomegaly by itself (normal <= {th.ctr_max_normal:.2f} on PA{_provenance('ctr', th)})")
+        seen = "on a PA film" if view == "PA" else "view unknown, read as a PA film"
+        return p, (f"cardiothoracic ratio {ctr:.2f}, {seen} (normal <= {th.ctr_max_normal:.2f}"
+                   f"{_provenance('ctr', th)})")
     if check in ("cp", "lucency"):
         # cp: below the limit = blunted angle = effusion; lucency: above the limit = air at the edge = pneumothorax.
         key, limit, what, sign = (("costophrenic_sharpness", th.cp_sharp_min, "costophrenic angle sharpness", -1)
@@ -288,7 +296,21 @@ def _relevant(regions: list[RegionScore], wanted: tuple[str, ...] | list[str], m
 
 def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
           masks: dict[str, np.ndarray], measurements: dict, th: Thresholds, top_k: int = 3) -> Judgement:
-    """Apply the module's rules to one sentence: a finding it affirms, a finding it denies, or a description."""
+    """Apply the module's rules to one sentence: a finding it affirms, a finding it denies, or a description. A
+    distance the sentence gives ("4 cm above the carina") is never checked, and its reasons say so."""
+    j = _judge(text, labels, anatomy, regions, masks, measurements, th, top_k)
+    if DISTANCE.search(text):
+        spacing = (measurements.get("acquisition") or {}).get("pixel_spacing_known")
+        j.reasons.append("The distance it gives is not checked: this tool does not measure positions of tubes or "
+                         "lines" + ("" if spacing else ", and the film carries no pixel spacing"))
+    return j
+
+
+DISTANCE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:cm|mm)\b", re.IGNORECASE)
+
+
+def _judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions: list[RegionScore],
+           masks: dict[str, np.ndarray], measurements: dict, th: Thresholds, top_k: int) -> Judgement:
     side = side_of(text, anatomy)
     positive = [o for o, v in labels.items() if v in (1, -1) and o in FINDING_REGIONS]
     negative = [o for o, v in labels.items() if v == 0 and o in FINDING_REGIONS]
@@ -303,9 +325,10 @@ def judge(text: str, labels: dict[str, int | None], anatomy: list[str], regions:
         return _judge_device(regions, masks, th, top_k)
     what = "description"
     if best_any < th.support_min:
-        return Judgement("weak", [f"{what}: no region clearly supports it ({best_any:.2f} < {th.support_min:.2f})"],
-                         float(1 - best_any), top)
-    return Judgement("grounded", [f"{what}: supported by {top[0].name} ({best_any:.2f})"], float(1 - best_any), top)
+        return Judgement("weak", [f"{what}: no region clearly supports it.\nbest region score {best_any:.2f} "
+                                  f"(needs {th.support_min:.2f})"], float(1 - best_any), top)
+    return Judgement("grounded", [f"{what}: supported by the image in {top[0].name}.\nregion score {best_any:.2f}"],
+                     float(1 - best_any), top)
 
 
 def _where(anatomy: list[str], expected: list[str], masks: dict[str, np.ndarray]) -> list[str]:
@@ -321,11 +344,11 @@ def _judge_device(regions: list[RegionScore], masks: dict[str, np.ndarray], th: 
     support = relevant[0].score if relevant else 0.0
     top = regions[:top_k]
     if support >= th.support_min:
-        return Judgement("grounded", [f"support device: supported by {relevant[0].name} ({support:.2f})"],
-                         float(1 - support), relevant[:top_k], support)
+        return Judgement("grounded", [f"support device: supported by the image in {relevant[0].name}.\n"
+                                      f"region score {support:.2f}"], float(1 - support), relevant[:top_k], support)
     elsewhere = ", ".join(r.name for r in top) or "no region"
     return Judgement("weak", ["support device: its support is not where tubes and lines run (trachea, "
-                              f"mediastinum); found in {elsewhere}"], float(1 - support), top, support)
+                              f"mediastinum).\nfound in {elsewhere}"], float(1 - support), top, support)
 
 
 def _judge_affirmed(positive: list[str], side, anatomy: list[str], regions: list[RegionScore],
@@ -354,25 +377,29 @@ def _judge_affirmed(positive: list[str], side, anatomy: list[str], regions: list
     if m_against is not None and m_against > 0.5:
         trusted = contradiction[3] or m_against >= STRONG
         verdict = "ungrounded" if trusted else "weak"
-        reasons.append(f"the image measurements disagree with {contradiction[1].lower()}: {contradiction[2]}"
-                       + ("" if trusted else " (a weak check: not enough to call it unsupported)"))
+        reasons.append(f"The image does not bear out {contradiction[1].lower()}"
+                       + ("" if trusted else " (a weak check: not enough to call it unsupported)")
+                       + f".\n{contradiction[2]}")
     if best_any < th.support_min:
         # The model's attention singles out no region; image evidence for the finding, if any, keeps it weak.
         confirmed = contradiction is not None and contradiction[0] > 0.5
         verdict = "weak" if confirmed and verdict != "ungrounded" else "ungrounded"
-        reasons.append("no region supports it (best region score "
-                       f"{best_any:.2f} < {th.support_min:.2f})"
-                       + (f", though the image agrees: {contradiction[2]}" if confirmed else ""))
+        reasons.append("Nothing in the image points to it: no region supports it"
+                       + (", though the image measurement agrees" if confirmed else "")
+                       + f".\nbest region score {best_any:.2f} (needs {th.support_min:.2f})"
+                       + (f"; {contradiction[2]}" if confirmed else ""))
     elif support < th.support_min:
         verdict = "ungrounded" if verdict == "ungrounded" else "weak"
-        reasons.append("the supporting regions (" + ", ".join(r.name for r in top)
-                       + ") do not match the anatomy it names (" + ", ".join(where) + ")")
+        reasons.append("Its evidence lies elsewhere: the supporting regions do not match the anatomy where it "
+                       "would be.\nfound in " + ", ".join(r.name for r in top) + "; expected " + ", ".join(where))
     elif support < th.support_good and verdict == "grounded":
         verdict = "weak"
-        reasons.append(f"only moderate support in {relevant[0].name} ({support:.2f} < {th.support_good:.2f})")
+        reasons.append(f"Only moderate support, in {relevant[0].name}.\nregion score {support:.2f} (well "
+                       f"supported from {th.support_good:.2f})")
     if verdict == "grounded":
-        reasons.append(f"supported by {relevant[0].name} ({support:.2f})"
-                       + (f"; consistent with {contradiction[2]}" if contradiction else ""))
+        reasons.append(f"Supported by the image in {relevant[0].name}"
+                       + (", and the measurement agrees" if contradiction else "")
+                       + f".\nregion score {support:.2f}" + (f"; {contradiction[2]}" if contradiction else ""))
     links = relevant[:top_k] + [r for r in top if r not in relevant[:top_k]]
     return Judgement(verdict, reasons, float(score), links[:top_k + 1], support)
 
@@ -391,18 +418,18 @@ def _judge_denied(negative: list[str], side, regions: list[RegionScore], masks: 
     links = [r for r in regions if r.name in denied] or [RegionScore(n, 0.5) for n in denied if n in masks]
     covered = max((r.score for r in links), default=0.0)
     if worst is not None and worst[0] > 0.5:
-        why = f"the image measurements suggest {worst[1].lower()}, which it denies: {worst[2]}"
+        why = f"The image suggests {worst[1].lower()}, which it denies"
         if worst[3] or worst[0] >= STRONG:
-            return Judgement("ungrounded", [why], float(worst[0]), links)
-        return Judgement("weak", [why + " (a weak check: not enough to call it unsupported)"], float(worst[0]),
-                         links)
+            return Judgement("ungrounded", [f"{why}.\n{worst[2]}"], float(worst[0]), links)
+        return Judgement("weak", [f"{why} (a weak check: not enough to call it unsupported).\n{worst[2]}"],
+                         float(worst[0]), links)
     score = 0.0 if worst is None else float(worst[0])
     if regions and covered < th.support_min:
-        return Judgement("weak", [f"its attribution does not cover the region it denies ({', '.join(denied)})"],
+        return Judgement("weak", [f"Its evidence does not cover the region it denies.\n{', '.join(denied)}"],
                          max(score, 0.5 * (1 - covered)), links)
-    why = f"nothing in {', '.join(denied)} contradicts it"
+    why = f"Nothing in the image contradicts it.\nchecked: {', '.join(denied)}"
     if worst is not None:
-        why += f" ({worst[2]})"
+        why += f"; {worst[2]}"
     return Judgement("grounded", [why], score, links)
 
 
@@ -421,7 +448,7 @@ def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
     ratio = math.exp(min(abs(pmi), 50.0))
     how = "less" if pmi < 0 else "more"
     times = "over 100x" if ratio > 100 else f"{ratio:.1f}x"
-    why = f"the report model finds it {times} {how} likely on this image than on typical films (PMI {pmi:+.2f})"
+    why = f"The report model finds it {times} {how} likely on this image than on typical films.\nPMI {pmi:+.2f}"
     verdict, reasons = j.verdict, list(j.reasons)
     if p > 0.5 and verdict == "grounded":
         verdict = "weak"
@@ -432,6 +459,6 @@ def with_specificity(j: Judgement, pmi: float, th: Thresholds) -> Judgement:
 def unverified(j: Judgement, domain: dict) -> Judgement:
     """A film outside the report model's domain: the sentence is not vouched for, whatever the attribution found
     (the model's attention on a film unlike its training films is not evidence). The score keeps its ranking."""
-    why = ("not checked: the model was not trained on films like this one, so this sentence is not a reading of "
+    why = ("Not checked: the model was not trained on films like this one, so this sentence is not a reading of "
            "the film\n" f"domain score {domain.get('score', float('nan')):.1f}, limit {domain.get('limit', float('nan')):.1f}")
     return Judgement("unverified", [why], j.score, j.regions, j.support)
