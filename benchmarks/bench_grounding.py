@@ -40,7 +40,8 @@ def _finite(x):
 def collect_checks(checks: dict, image, seg, findings) -> None:
     """Each verification check's raw value against the truth (does the image have the finding there?), so the
     benchmark reports how well each check separates on its own. Oriented so that higher = finding."""
-    from model.grounding.verdict import CHECKS, image_checks, measurement_view
+    from model.grounding.image_checks import image_checks
+    from model.grounding.verdict import CHECKS, measurement_view
 
     m = measurement_view({**seg.measurements, **image_checks(image, seg.masks)})
     opacity_types = [t for t, c in CHECKS.items() if c == "opacity"]

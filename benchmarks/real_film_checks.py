@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from model.atomic import atomic_write_json  # noqa: E402
-from model.grounding.verdict import Thresholds, image_checks, measurement_view  # noqa: E402
+from model.grounding.image_checks import image_checks  # noqa: E402
+from model.grounding.verdict import Thresholds, measurement_view  # noqa: E402
 from model.segmentation import SegmentationError, segment  # noqa: E402
 from model.segmentation.realfilms import DEFAULT_ROOT, read_films  # noqa: E402
 

@@ -4,7 +4,8 @@ import pytest
 
 from model.grounding import understand
 from model.grounding.regions import score_regions
-from model.grounding.verdict import Thresholds, image_checks, judge
+from model.grounding.image_checks import image_checks
+from model.grounding.verdict import Thresholds, judge
 from model.phantom import generate_case
 from model.segmentation import segment
 

@@ -235,7 +235,7 @@ def test_judge_links_are_region_scores():
 
 
 def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
-    from model.grounding.verdict import zone_opacity
+    from model.grounding.image_checks import zone_opacity
 
     masks = synthetic_masks()
     masks["right upper zone lung"] = np.zeros((H, W), bool); masks["right upper zone lung"][8:24, 4:28] = True
@@ -264,7 +264,7 @@ def test_zone_opacity_marks_the_denser_zone_and_flags_denied_consolidation():
 
 
 def test_lateral_lucency_marks_air_at_the_lung_edge():
-    from model.grounding.verdict import lateral_band, lateral_lucency
+    from model.grounding.image_checks import lateral_band, lateral_lucency
 
     masks = synthetic_masks()
     band = lateral_band(masks["right lung"], "right")

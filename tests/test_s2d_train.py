@@ -228,3 +228,9 @@ def test_memory_rollout_chains_layers_through_the_residual():
     torch.testing.assert_close(inc.extend([a[..., 2:, :] for a in att])[0, 0], r[2])
     with pytest.raises(ValueError, match="positions"):
         inc.extend([a[..., 2:, :] for a in att])
+
+
+def test_a_trained_model_records_its_domain_gate(trained):
+    from model.s2d.domain import DomainGate
+    gate = DomainGate.load(os.path.join(trained, "stage3"))
+    assert gate is not None and gate.limit > 0 and gate.info["n_train"] >= 2

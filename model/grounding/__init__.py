@@ -20,7 +20,8 @@ import numpy as np
 
 from model.grounding import attribution
 from model.grounding.regions import score_regions, to_display
-from model.grounding.verdict import Judgement, Thresholds, image_checks, judge, unverified, with_specificity
+from model.grounding.image_checks import image_checks
+from model.grounding.verdict import Judgement, Thresholds, judge, unverified, with_specificity
 from model.taxonomy import CLASS_INDEX, CORE_REGIONS
 from model.types import RegionScore, ReportGenerator, ReportOutput, Segmentation, Sentence
 

@@ -26,7 +26,8 @@ import numpy as np
 import model  # noqa: F401
 from model.atomic import atomic_write_text
 from model.grounding import harness
-from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds, image_checks,
+from model.grounding.image_checks import image_checks
+from model.grounding.verdict import (CHECKS, RELIABLE_J, THRESHOLDS_PATH, Thresholds,
                                      measurement_view, opacity_value, pmi_unsupported)
 
 OPACITY_TYPES = tuple(t for t, c in CHECKS.items() if c == "opacity")

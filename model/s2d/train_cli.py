@@ -73,8 +73,23 @@ def run(args: argparse.Namespace) -> int:
     ckpt = train(cfg, args.out, cases, val, texts, stages=stages, seed=args.seed, progress=not args.no_progress,
                  events=events, init_dir=args.init)
     print(f"done: {ckpt}")
+    _record_domain(ckpt, args.data)
     events.write(ProgressEvent("done", checkpoint=ckpt))
     return 0
+
+
+def _record_domain(model_dir: str, data_dir: str) -> None:
+    """Every trained model records what films it knows (its domain gate, model/s2d/domain.py)."""
+    from accelerate import PartialState
+
+    from model.s2d.domain import fit_for_model
+
+    if not PartialState().is_main_process:
+        return
+    try:
+        fit_for_model(model_dir, data_dir, limit=2000)
+    except (ValueError, FileNotFoundError) as exc:  # e.g. no val split: the model works, it just has no gate
+        print(f"warning: no domain gate for {model_dir}: {exc} (fit one later with `python -m model domain`)")
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
