@@ -94,7 +94,7 @@ class WorklistItem:
     review_id: int | None
     reviewer: str | None
     created_at: dt.datetime
-    out_of_domain: bool = False  # the latest generation's film lay outside the model's domain gate
+    out_of_domain: bool | None = None  # the latest generation's film outside the model's gate; None: not known
 
 
 @dataclass

@@ -305,7 +305,7 @@ class Store(ReviewLog):
                                     model_version=mv_name, generation_id=g.id if g else None,
                                     n_sentences=g.n_sentences if g else 0, n_ungrounded=g.n_ungrounded if g else 0,
                                     review_id=r.id if r else None, reviewer=r.reviewer if r else None,
-                                    created_at=st.created_at, out_of_domain=bool(g.out_of_domain) if g else False)
+                                    created_at=st.created_at, out_of_domain=g.out_of_domain if g else None)
                 if status is None or item.status == status:
                     items.append(item)
         return items[:limit] if limit else items

@@ -60,7 +60,8 @@ class WorklistRow:
     n_ungrounded: int = 0
     reviewer: str | None = None
     source: str = ""  # "phantom", "IU X-ray", "NIH CXR14", "upload"
-    out_of_domain: bool = False  # the model was not trained on films like this one: its report is not a reading
+    # the model was not trained on films like this one, so its report is not a reading; None: not analysed / no gate
+    out_of_domain: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -22,4 +22,4 @@ def worklist_table(rows: Iterable[WorklistRow], order: str = "most ungrounded fi
         raise ValueError(f"unknown worklist order {order!r}; expected one of {sorted(ORDERS)}")
     rows = sorted(rows, key=ORDERS[order])
     return [[r.case_id, r.status, r.model_version, int(r.n_ungrounded), r.reviewer or "", r.source,
-             OUTSIDE if r.out_of_domain else "yes"] for r in rows]
+             OUTSIDE if r.out_of_domain else ("yes" if r.out_of_domain is False else "")] for r in rows]
