@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({16 + ddp} B/param)": trained * (16 + ddp)}
     print(f"parameters: Vicuna base {c['decoder_base']:,}; LoRA r=16 {c['lora']:,}; Rad-DINO {c['vision']:,}; "
           f"CXR-BERT {c['text']:,}; SMA_v/t/p + ASaRG + Q_mem {c['adapters']:,} (SMA_v alone {c['sma_v']:,})")
-    print(f"\nstatic per device (any stage):")
+    print("\nstatic per device (any stage):")
     for k, v in static.items():
         print(f"  {k:<72} {v / GIB:6.2f} GiB")
     total_static = sum(static.values())

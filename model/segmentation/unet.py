@@ -261,7 +261,7 @@ def heart_confidence(probs: np.ndarray, masks: dict) -> float:
     return 2 * float((p * m).sum()) / s if s else 0.0
 
 
-def _heart(xm: np.ndarray, masks: dict, sure: bool) -> tuple[np.ndarray | None, str]:
+def _heart(xm: np.ndarray, masks: dict, sure: bool, fields: dict | None = None) -> tuple[np.ndarray | None, str]:
     """The learned heart where the network is `sure` of it and its CTR is plausible, else one derived from the
     aerated lung fields; None when neither can be found (white-out lungs): the CTR is then not measured rather
     than guessed."""
@@ -271,7 +271,7 @@ def _heart(xm: np.ndarray, masks: dict, sure: bool) -> tuple[np.ndarray | None, 
     ctr = cardiothoracic_ratio(learned, masks["right lung"], masks["left lung"]) if learned.any() and sure else None
     if ctr is not None and LEARNED_HEART_CTR[0] <= ctr <= LEARNED_HEART_CTR[1]:
         return learned, "learned"
-    fields = aerated_fields(xm, masks)
+    fields = fields if fields is not None else aerated_fields(xm, masks)
     if not fields["right lung"].any() or not fields["left lung"].any():
         return None, "not found"
     try:
@@ -309,7 +309,8 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
     xm = prepare(image, MEASURE_SIZE)
     masks = {k: upsample_mask(v, xm.shape) for k, v in masks.items()}
     sure = heart_confidence(probs, masks) >= LEARNED_HEART_CONFIDENCE
-    heart, heart_source = (None, "not found") if problem else _heart(xm, masks, sure)
+    fields = None if problem else aerated_fields(xm, masks)  # the heart search and the costophrenic angles share it
+    heart, heart_source = (None, "not found") if problem else _heart(xm, masks, sure, fields)
     side = _heart_side({**masks, "heart": heart}) if heart is not None else None
     if problem is not None or (side is not None and side < 0):
         turned = _orientation_problem(net, x, thresholds, floor, mirror=heart_source == "learned")
@@ -329,17 +330,16 @@ def segment_unet(image: np.ndarray, path: str = WEIGHTS_PATH):
             "weights": os.path.basename(path)}
     seg = build(xm, derived, image.shape, "unet", atlas_features(xm, {**derived, "heart": derived.get(
         "heart", np.zeros(xm.shape, bool))}), extra={"segmentation": note, "landmarks_working_px": landmarks})
-    seg.measurements["costophrenic"] = _aerated_costophrenic(xm, lungs, image.shape)
+    seg.measurements["costophrenic"] = _aerated_costophrenic(xm, lungs, fields, image.shape)
     return seg
 
 
-def _aerated_costophrenic(xm: np.ndarray, lungs: dict, shape: tuple[int, int]) -> dict:
+def _aerated_costophrenic(xm: np.ndarray, lungs: dict, fields: dict, shape: tuple[int, int]) -> dict:
     """The costophrenic angles of the *aerated* lung: the anatomical lung runs down to the recess whether or not fluid
     fills it, so its own angle would stay sharp over an effusion. A side with too little aerated lung left to judge
     (under a fifth of the lung) gets no angle rather than a guess."""
     from model.segmentation.measure import costophrenic
 
-    fields = aerated_fields(xm, lungs)
     sy, sx = shape[0] / xm.shape[0], shape[1] / xm.shape[1]
     out = {}
     for side in ("right", "left"):
