@@ -1,5 +1,5 @@
-"""Plausibility of a frontal-chest segmentation: the checks the benchmark applies to real radiographs, and the
-test `backend="auto"` uses to decide whether a learned backend's answer can be trusted on this image."""
+"""Plausibility of a frontal-chest segmentation: the checks benchmarks/bench_segmentation.py applies to the real
+sanity radiographs (lungs on their sides, lung share of the film, heart between the lungs, CTR range)."""
 from __future__ import annotations
 
 import numpy as np
