@@ -93,6 +93,8 @@ def _export(args: argparse.Namespace, store) -> int:
     r = export(store, args.out, full=args.all)
     if r.rebuilt_because:
         print(f"previous export in {r.out_dir} not usable ({r.rebuilt_because}): rebuilt it", file=sys.stderr)
+    for study, why in sorted(r.fhir_refused.items()):
+        print(f"{study}: no FHIR report written: {why}", file=sys.stderr)
     if not r.written:
         print(f"nothing new since the last export to {r.out_dir} ({r.n_entries} entries, {r.n_pairs} pairs)")
         return 0
@@ -111,7 +113,7 @@ COMMANDS = {
     "generate": (_generate, "run the model over studies it has not reported on and store the generations"),
     "worklist": (_worklist, "list studies with their review status"),
     "history": (_history, "print a study's audit trail (every correction, who and when) and its final report"),
-    "export": (_export, "write signed reviews as a training set (annotation.json, pairs.jsonl, manifest.json)"),
+    "export": (_export, "write signed reviews as a training set (annotation.json, pairs.jsonl) and as FHIR R4 (fhir.ndjson)"),
 }
 
 

@@ -2,7 +2,8 @@
 
     OUT/annotation.json  {"train": [{id, report, image_path: [...], key_phrases, provenance}], "val": [], "test": []}
     OUT/pairs.jsonl      one line per model sentence (and per added sentence): model vs corrected, with the image
-    OUT/manifest.json    sha256 and size of both files, and which sign event of each study they hold
+    OUT/fhir.ndjson      one line per study: its signed report as an HL7 FHIR R4 Bundle (db/fhir.py)
+    OUT/manifest.json    sha256 and size of the three files, and which sign event of each study they hold
 
 One entry per study: its newest signed review, as it was signed. Incremental by default: a study is (re)written
 when its newest sign event differs from the one the manifest records, so a re-signed amendment replaces its old
@@ -19,13 +20,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.fhir import FhirError, bundle
 from db.keyphrases import key_phrases
 from model.atomic import atomic_write_bytes
 from db.replay import report_text
 from db.store import SignedReport, Store
 
 FORMAT = "groundcxr-export/1"
-ANNOTATION, PAIRS, MANIFEST = "annotation.json", "pairs.jsonl", "manifest.json"
+ANNOTATION, PAIRS, FHIR, MANIFEST = "annotation.json", "pairs.jsonl", "fhir.ndjson", "manifest.json"
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ExportResult:
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256
     export_id: int | None = None
     rebuilt_because: str | None = None  # why an incremental export became a full one
+    fhir_refused: dict[str, str] = field(default_factory=dict)  # study -> why its FHIR Bundle was not written
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -84,6 +87,8 @@ def _read_previous(out_dir: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         manifest = json.load(open(path, encoding="utf-8"))
         assert manifest.get("format") == FORMAT
+        if FHIR not in manifest["files"]:
+            return None, f"it predates {FHIR}"
         for name, meta in manifest["files"].items():
             if _sha256(open(os.path.join(out_dir, name), "rb").read()) != meta["sha256"]:
                 return None, f"{name} does not match the manifest"
@@ -95,7 +100,7 @@ def _read_previous(out_dir: str) -> tuple[dict[str, Any] | None, str | None]:
 def _remove_stale_temps(out_dir: str) -> None:
     """Temp files of an export that was killed before its rename."""
     for name in os.listdir(out_dir):
-        if name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in (ANNOTATION, PAIRS, MANIFEST)):
+        if name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in (ANNOTATION, PAIRS, FHIR, MANIFEST)):
             os.unlink(os.path.join(out_dir, name))
 
 
@@ -125,11 +130,15 @@ def _export(store: Store, out_dir: str, full: bool) -> ExportResult:
 
     entries: dict[str, dict[str, Any]] = {}
     pairs: dict[str, list[dict[str, Any]]] = {}
+    reports: dict[str, str] = {}  # study -> its FHIR Bundle, one JSON line
     if previous:
         entries = {e["id"]: e for e in json.load(open(os.path.join(out_dir, ANNOTATION), encoding="utf-8"))["train"]}
         for line in open(os.path.join(out_dir, PAIRS), encoding="utf-8"):
             row = json.loads(line)
             pairs.setdefault(row["study"], []).append(row)
+        for line in open(os.path.join(out_dir, FHIR), encoding="utf-8"):
+            ident = json.loads(line)["entry"][0]["resource"]["identifier"][0]
+            reports[ident["value"]] = line
     for study in todo:
         r = store.signed_report(signed[study][0])
         entry = _entry(r)
@@ -138,12 +147,18 @@ def _export(store: Store, out_dir: str, full: bool) -> ExportResult:
         else:  # every sentence flagged: nothing to learn as a target report, but the pairs still count
             entries.pop(study, None)
         pairs[study] = _pairs(r)
+        try:
+            reports[study] = json.dumps(bundle(r), ensure_ascii=False, sort_keys=True) + "\n"
+        except FhirError as exc:  # one report that FHIR refuses must not cost the training set its other studies
+            reports.pop(study, None)
+            result.fhir_refused[study] = str(exc)
         done[study] = r.sign_id
 
     annotation = {"train": [entries[k] for k in sorted(entries)], "val": [], "test": []}
     blobs = {ANNOTATION: json.dumps(annotation, ensure_ascii=False, indent=1).encode("utf-8"),
              PAIRS: "".join(json.dumps(row, ensure_ascii=False) + "\n"
-                            for k in sorted(pairs) for row in pairs[k]).encode("utf-8")}
+                            for k in sorted(pairs) for row in pairs[k]).encode("utf-8"),
+             FHIR: "".join(reports[k] for k in sorted(reports)).encode("utf-8")}
     for name, data in blobs.items():
         write_atomic(os.path.join(out_dir, name), data)
     result.n_entries, result.n_pairs = len(annotation["train"]), sum(len(v) for v in pairs.values())

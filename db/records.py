@@ -109,6 +109,8 @@ class SignedReport:
     model_version: str
     image_paths: list[str]
     sentences: list[FinalSentence] = field(default_factory=list)
+    signed_at: dt.datetime | None = None  # of this sign event (UTC)
+    signature: int = 1  # 1 for the first signature; 2, 3, ... for a report re-signed after an amendment
 
 
 def check_text(value: str | None, what: str) -> str:

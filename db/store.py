@@ -340,7 +340,8 @@ class Store(ReviewLog):
                 images = [seen] + [p for p in images if p != seen]
             return SignedReport(study=st.pseudo_id, review_id=r.id, sign_id=sign.id, reviewer=sign.reviewer,
                                 generation_id=g.id, model_version=s.get(ModelVersion, g.model_version_id).name,
-                                image_paths=images, sentences=sentences)
+                                image_paths=images, sentences=sentences, signed_at=sign.created_at,
+                                signature=sum(c.kind == "sign" and c.id <= sign.id for c in events))
 
     def record_export(self, out_dir: str, full: bool, what: dict[str, Any], manifest_sha256: str) -> int:
         with self._write() as s:

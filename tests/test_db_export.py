@@ -205,7 +205,7 @@ def test_a_killed_export_leaves_no_partial_file(store, db_url, tmp_path):
     assert "annotation.json" not in left and "manifest.json" not in left
     assert all(name.endswith(".tmp") for name in left)  # only the temp file, never a half-written target
     r = export(store, str(out))
-    assert r.written and sorted(os.listdir(out)) == ["annotation.json", "manifest.json", "pairs.jsonl"]
+    assert r.written and sorted(os.listdir(out)) == ["annotation.json", "fhir.ndjson", "manifest.json", "pairs.jsonl"]
 
 
 def test_a_study_with_every_sentence_flagged_gives_pairs_but_no_training_report(store, tmp_path):
