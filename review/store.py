@@ -111,8 +111,8 @@ class DbReviewStore:
         what = {"edit": "edited", "delete": "deleted", "add": "added", "flag": f"flagged ungrounded ({reason})",
                 "relink": f"re-linked to {', '.join(regions) or 'no region'}", "accept": "accepted"}[kind]
         if kind == "accept" and index is None:
-            return f"every undecided grounded sentence accepted in bulk by {reviewer} (ungrounded, unverified and " \
-                   "flagged ones are left for you to decide one by one)"
+            return ("undecided grounded sentences accepted in bulk (ungrounded, unverified and flagged ones are "
+                    f"decided one by one) by {reviewer}")
         target = "a new sentence" if kind == "add" else f"sentence {index + 1}"
         return f"{target} {what} by {reviewer}"
 
