@@ -27,6 +27,7 @@ CACHE_SIZE = 16
 # Longest side of an upload's stored pixels: the full resolution of any detector we know (43 cm at 0.05 mm); a
 # larger image is kept reduced to it, so storing and hashing it stays within the memory bound.
 KEEP_SIDE = 8192
+FULL_CACHE = 2
 
 
 class ReviewService:
@@ -51,6 +52,7 @@ class ReviewService:
         self._queue = AnalysisQueue()  # one analysis at a time, in order: a heavy image delays only analyses
         self._stored: set[tuple[str, str]] = set()  # (model version, case) whose generation is in the store
         self._regrounder = Regrounder()
+        self._full: OrderedDict[str, np.ndarray] = OrderedDict()  # case -> full-resolution uint16 pixels
         for c in cases:
             self.add_case(c)
         for c in store.saved_uploads():  # uploads of earlier runs reopen from their stored pixels
@@ -102,6 +104,22 @@ class ReviewService:
             return image, analysis
 
         return self._queue.submit((analyser.model_version, case_id), job)
+
+    def full_image(self, case_id: str) -> np.ndarray:
+        """The film at its stored resolution and bit depth (up to KEEP_SIDE a side) as uint16, for zoom and
+        window / level; the last FULL_CACHE films are kept (an 8192² film is 128 MB)."""
+        case = self.case(case_id)
+        with self._lock:
+            hit = self._full.get(case_id)
+            if hit is not None:
+                self._full.move_to_end(case_id)
+                return hit
+        pixels = np.round(read_radiograph(case.image_path, max_side=KEEP_SIDE) * 65535).astype(np.uint16)
+        with self._lock:
+            self._full[case_id] = pixels
+            while len(self._full) > FULL_CACHE:
+                self._full.popitem(last=False)
+        return pixels
 
     def is_analysed(self, case_id: str) -> bool:
         return self._cached(case_id) is not None
