@@ -3,7 +3,6 @@ and state, drawn by viewer/. No Gradio here, so the handlers and the benchmark s
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from review.service import ReviewService
 from model.types import CaseAnalysis
 from review.types import DISCLAIMER, Analyser, ReviewState
 from viewer.heatmap import render_heatmap
+from viewer.model_card import model_card_html as card_html
 from viewer.overlay import legend_html, segmentation_legend_info
 from viewer.viewport import Viewport, center_of, render_viewport
 from viewer.report import domain_banner, report_html, sentences_in_region, side_by_side_html
@@ -121,18 +121,14 @@ def _expand(names, masks) -> list[str]:
     return out
 
 
-def model_md(analyser: Analyser) -> str:
-    """The model card as a list; card values are escaped (a card is a file anyone can write)."""
-    lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
-    card_md = getattr(analyser, "card_md", "")
-    if not analyser.card and not card_md:
-        lines.append("No model card (model_card.json or MODEL_CARD.md) in the model directory.")
-    for k, v in analyser.card.items():
-        v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-        lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
-    if card_md:  # the model directory's own card; gr.Markdown sanitises any HTML in it
-        lines += ["", card_md]
-    return "\n".join(lines)
+def model_card_html(analyser: Analyser) -> str:
+    """The model version and its model_card.json as a card (viewer/model_card.py)."""
+    return card_html(analyser.model_version, analyser.card or {}, DISCLAIMER)
+
+
+def model_card_text(analyser: Analyser) -> str:
+    """The model directory's own MODEL_CARD.md (gr.Markdown sanitises any HTML in it), empty when there is none."""
+    return getattr(analyser, "card_md", "") or ""
 
 
 def note(text: str, ok: bool) -> str:

@@ -53,7 +53,7 @@ def window_box(shape: tuple[int, int], vp: Viewport) -> tuple[int, int, int, int
     return top, left, ch, cw
 
 
-def _display_shape(ch: int, cw: int) -> tuple[int, int]:
+def display_shape(ch: int, cw: int) -> tuple[int, int]:
     if max(ch, cw) > MAX_SIDE:
         k = MAX_SIDE / max(ch, cw)
         return max(1, round(ch * k)), max(1, round(cw * k))
@@ -80,7 +80,7 @@ def render_viewport(full: np.ndarray, masks: Mapping[str, np.ndarray], vp: Viewp
     """The window of `full` the viewport shows, windowed and overlaid -> (H'×W'×3 uint8, box as fractions)."""
     h, w = full.shape
     top, left, ch, cw = window_box((h, w), vp)
-    shape = _display_shape(ch, cw)
+    shape = display_shape(ch, cw)
     crop = window_level(full[top:top + ch, left:left + cw], vp.level, vp.width, vp.invert)
     gray = _resize(crop, shape, nearest=ch <= shape[0])
     box = (top / h, left / w, ch / h, cw / w)
