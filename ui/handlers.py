@@ -178,7 +178,7 @@ class Handlers:
                     return {c.action_msg: note(f"{message(exc)} — not signed.", ok=False), c.confirm_n: n,
                             c.confirm_sign: gr.update(visible=True, value=f"Sign with {n} unreviewed (Shift+S)")}
                 return {c.action_msg: note(f"{message(exc)} — nothing was saved.", ok=False)}
-            if kind in ("delete", "undo"):
+            if kind == "delete":  # after an undo the selection stays, unless it undid the sentence's addition
                 sent = None
             out = self.view(cid, sent, reg, *view)
             out[c.action_msg] = note(f"Saved at {dt.datetime.now().strftime('%H:%M:%S')}: {msg}", ok=True)
@@ -257,14 +257,15 @@ class Handlers:
         # reviewer is the logged-in name, not a free text field.
         c, user = self.c, getattr(request, "username", None)
         return {c.reviewer: gr.update(value=user, interactive=False) if user else gr.update(),
-                **self.worklist_outputs(), c.pick: gr.update(choices=sorted(self.service.cases))}
+                c.pick: gr.update(choices=sorted(self.service.cases))}
 
 
 def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     """Connect every component's events to its handler."""
     c.open_btn.click(h.open_queued, [c.pick], h.open_outputs, api_name="open_case")
     c.table.select(h.pick_row, None, h.open_outputs)
-    c.next_case.click(h.next_case, [c.case_id], h.open_outputs)
+    for btn in (c.next_case, c.next_todo):
+        btn.click(h.next_case, [c.case_id], h.open_outputs)
     c.sentence.input(h.redraw, h.view_inputs, h.view_outputs)
     c.region.input(h.redraw_keep_text, h.view_inputs, h.view_outputs)
     for ctl in h.view_controls:
@@ -286,4 +287,4 @@ def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     c.b_export.click(h.do_export, None, [c.export_file, c.status])
     c.b_model.click(h.use_model, [c.model_pick], [c.status, c.model_card, c.model_card_md])
     c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick])
-    demo.load(h.on_page_load, None, [c.reviewer, c.table, c.counts, c.pick])
+    demo.load(h.on_page_load, None, [c.reviewer, c.pick])

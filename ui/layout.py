@@ -76,19 +76,21 @@ def build_layout(service: ReviewService, title: str, login: bool = False) -> Com
 
 
 def _worklist_tab(c: Components, service: ReviewService) -> None:
-    rows = service.store.worklist()
     with gr.Row():
         c.order = gr.Radio(list(ORDERS), value="most ungrounded first", label="Order (default: to do first — "
                            "unsigned before signed; films the model cannot read, then the most ungrounded)",
                            elem_id="gcxr-order")
         c.refresh = gr.Button("Refresh", scale=0)
-    c.counts = gr.Markdown(status_counts(rows), elem_id="gcxr-counts")
-    c.table = gr.Dataframe(headers=HEADERS, value=worklist_table(rows), interactive=False,
-                           type="array", elem_id="gcxr-worklist")
+    # Callables: Gradio evaluates them for every page load, so a page never shows (and a click never picks a row
+    # of) the worklist as it was when the app started.
+    c.counts = gr.Markdown(lambda: status_counts(service.store.worklist()), elem_id="gcxr-counts")
+    c.table = gr.Dataframe(headers=HEADERS, value=lambda: worklist_table(service.store.worklist()),
+                           interactive=False, type="array", elem_id="gcxr-worklist")
     with gr.Row():
         c.pick = gr.Dropdown(choices=sorted(service.cases), value=None, label="Case", elem_id="gcxr-case",
                              allow_custom_value=False)
         c.open_btn = gr.Button("Open case", variant="primary", elem_id="gcxr-open")
+        c.next_todo = gr.Button("Open the next case to do (n)", elem_id="gcxr-next-todo")
     c.upload = gr.File(label="Upload a radiograph (PNG, JPEG or DICOM, at most 100 MB; only pixels are kept)",
                        file_types=[".png", ".jpg", ".jpeg", ".dcm"], type="filepath", elem_id="gcxr-upload")
 

@@ -16,9 +16,11 @@
     const next = at < 0 ? (delta > 0 ? 0 : all.length - 1) : Math.min(all.length - 1, Math.max(0, at + delta));
     all[next].click();
   };
-  const press = (id) => {
-    const b = $(id);
-    if (b && b.offsetParent !== null) b.click();
+  const press = (...ids) => {  // the first of these buttons that is on screen (the tab in view has it)
+    for (const id of ids) {
+      const b = $(id);
+      if (b && b.offsetParent !== null) { b.click(); return; }
+    }
   };
   document.addEventListener('click', (ev) => {
     const li = ev.target.closest && ev.target.closest('#gcxr-report li[data-index]');
@@ -42,11 +44,11 @@
     const actions = {
       'j': () => step(1), 'ArrowDown': () => step(1), 'k': () => step(-1), 'ArrowUp': () => step(-1),
       'a': () => press('#gcxr-accept'), 'f': () => press('#gcxr-flag'), 'u': () => press('#gcxr-undo'),
-      's': () => press('#gcxr-sign'), 'S': () => press('#gcxr-sign-confirm'), 'n': () => press('#gcxr-next'),
+      's': () => press('#gcxr-sign'), 'S': () => press('#gcxr-sign-confirm'), 'n': () => press('#gcxr-next', '#gcxr-next-todo'),
       'e': () => { const box = $('#gcxr-text textarea, #gcxr-text input'); if (box) box.focus(); },
     };
     const act = actions[ev.key];
-    if (act && $('#gcxr-report')) {
+    if (act) {
       ev.preventDefault();
       act();
     }
