@@ -172,3 +172,34 @@ def test_signing_through_the_service_needs_the_confirmation(service):
     with pytest.raises(ValueError, match="sign with 3 unreviewed"):
         service.apply("demo-0", "dr.a", "sign")
     assert "with 3 sentences unreviewed" in service.apply("demo-0", "dr.a", "sign", unreviewed=3)
+
+
+def test_a_refused_upload_leaves_nothing_on_disk(service):
+    import io
+    import os
+
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="PNG")  # blank: the analysis refuses it
+    with pytest.raises(ValueError, match="no lung field"):
+        service.upload(buf.getvalue())
+    assert os.listdir(os.path.join(service.data_dir, "uploads")) == []
+    assert not any(c.startswith("upload-") for c in service.cases)
+
+
+def test_only_the_classes_the_segmenter_drew_are_offered_and_the_legend_names_it(service):
+    from ui.screen import DEFAULT_VIEW, case_view, produced_classes
+    _, analysis = service.open("demo-0")
+    assert produced_classes(analysis) == ["heart", "left lung", "right lung"]
+    v = case_view(service, "demo-0", 0, None, DEFAULT_VIEW)
+    assert "fake segmenter" in v["legend"] and "fake segmenter" in v["overlay_label"]
+    assert "CXAS" not in v["overlay_label"]
+
+
+def test_the_model_card_is_a_card_not_json():
+    from viewer.model_card import model_card_html
+    h = model_card_html("m<1>", {"metrics": {"ce_f1": 0.81923, "notes": 'a "quoted" word'},
+                                 "data": ["phantoms", "real"]}, "Not for clinical use.")
+    assert "&amp;quot;" not in h and "{" not in h and "ce f1" in h and "0.819" in h
+    assert "m&lt;1&gt;" in h and "phantoms, real" in h
