@@ -20,11 +20,13 @@ CSS = """
 .gcxr-report li.gcxr-sentence:hover { outline: 1px dashed #8c959f; }
 .gcxr-disclaimer { color: #9a6700; }
 #gcxr-status, #gcxr-action-msg { min-height: 1.5em; }
-#gcxr-report { max-height: 400px; overflow-y: auto; }
+#gcxr-report > .gcxr-report, #gcxr-report .gcxr-report { max-height: 390px; overflow-y: auto; }
 /* The sentence radio stays in the page for the report's click-to-select and the keyboard; the report is what
    the reader clicks. */
 #gcxr-sentence { position: absolute !important; left: -10000px; width: 1px; height: 1px; overflow: hidden; }
-#gcxr-header h3 { margin: 0; }
+.gcxr-title { font-size: 1.3em; font-weight: 700; }
+#gcxr-title, #gcxr-unverified { font-size: 0.9em; }
+#gcxr-header { min-height: 0; }
 #gcxr-keys { font-size: 0.85em; color: #57606a; }
 """
 # Keys the page answers (ui/review.js); listed on the Review tab.
@@ -45,7 +47,8 @@ def build_layout(service: ReviewService, title: str, login: bool = False) -> Com
     c = Components(case_id=gr.State(None), box=gr.State((0.0, 0.0, 1.0, 1.0)), center=gr.State(None),
                    confirm_n=gr.State(None))
     with gr.Row(elem_id="gcxr-header", equal_height=True):
-        gr.Markdown(f"### {title}\n<span class='gcxr-disclaimer'>**{DISCLAIMER}**</span>", scale=3)
+        gr.Markdown(f"<span class='gcxr-title'>{title}</span> — <span class='gcxr-disclaimer'>**{DISCLAIMER}**</span>",
+                    elem_id="gcxr-title")
         c.reviewer = gr.Textbox(label="Reviewer", placeholder="your name (recorded on every correction)",
                                 elem_id="gcxr-reviewer", scale=1, max_lines=1)
         c.status = gr.HTML("", elem_id="gcxr-status", scale=1)
