@@ -150,6 +150,7 @@ def test_bad_upload_is_refused_with_a_clear_message(page, app_url, tmp_path):
     page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('upload refused')",
                            timeout=60_000)
     assert "not a PNG, JPEG or DICOM" in page.locator("#gcxr-status").inner_text()
+    assert "not a PNG, JPEG or DICOM" in page.locator("#gcxr-worklist-msg").inner_text()  # beside the upload
 
 
 def test_gradio_client_api(app_url):

@@ -133,11 +133,14 @@ def service(tmp_path):
 def test_an_edit_is_regrounded_on_its_new_words(service):
     service.open("demo-0")
     service.apply("demo-0", "dr.a", "edit", 0, "There is a small left lung nodule.")
-    s = {x.index: x for x in service.state("demo-0").current}[0]
     state = service.state("demo-0")
-    assert 0 in state.regrounded and [r.name for r in s.regions] == ["left lung"]
+    s = state.current[0]
+    assert 0 in state.regrounded and [r.name for r in s.regions] == ["left lung"]  # not the model's "heart"
     assert s.verdict == "grounded" and s.reasons == ["the words point to left lung"]
-    assert 0 in state.heatmaps and state.heatmaps[0][service.open("demo-0")[1].segmentation.masks["left lung"]].max() > 0
+    left = service.open("demo-0")[1].segmentation.masks["left lung"]
+    assert state.heatmaps[0][left].min() > 0 and state.heatmaps[0][~left].max() == 0  # the new words' evidence
+    service.state("demo-0")
+    assert service.analyser.grounded == 1  # drawn again: the re-grounding is cached, not recomputed
 
 
 def test_an_added_sentence_starts_without_the_selected_sentences_regions(service):

@@ -63,7 +63,7 @@ class Handlers:
         # Opening a case resets its view (zoom, pan, window, overlays): nothing carries over from the last case.
         self.open_outputs = self.view_outputs + self.view_controls + [
             c.center, c.case_id, c.tabs, c.status, c.table, c.counts, c.pick, c.upload, c.action_msg,
-            c.confirm_sign, c.confirm_n]
+            c.confirm_sign, c.confirm_n, c.worklist_msg]
 
     def wait_for_analysis(self, cid) -> Iterator[dict]:
         """Before opening a case that is not analysed yet: queue it and show its place in line while it waits, so
@@ -110,25 +110,31 @@ class Handlers:
     def open_case(self, cid) -> dict:
         c, d = self.c, DEFAULT_VIEW
         if not cid:
-            return {c.status: note("choose a case first", ok=False)}
+            return self._refused("choose a case first")
         try:
             out = self.view(cid, None, None, d.superclasses, d.classes, d.opacity, d.zoom, d.level, d.width,
                             d.invert, None)
             _, analysis = self.service.open(cid)
         except (KeyError, ValueError) as exc:  # ImageReadError and SegmentationError are ValueErrors
-            return {c.status: note(f"cannot open {cid}: {message(exc)}", ok=False)}
+            return self._refused(f"cannot open {cid}: {message(exc)}")
         return {**out, **self.worklist_outputs(), c.case_id: cid, c.tabs: gr.Tabs(selected="review"),
                 c.status: note(f"Opened {cid} ({self.service.case(cid).source}).", ok=True),
                 c.supers: list(d.superclasses), c.classes: gr.update(choices=produced_classes(analysis), value=[]),
                 c.opacity: d.opacity, c.zoom: d.zoom, c.level: d.level, c.width: d.width, c.invert: d.invert,
-                c.center: None, c.action_msg: "", c.confirm_sign: gr.update(visible=False), c.confirm_n: None}
+                c.center: None, c.action_msg: "", c.confirm_sign: gr.update(visible=False), c.confirm_n: None,
+                c.worklist_msg: ""}
+
+    def _refused(self, text: str) -> dict:
+        """A refusal on the worklist: beside the upload and open controls, and in the page's status line."""
+        return {self.c.status: note(text, ok=False), self.c.worklist_msg: note(text, ok=False)}
 
     def next_case(self, cid) -> Iterator[dict]:
         """The next study to do (the worklist's to-do order), other than this one; signed ones are done."""
         rows = worklist_table(self.service.store.worklist())
         todo = [r[0] for r in rows if r[1] != "signed" and r[0] != cid and r[0] in self.service.cases]
         if not todo:
-            yield {self.c.action_msg: note("no other case is waiting: every other study is signed", ok=True)}
+            done = note("no other case is waiting: every other study is signed", ok=True)
+            yield {self.c.action_msg: done, self.c.worklist_msg: done}
             return
         yield from self.open_queued(todo[0])
 
@@ -210,7 +216,7 @@ class Handlers:
         try:
             case = self.service.upload(data)
         except ValueError as exc:  # unreadable image, or one the model cannot analyse
-            return {c.status: note(f"upload refused: {message(exc)}", ok=False), c.upload: None}
+            return {**self._refused(f"upload refused: {message(exc)}"), c.upload: None}
         out = self.open_case(case.case_id)
         out[c.pick] = gr.update(choices=sorted(self.service.cases), value=case.case_id)
         out[c.upload] = None

@@ -96,6 +96,7 @@ def _worklist_tab(c: Components, service: ReviewService) -> None:
         c.next_todo = gr.Button("Open the next case to do (n)", elem_id="gcxr-next-todo")
     c.upload = gr.File(label="Upload a radiograph (PNG, JPEG or DICOM, at most 100 MB; only pixels are kept)",
                        file_types=[".png", ".jpg", ".jpeg", ".dcm"], type="filepath", elem_id="gcxr-upload")
+    c.worklist_msg = gr.HTML("", elem_id="gcxr-worklist-msg")  # an upload's or an open's refusal, beside it
 
 
 def _image_column(c: Components) -> None:
