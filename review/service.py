@@ -188,14 +188,30 @@ class ReviewService:
         if kind == "undo":
             return self.store.undo(case_id, reviewer, key=key)
         if kind == "sign":
-            return self.store.sign(case_id, reviewer, override=override, note=text or None, key=key,
-                                   unreviewed=unreviewed)
+            try:
+                return self.store.sign(case_id, reviewer, override=override, note=text or None, key=key,
+                                       unreviewed=unreviewed)
+            except ValueError as exc:
+                raise self._with_regrounded_ungrounded(case_id, exc) from None
         if kind == "amend":
             return self.store.amend(case_id, reviewer, override=override, note=text or None, key=key)
         if kind in CORRECTION_KINDS:
             return self.store.correct(case_id, reviewer, kind, index=index, text=text, regions=regions,
                                       reason=reason, key=key)
         raise ValueError(f"unknown action {kind!r}; expected one of {list(ACTIONS)}")
+
+    def _with_regrounded_ungrounded(self, case_id: str, exc: ValueError) -> ValueError:
+        """A refused sign (db.reviews.UnreviewedError) lists the ungrounded sentences by the model's verdicts; the
+        reviewer's own words are graded only here, so their re-grounded ungrounded ones are added to the list."""
+        if getattr(exc, "check", None) is None:
+            return exc
+        state = self.state(case_id)
+        mine = [s for s in state.current if s.index in state.regrounded and s.verdict == "ungrounded"
+                and s.index not in state.flags]
+        if not mine:
+            return exc
+        listed = ", ".join(f'#{s.index + 1} "{s.text}"' for s in mine)
+        return type(exc)(f"{exc} (re-grounded on the reviewer's words and ungrounded: {listed})", exc.check)
 
     def generate_payload(self, case_id: str) -> dict:
         """The API's `/generate`: the model's report with per-sentence regions and verdicts, and the review."""

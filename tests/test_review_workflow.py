@@ -206,3 +206,10 @@ def test_the_model_card_is_a_card_not_json():
                                  "data": ["phantoms", "real"]}, "Not for clinical use.")
     assert "&amp;quot;" not in h and "{" not in h and "ce f1" in h and "0.819" in h
     assert "m&lt;1&gt;" in h and "phantoms, real" in h
+
+
+def test_a_refused_sign_also_lists_the_reviewers_words_that_regrounded_ungrounded(service):
+    service.open("demo-0")
+    service.apply("demo-0", "dr.a", "edit", 0, "Sternotomy wires are present.")  # names no region: ungrounded
+    with pytest.raises(UnreviewedError, match='re-grounded on the reviewer.s words and ungrounded: #1 "Sternotomy'):
+        service.apply("demo-0", "dr.a", "sign")
