@@ -83,10 +83,12 @@ def _throughput(url: str, cases: list[str], corrections: int) -> dict:
     def reviewer(i: int, case_id: str) -> None:
         try:
             c = Client(url, verbose=False, download_files=False)
-            c.predict(case_id, api_name="/generate")
+            out = c.predict(case_id, api_name="/generate")
             for n in range(corrections):
                 c.predict(case_id, f"dr.load{i}", "add", None, f"Load finding {n}.", [], "", api_name="/correct")
-            c.predict(case_id, f"dr.load{i}", "sign", None, "", [], "", api_name="/correct")
+            # the model's sentences stay undecided: the signer confirms how many (issue 16)
+            c.predict(case_id, f"dr.load{i}", "sign", None, "", [], "", False, "", len(out["review"]["undecided"]),
+                      api_name="/correct")
             done.append(corrections + 2)
         except Exception as exc:  # reported in the result
             errors.append(f"{case_id}: {exc!r}"[:300])

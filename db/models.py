@@ -113,6 +113,9 @@ class Correction(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), index=True, unique=True)
     # sign / amend over another reviewer's signature: whose signature was overridden (the request said so).
     override_of: Mapped[str | None] = mapped_column(String(128))
+    # A bulk accept: the sentence indices it decided (the grounded ones undecided then). A sign: the sentences it
+    # left unreviewed, which the signer confirmed by their count. None before migration 0004.
+    sentences: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class Export(Base):

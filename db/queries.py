@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Generation, ModelVersion, Review, Study
-from db.replay import FinalSentence, replay
+from db.replay import CorrectionRecord, FinalSentence, replay
 from db.reviews import trail
 from db.store import NotFoundError, Store
 
@@ -28,6 +28,7 @@ class StudyReview:
     review_id: int | None = None
     reviewer: str | None = None
     final: list[FinalSentence] | None = None  # replayed, deleted sentences left out; None before a review
+    trail: list[CorrectionRecord] = field(default_factory=list, repr=False)  # who changed what, when
 
 
 def study_review(store: Store, pseudo_id: str) -> StudyReview:
@@ -44,7 +45,8 @@ def study_review(store: Store, pseudo_id: str) -> StudyReview:
         if row is None:
             raise NotFoundError(f"no study {pseudo_id!r}")
         _, gid, output, mv, rid, status, reviewer = row
-        final = None
+        final, events = None, []
         if rid is not None:
-            final = [f for f in replay(output["sentences"], trail(s, rid)) if not f.deleted]
-    return StudyReview(pseudo_id, status or "new", mv, gid, output, rid, reviewer, final)
+            events = trail(s, rid)
+            final = [f for f in replay(output["sentences"], events) if not f.deleted]
+    return StudyReview(pseudo_id, status or "new", mv, gid, output, rid, reviewer, final, events)

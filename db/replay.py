@@ -43,6 +43,7 @@ class CorrectionRecord:
     regions: list[str] | None = None
     target_id: int | None = None
     override_of: str | None = None  # sign / amend of a report last signed by this other reviewer (an override)
+    sentences: list[int] | None = None  # bulk accept: the indices it decided; sign: those it left unreviewed
 
 
 @dataclass
@@ -56,6 +57,7 @@ class FinalSentence:
     regions_by: str  # "model" or "reviewer" (re-linked)
     edited: bool = False
     accepted: bool = False
+    accepted_in_bulk: bool = False  # by an "accept all grounded", not one by one
     flagged: bool = False
     deleted: bool = False
     reason_code: str | None = None  # set when flagged
@@ -73,11 +75,18 @@ class FinalSentence:
         return "unchanged"
 
     @property
+    def decided(self) -> bool:
+        """The reviewer has said something about this sentence: accepted, edited, flagged, or wrote it. A
+        re-link alone is not a decision on the words; signing asks about every sentence that is not decided."""
+        return self.accepted or self.edited or self.flagged or self.origin == "reviewer"
+
+    @property
     def verdict(self) -> str | None:
         return "ungrounded" if self.flagged else self.model_verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "text": self.text, "state": self.state, "origin": self.origin,
+                "decided": self.decided, "accepted_in_bulk": self.accepted_in_bulk,
                 "model_text": self.model_text, "verdict": self.verdict, "model_verdict": self.model_verdict,
                 "regions": list(self.regions), "regions_by": self.regions_by, "reason_code": self.reason_code,
                 "note": self.note, "correction_ids": list(self.correction_ids), "last_by": self.last_by}
@@ -108,10 +117,13 @@ def replay(model_sentences: list[dict[str, Any]], corrections: list[CorrectionRe
                 index=c.sentence_index, text=c.text or "", origin="reviewer", model_text=None, model_verdict=None,
                 regions=list(c.regions or []), regions_by="reviewer")
             s = out[c.sentence_index]
-        elif c.kind == "accept" and c.sentence_index is None:  # accept every sentence still standing
+        elif c.kind == "accept" and c.sentence_index is None:
+            # A bulk accept decides the sentences it listed when it was made (BULK_VERDICTS only); one stored
+            # before that list existed (migration 0004) accepted every sentence still standing, and still does.
+            chosen = set(c.sentences) if c.sentences is not None else None
             for s in out.values():
-                if not (s.deleted or s.flagged):
-                    s.accepted = True
+                if not (s.deleted or s.flagged) and (chosen is None or s.index in chosen):
+                    s.accepted, s.accepted_in_bulk = True, chosen is not None
                     s.correction_ids.append(c.id)
                     s.last_by = c.reviewer
             continue
@@ -121,19 +133,64 @@ def replay(model_sentences: list[dict[str, Any]], corrections: list[CorrectionRe
                 raise ReplayError(f"correction {c.id} ({c.kind}) refers to missing sentence {c.sentence_index}")
             if c.kind == "edit":
                 s.text, s.edited, s.accepted, s.flagged, s.reason_code, s.note = c.text, True, False, False, None, None
+                s.accepted_in_bulk = False
             elif c.kind == "delete":
                 s.deleted = True
             elif c.kind == "flag":
-                s.flagged, s.accepted, s.reason_code, s.note = True, False, c.reason_code, c.text
+                s.flagged, s.accepted, s.accepted_in_bulk = True, False, False
+                s.reason_code, s.note = c.reason_code, c.text
             elif c.kind == "relink":
                 s.regions, s.regions_by = list(c.regions or []), "reviewer"
             elif c.kind == "accept":
-                s.accepted, s.flagged, s.reason_code, s.note = True, False, None, None
+                s.accepted, s.accepted_in_bulk, s.flagged, s.reason_code, s.note = True, False, False, None, None
         s.correction_ids.append(c.id)
         s.last_by = c.reviewer
     return list(out.values())
 
 
-def report_text(sentences: list[FinalSentence], drop_flagged: bool = False) -> str:
-    """The report as prose. Export drops flagged sentences: a reviewer marked them unsupported by the image."""
+# What "accept all" may decide: sentences the grounding found support for. Ungrounded and unverified ones (and
+# flagged ones) each need the reviewer's own look.
+BULK_VERDICTS = ("grounded", "weak")
+
+
+def bulk_acceptable(sentences: list[FinalSentence]) -> list[int]:
+    """The sentences an "accept all grounded" decides: the model's own words, undecided, with a grounded or weak
+    verdict."""
+    return [s.index for s in sentences if not s.deleted and not s.decided and s.origin == "model"
+            and s.model_verdict in BULK_VERDICTS]
+
+
+@dataclass(frozen=True)
+class SignCheck:
+    """What signing would leave: undecided sentences (need the signer's confirmation by count), and, to list in
+    that confirmation, flagged ones (kept in the trail, not in the signed report) and ungrounded ones."""
+
+    undecided: list[int]
+    flagged: list[int]
+    ungrounded: list[int]
+
+    def message(self, texts: dict[int, str]) -> str:
+        def listed(ix: list[int]) -> str:
+            return ", ".join(f"#{i + 1} \"{texts.get(i, '')}\"" for i in ix)
+        n = len(self.undecided)
+        parts = [f"{n} sentence{'s' if n != 1 else ''} not reviewed yet (neither accepted, edited, deleted nor "
+                 f"flagged): {listed(self.undecided)}"]
+        if self.flagged:
+            parts.append(f"flagged, left out of the signed report: {listed(self.flagged)}")
+        if self.ungrounded:
+            parts.append(f"ungrounded: {listed(self.ungrounded)}")
+        return "; ".join(parts) + f". Review them, or confirm: sign with {n} unreviewed"
+
+
+def sign_check(sentences: list[FinalSentence]) -> SignCheck:
+    standing = [s for s in sentences if not s.deleted]
+    return SignCheck(undecided=[s.index for s in standing if not s.decided],
+                     flagged=[s.index for s in standing if s.flagged],
+                     ungrounded=[s.index for s in standing if not s.flagged and s.model_verdict == "ungrounded"
+                                 and not s.edited and s.origin == "model"])
+
+
+def report_text(sentences: list[FinalSentence], drop_flagged: bool = True) -> str:
+    """The report as prose. A flagged sentence is not part of it: the reviewer says the image does not support it
+    (docs/store.md, "What a flag means"); `drop_flagged=False` gives the text with them, for the audit view."""
     return " ".join(s.text.strip() for s in sentences if not s.deleted and not (drop_flagged and s.flagged))

@@ -20,11 +20,20 @@ from sqlalchemy.orm import Session
 from db.models import Correction, Generation, Review, Study, utcnow
 from db.records import (NotFoundError, ReviewInfo, StoreError, check_idempotency_key, check_name, check_regions,
                         check_text)
-from db.replay import CONTENT_KINDS, EVENT_KINDS, REASON_CODES, CorrectionRecord, FinalSentence, replay, report_text
+from db.replay import (CONTENT_KINDS, EVENT_KINDS, REASON_CODES, CorrectionRecord, FinalSentence, SignCheck,
+                       bulk_acceptable, replay, report_text, sign_check)
+
+
+class UnreviewedError(StoreError):
+    """Signing refused: sentences are undecided and the signer has not confirmed how many (`unreviewed=N`)."""
+
+    def __init__(self, message: str, check: SignCheck):
+        super().__init__(message)
+        self.check = check
 
 _TRAIL_COLUMNS = (Correction.id, Correction.review_id, Correction.kind, Correction.reviewer, Correction.created_at,
                   Correction.sentence_index, Correction.text, Correction.reason_code, Correction.regions,
-                  Correction.target_id, Correction.override_of)  # the order of CorrectionRecord's fields
+                  Correction.target_id, Correction.override_of, Correction.sentences)  # CorrectionRecord's order
 
 
 def trail(s: Session, review_id: int) -> list[CorrectionRecord]:
@@ -128,7 +137,9 @@ class ReviewLog:
 
         edit(sentence_index, text) · delete(sentence_index) · add(text[, regions]) → the new sentence gets the next
         free index · flag(sentence_index, reason_code[, text=note]) · relink(sentence_index, regions) ·
-        accept([sentence_index]; without one: every sentence still standing)."""
+        accept([sentence_index]; without one: "accept all grounded", every undecided model sentence with a grounded
+        or weak verdict, recorded as one bulk correction listing them; ungrounded, unverified and flagged
+        sentences are never decided in bulk)."""
         if kind not in CONTENT_KINDS:
             raise StoreError(f"unknown correction kind {kind!r}; expected one of {CONTENT_KINDS} "
                              "(use undo_last, sign or amend for the others)")
@@ -153,7 +164,12 @@ class ReviewLog:
             if kind == "add":
                 used = {x.index for x in sentences} | {c.sentence_index for c in events if c.kind == "add"}
                 fields["sentence_index"] = max(used, default=-1) + 1  # never reused, even after an undone add
-            elif not (kind == "accept" and sentence_index is None):
+            elif kind == "accept" and sentence_index is None:
+                fields["sentences"] = bulk_acceptable(sentences)
+                if not fields["sentences"]:
+                    raise StoreError(f"review {review_id}: no undecided grounded sentence to accept in bulk; "
+                                     "ungrounded, unverified and flagged sentences are accepted one by one")
+            else:
                 if sentence_index not in standing:
                     raise StoreError(f"unknown sentence index {sentence_index} in review {review_id}; "
                                      f"the report has sentences {sorted(standing)}")
@@ -186,9 +202,12 @@ class ReviewLog:
     # ---- signatures ----------------------------------------------------------------------------------------------------
 
     def sign(self, review_id: int, reviewer: str, override: bool = False, note: str | None = None,
-             idempotency_key: str | None = None) -> int:
-        """Sign the report. Re-signing, after an amendment, a report someone else signed last needs `override`
-        (and a note) unless the amendment was this reviewer's own override."""
+             idempotency_key: str | None = None, unreviewed: int | None = None) -> int:
+        """Sign the report. Every sentence must be decided (accepted, edited, deleted, flagged or added), or the
+        signer confirms how many are not: `unreviewed` must equal that count (a count seen before someone else
+        changed the report is refused), and the sign event lists them. Re-signing, after an amendment, a report
+        someone else signed last needs `override` (and a note) unless the amendment was this reviewer's own
+        override."""
         reviewer = check_name(reviewer, "reviewer")
         note = check_text(note, "note") if note is not None else None
 
@@ -198,13 +217,19 @@ class ReviewLog:
             sentences, events = self._state(s, r)
             if not any(not x.deleted for x in sentences):
                 raise StoreError(f"review {review_id} has no sentence left; add one before signing")
+            check = sign_check(sentences)
+            if check.undecided and unreviewed != len(check.undecided):
+                seen = "" if unreviewed is None else f" (you confirmed {unreviewed}; the report has changed since)"
+                raise UnreviewedError(f"review {review_id} not signed{seen}: "
+                                      + check.message({x.index: x.text for x in sentences}), check)
             signer = _last(events, "sign")
             reopened = _last(events, "amend")
             taken_over = reopened is not None and reopened.reviewer == reviewer and reopened.override_of
             overridden = None
             if signer is not None and signer.reviewer != reviewer and not taken_over:
                 overridden = self._override(review_id, signer.reviewer, "re-sign", override, note)
-            cid = self._append(s, r, "sign", reviewer, text=note, override_of=overridden)
+            cid = self._append(s, r, "sign", reviewer, text=note, override_of=overridden,
+                               sentences=check.undecided)
             r.status, r.signed_at = "signed", r.updated_at
             return cid
 
@@ -257,4 +282,9 @@ class ReviewLog:
         return sentences if include_deleted else [x for x in sentences if not x.deleted]
 
     def final_text(self, review_id: int) -> str:
+        """The reviewer's report as prose; flagged sentences are not part of it (docs/store.md)."""
         return report_text(self.final_report(review_id))
+
+    def sign_check(self, review_id: int) -> SignCheck:
+        """What signing now would leave undecided, flagged and ungrounded (sentence indices)."""
+        return sign_check(self.final_report(review_id))

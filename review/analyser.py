@@ -34,6 +34,20 @@ class PipelineAnalyser:
     def analyse(self, image: np.ndarray, acquisition: dict | None = None):
         return self.pipeline.analyse(image, acquisition=acquisition)
 
+    def ground(self, image: np.ndarray, analysis, text: str):
+        """A reviewer's sentence grounded as the model's were: one teacher-forced pass over `text` with the same
+        method, segmentation and domain gate (outside it: unverified) -> (Sentence, evidence map)."""
+        from model.grounding import ground_text
+        from review.regrounding import merge_grounded
+
+        out = ground_text(self.pipeline.generator, image, analysis.segmentation, text, method=self.pipeline.method,
+                          domain=analysis.report.domain)
+        if not out.sentences:
+            raise ValueError(f"the grounding engine found no sentence in {text!r}")
+        heats = [out.heatmaps[s.index] for s in out.sentences if out.heatmaps and s.index in out.heatmaps]
+        heat = np.max(heats, axis=0) if heats else None
+        return merge_grounded(out.sentences), heat
+
 
 def read_card(model_dir: str) -> dict:
     path = os.path.join(model_dir, "model_card.json")

@@ -18,14 +18,16 @@ from model.imageio import WORK_SIDE, acquisition_tags, read_radiograph
 from model.progress import ProgressEvent
 from review.analysis_queue import AnalysisQueue
 from review.finetune import finetune_command, run_finetune
+from review.regrounding import Regrounder
 from review.store import ReviewStore
 from model.types import CaseAnalysis
-from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case
+from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case, ReviewState
 
 CACHE_SIZE = 16
 # Longest side of an upload's stored pixels: the full resolution of any detector we know (43 cm at 0.05 mm); a
 # larger image is kept reduced to it, so storing and hashing it stays within the memory bound.
 KEEP_SIDE = 8192
+FULL_CACHE = 2
 
 
 class ReviewService:
@@ -49,6 +51,8 @@ class ReviewService:
         self._lock = threading.Lock()  # guards the cache, shared by all browser sessions
         self._queue = AnalysisQueue()  # one analysis at a time, in order: a heavy image delays only analyses
         self._stored: set[tuple[str, str]] = set()  # (model version, case) whose generation is in the store
+        self._regrounder = Regrounder()
+        self._full: OrderedDict[str, np.ndarray] = OrderedDict()  # case -> full-resolution uint16 pixels
         for c in cases:
             self.add_case(c)
         for c in store.saved_uploads():  # uploads of earlier runs reopen from their stored pixels
@@ -101,6 +105,22 @@ class ReviewService:
 
         return self._queue.submit((analyser.model_version, case_id), job)
 
+    def full_image(self, case_id: str) -> np.ndarray:
+        """The film at its stored resolution and bit depth (up to KEEP_SIDE a side) as uint16, for zoom and
+        window / level; the last FULL_CACHE films are kept (an 8192² film is 128 MB)."""
+        case = self.case(case_id)
+        with self._lock:
+            hit = self._full.get(case_id)
+            if hit is not None:
+                self._full.move_to_end(case_id)
+                return hit
+        pixels = np.round(read_radiograph(case.image_path, max_side=KEEP_SIDE) * 65535).astype(np.uint16)
+        with self._lock:
+            self._full[case_id] = pixels
+            while len(self._full) > FULL_CACHE:
+                self._full.popitem(last=False)
+        return pixels
+
     def is_analysed(self, case_id: str) -> bool:
         return self._cached(case_id) is not None
 
@@ -147,27 +167,56 @@ class ReviewService:
             raise
 
     # -- reviewing -----------------------------------------------------------------------------------------------
+    def state(self, case_id: str) -> ReviewState:
+        """The case's review as the store replays it, with the reviewer's own sentences (edits, additions)
+        grounded again on the film (review/regrounding.py) once the case is analysed."""
+        state = self.store.state(case_id)
+        hit = self._cached(case_id)
+        if hit is not None:
+            self._regrounder.apply(self.analyser, state, *hit)
+        return state
+
     def apply(self, case_id: str, reviewer: str, kind: str, index: int | None = None, text: str | None = None,
               regions: Sequence[str] = (), reason: str | None = None, override: bool = False,
-              key: str | None = None) -> str:
+              key: str | None = None, unreviewed: int | None = None) -> str:
         """One review action through the store, saved at once; returns the confirmation. Raises ValueError naming
         the problem (nothing saved). `override` (sign / amend over another reviewer's signature) takes `text` as
-        the note saying why; `key` is the client's idempotency key: a retry with it is not applied twice."""
+        the note saying why; `key` is the client's idempotency key: a retry with it is not applied twice.
+        `unreviewed`: sign only, the number of undecided sentences the signer confirms leaving (the store refuses
+        a sign with undecided sentences without it, db.reviews.UnreviewedError)."""
         self.case(case_id)
         if kind == "undo":
             return self.store.undo(case_id, reviewer, key=key)
-        if kind in ("sign", "amend"):
-            act = self.store.sign if kind == "sign" else self.store.amend
-            return act(case_id, reviewer, override=override, note=text or None, key=key)
+        if kind == "sign":
+            try:
+                return self.store.sign(case_id, reviewer, override=override, note=text or None, key=key,
+                                       unreviewed=unreviewed)
+            except ValueError as exc:
+                raise self._with_regrounded_ungrounded(case_id, exc) from None
+        if kind == "amend":
+            return self.store.amend(case_id, reviewer, override=override, note=text or None, key=key)
         if kind in CORRECTION_KINDS:
             return self.store.correct(case_id, reviewer, kind, index=index, text=text, regions=regions,
                                       reason=reason, key=key)
         raise ValueError(f"unknown action {kind!r}; expected one of {list(ACTIONS)}")
 
+    def _with_regrounded_ungrounded(self, case_id: str, exc: ValueError) -> ValueError:
+        """A refused sign (db.reviews.UnreviewedError) lists the ungrounded sentences by the model's verdicts; the
+        reviewer's own words are graded only here, so their re-grounded ungrounded ones are added to the list."""
+        if getattr(exc, "check", None) is None:
+            return exc
+        state = self.state(case_id)
+        mine = [s for s in state.current if s.index in state.regrounded and s.verdict == "ungrounded"
+                and s.index not in state.flags]
+        if not mine:
+            return exc
+        listed = ", ".join(f'#{s.index + 1} "{s.text}"' for s in mine)
+        return type(exc)(f"{exc} (re-grounded on the reviewer's words and ungrounded: {listed})", exc.check)
+
     def generate_payload(self, case_id: str) -> dict:
         """The API's `/generate`: the model's report with per-sentence regions and verdicts, and the review."""
         _, analysis = self.open(case_id)
-        state = self.store.state(case_id)
+        state = self.state(case_id)
         return {"case_id": case_id, "model_version": analysis.report.model_version,
                 "report": analysis.report.to_dict(), "review": state.to_dict(), "disclaimer": DISCLAIMER}
 

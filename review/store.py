@@ -31,7 +31,7 @@ class ReviewStore(Protocol):
     def undo(self, case_id: str, reviewer: str, key: str | None = None) -> str: ...
 
     def sign(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
-             key: str | None = None) -> str: ...
+             key: str | None = None, unreviewed: int | None = None) -> str: ...
 
     def amend(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
               key: str | None = None) -> str: ...
@@ -80,15 +80,21 @@ class DbReviewStore:
         if item.generation_id is None:
             raise KeyError(f"case {case_id!r} has no report yet")
         original = [Sentence.from_dict(s) for s in item.output["sentences"]]
-        if item.final is None:
-            current, notes = [Sentence.from_dict(s.to_dict()) for s in original], {}
-        else:
+        state = ReviewState(case_id, item.status, original, [Sentence.from_dict(s.to_dict()) for s in original],
+                            reviewer=item.reviewer, signed=item.status == "signed",
+                            model_version=item.model_version or "")
+        if item.final is not None:
             scores = {(s.index, r.name): r.score for s in original for r in s.regions}
             by_index = {s.index: s for s in original}
-            current = [_from_final(f, by_index.get(f.index), scores) for f in item.final]
-            notes = {f.index: _notes(f) for f in item.final}
-        return ReviewState(case_id, item.status, original, current, notes, item.reviewer,
-                           item.status == "signed", item.model_version or "")
+            when = {c.id: (c.reviewer, c.created_at.strftime("%Y-%m-%d %H:%M UTC")) for c in item.trail}
+            state.current = [_from_final(f, by_index.get(f.index), scores) for f in item.final]
+            state.notes = {f.index: _notes(f) for f in item.final}
+            state.marks = {f.index: f.state for f in item.final}
+            state.decided = {f.index for f in item.final if f.decided}
+            state.flags = {f.index: (f.reason_code or "other", f.note) for f in item.final if f.flagged}
+            state.changed = {f.index: when[f.correction_ids[-1]] for f in item.final
+                             if f.correction_ids and f.correction_ids[-1] in when}
+        return state
 
     def _review(self, case_id: str, reviewer: str) -> int:
         return self.db.start_review(self.db.study_id(case_id), reviewer)
@@ -104,7 +110,10 @@ class DbReviewStore:
                                  regions=list(regions) if kind in ("relink", "add") else None, idempotency_key=key)
         what = {"edit": "edited", "delete": "deleted", "add": "added", "flag": f"flagged ungrounded ({reason})",
                 "relink": f"re-linked to {', '.join(regions) or 'no region'}", "accept": "accepted"}[kind]
-        target = "a new sentence" if kind == "add" else ("every sentence" if index is None else f"sentence {index + 1}")
+        if kind == "accept" and index is None:
+            return ("undecided grounded sentences accepted in bulk (ungrounded, unverified and flagged ones are "
+                    f"decided one by one) by {reviewer}")
+        target = "a new sentence" if kind == "add" else f"sentence {index + 1}"
         return f"{target} {what} by {reviewer}"
 
     def undo(self, case_id: str, reviewer: str, key: str | None = None) -> str:
@@ -112,10 +121,13 @@ class DbReviewStore:
         return f"last correction undone by {reviewer}"
 
     def sign(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
-             key: str | None = None) -> str:
-        """Over another reviewer's signature (re-signing their amended report) only with `override` and a note."""
-        self.db.sign(self._review(case_id, reviewer), reviewer, override=override, note=note, idempotency_key=key)
-        return f"report signed by {reviewer}" + (" (overriding the previous signature)" if override else "")
+             key: str | None = None, unreviewed: int | None = None) -> str:
+        """Refused (db.reviews.UnreviewedError, naming the sentences) while a sentence is undecided, unless
+        `unreviewed` confirms their number. Over another reviewer's signature only with `override` and a note."""
+        self.db.sign(self._review(case_id, reviewer), reviewer, override=override, note=note, idempotency_key=key,
+                     unreviewed=unreviewed)
+        left = f" with {unreviewed} sentence{'s' if unreviewed != 1 else ''} unreviewed" if unreviewed else ""
+        return f"report signed by {reviewer}{left}" + (" (overriding the previous signature)" if override else "")
 
     def amend(self, case_id: str, reviewer: str, override: bool = False, note: str | None = None,
               key: str | None = None) -> str:
@@ -138,15 +150,20 @@ class DbReviewStore:
 
 
 def _from_final(f: FinalSentence, model_sentence: Sentence | None, scores: dict) -> Sentence:
-    """A replayed sentence as the viewer's Sentence: a flag makes it ungrounded; added ones are not graded."""
-    verdict = "ungrounded" if f.flagged else (f.model_verdict if f.origin == "model" else None)
-    reasons = list(model_sentence.reasons) if model_sentence is not None and not f.edited else []
-    regions = [RegionScore(n, scores.get((f.index, n), 1.0)) for n in f.regions]
+    """A replayed sentence as the viewer's Sentence: a flag makes it ungrounded. New words (an edit, an added
+    sentence) keep none of the model's verdict, reasons or regions: the review service grounds them again
+    (ReviewService.state); until then they are ungraded, with only the regions a reviewer linked by hand."""
+    new_words = f.edited or f.origin == "reviewer"
+    verdict = "ungrounded" if f.flagged else (None if new_words else f.model_verdict)
+    reasons = list(model_sentence.reasons) if model_sentence is not None and not new_words else []
+    by_hand = f.regions_by == "reviewer"
+    regions = [RegionScore(n, scores.get((f.index, n), 1.0)) for n in f.regions] if by_hand or not new_words else []
     return Sentence(f.index, f.text, regions=regions, verdict=verdict, reasons=reasons)
 
 
 def _notes(f: FinalSentence) -> list[str]:
-    marks = [m for m, on in (("added", f.origin == "reviewer"), ("edited", f.edited), ("accepted", f.accepted),
+    accepted = "accepted (bulk)" if f.accepted_in_bulk else "accepted"
+    marks = [m for m, on in (("added", f.origin == "reviewer"), ("edited", f.edited), (accepted, f.accepted),
                              ("re-linked", f.regions_by == "reviewer" and f.origin == "model")) if on]
     if f.flagged:
         marks.append(f"flagged: {f.reason_code}" + (f" ({f.note})" if f.note else ""))

@@ -38,14 +38,18 @@ def _open(page, url, case):
 
 
 def _select_sentence(page, text):
-    page.locator("#gcxr-sentence label", has_text=text).click()
-    page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=30_000)
+    # the reader clicks the sentence in the report itself (issue 16)
+    page.locator("#gcxr-report li.gcxr-sentence", has_text=text).first.click()
+    page.wait_for_selector(f"#gcxr-report li.gcxr-selected:has-text('{text}')", timeout=30_000)
 
 
 def _act(page, button, reviewer="dr.test"):
     page.locator("#gcxr-reviewer textarea, #gcxr-reviewer input").first.fill(reviewer)
+    before = page.evaluate("document.querySelector('#gcxr-action-msg').innerText")
     page.locator(button).click()
-    page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('Saved')", timeout=30_000)
+    # the confirmation appears next to the buttons, not at the top of the page
+    page.wait_for_function("(b) => { const t = document.querySelector('#gcxr-action-msg').innerText; "
+                           "return t !== b && t.includes('Saved'); }", arg=before, timeout=30_000)
 
 
 def test_open_case_and_select_sentence_highlights_its_regions(page, app_url):
@@ -69,7 +73,7 @@ def test_edit_and_flag_persist_after_reload(page, app_url):
     _select_sentence(page, "The heart is normal")
     page.locator("#gcxr-text textarea, #gcxr-text input").first.fill("The heart is mildly enlarged.")
     _act(page, "#gcxr-edit")
-    assert "edited by dr.test" in page.locator("#gcxr-status").inner_text()
+    assert "edited by dr.test" in page.locator("#gcxr-action-msg").inner_text()
     _select_sentence(page, "No focal consolidation")
     _act(page, "#gcxr-flag")
     page.reload()
@@ -77,8 +81,12 @@ def test_edit_and_flag_persist_after_reload(page, app_url):
     report = page.locator("#gcxr-report").inner_text()
     assert "The heart is mildly enlarged." in report and "flagged: not_in_image" in report
     assert page.locator("#gcxr-report .gcxr-ungrounded").count() == 2
-    compare = page.locator("#gcxr-compare").inner_text()
-    assert "The heart is normal in size." in compare and "The heart is mildly enlarged." in compare
+    compare = page.locator("#gcxr-compare")
+    assert "The heart is normal in size." in compare.inner_text()
+    # the changed words, marked; the flagged sentence is left out of the final report, so it is struck too
+    assert compare.locator("del").first.inner_text() == "normal in size. No focal consolidation in the right lung."
+    assert compare.locator("ins").first.inner_text() == "mildly enlarged."
+    assert "sentence 1: dr.test" in compare.inner_text()
 
 
 def test_hostile_text_is_shown_escaped_never_executed(page, app_url):
@@ -142,6 +150,7 @@ def test_bad_upload_is_refused_with_a_clear_message(page, app_url, tmp_path):
     page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('upload refused')",
                            timeout=60_000)
     assert "not a PNG, JPEG or DICOM" in page.locator("#gcxr-status").inner_text()
+    assert "not a PNG, JPEG or DICOM" in page.locator("#gcxr-worklist-msg").inner_text()  # beside the upload
 
 
 def test_gradio_client_api(app_url):

@@ -65,11 +65,13 @@ def test_build_app_exposes_api(backend):
     demo = build_app(backend)
     names = {d.api_name for d in demo.fns.values()}
     assert {"generate", "correct", "worklist"} <= names
-    # every endpoint gradio_client sees keeps the name it had before the app was split into review/ and ui/
-    assert names == {"generate", "correct", "worklist", "open_case", "pick_row", "redraw", "do_upload", "do_export",
+    # every endpoint gradio_client saw before the app was split into review/ and ui/ keeps its name; issue 16
+    # added the reading layout's (next case, pan, reset view, accept all grounded, confirmed sign, window / level)
+    assert names >= {"generate", "correct", "worklist", "open_case", "pick_row", "redraw", "do_upload", "do_export",
                      "use_model", "fine_tune", "on_page_load", "sort_worklist", "sort_worklist_1",
                      *(f"act_{i}" if i else "act" for i in range(9)),
                      *(f"redraw_keep_text_{i}" if i else "redraw_keep_text" for i in range(5))}
+    assert {"next_case", "pan", "reset_view"} <= names
 
 
 def test_corrections_go_through_the_store_and_survive_a_restart(backend, tmp_path):
@@ -107,12 +109,13 @@ def test_sign_then_export_zip(backend):
     import zipfile
     backend.open("demo-1")
     backend.store.correct("demo-1", "dr.b", "accept")
-    assert "signed by dr.b" in backend.store.sign("demo-1", "dr.b")
+    # accept-all leaves the ungrounded sentence 3 undecided: signing confirms it (issue 16)
+    assert "signed by dr.b with 1 sentence unreviewed" in backend.store.sign("demo-1", "dr.b", unreviewed=1)
     with pytest.raises(ValueError, match="signed"):
         backend.store.correct("demo-1", "dr.b", "edit", index=0, text="late edit")
     backend.store.amend("demo-1", "dr.b")
     backend.store.correct("demo-1", "dr.b", "edit", index=0, text="Amended sentence.")
-    backend.store.sign("demo-1", "dr.b")
+    backend.store.sign("demo-1", "dr.b", unreviewed=1)
     assert backend.store.state("demo-1").final_text.startswith("Amended sentence.")
     row = next(r for r in backend.store.worklist() if r.case_id == "demo-1")
     assert row.status == "signed" and row.reviewer == "dr.b" and row.n_ungrounded == 1
@@ -184,7 +187,7 @@ def test_fine_tune_from_corrections_reports_progress_and_offers_the_new_model(ba
     with pytest.raises(ValueError, match="no signed review"):
         backend.fine_tune(lambda f, d: None)
     backend.open("demo-0")
-    backend.store.sign("demo-0", "dr.a")
+    backend.store.sign("demo-0", "dr.a", unreviewed=3)
     seen = []
     msg = backend.fine_tune(lambda f, d: seen.append(round(f, 2)))
     name = msg.split()[2]
@@ -200,6 +203,6 @@ def test_failed_fine_tune_says_why(backend, tmp_path):
     backend.finetune_data, backend.models["fake-0"] = str(tmp_path), str(tmp_path)
     backend.finetune_cmd = lambda **kw: [sys.executable, "-c", "print('error: broken checkpoint'); raise SystemExit(2)"]
     backend.open("demo-0")
-    backend.store.sign("demo-0", "dr.a")
+    backend.store.sign("demo-0", "dr.a", unreviewed=3)
     with pytest.raises(RuntimeError, match="exit code 2.*broken checkpoint"):
         backend.fine_tune(lambda f, d: None)

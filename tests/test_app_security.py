@@ -62,7 +62,7 @@ def _sensitive_files(service) -> list[str]:
     weights, the project's source."""
     service.open("demo-0")
     service.store.correct("demo-0", "dr.a", "accept")
-    service.store.sign("demo-0", "dr.a")
+    service.store.sign("demo-0", "dr.a", unreviewed=1)  # accept-all leaves the ungrounded one
     _, export_zip = service.export()
     img = np.tile(np.arange(128, dtype=np.uint8), (128, 1))
     upload = service.upload(_png_bytes(img)).image_path
@@ -140,7 +140,7 @@ def test_amending_another_reviewers_signature_through_the_api_needs_an_override(
     service, url = login_app
     alice, bob = _client(url, USERS[0]), _client(url, USERS[1])
     alice.predict("demo-2", api_name="/generate")
-    alice.predict("demo-2", "alice", "sign", None, "", [], "", api_name="/correct")
+    alice.predict("demo-2", "alice", "sign", None, "", [], "", False, "", 3, api_name="/correct")
     with pytest.raises(Exception, match="signed by 'alice'"):
         bob.predict("demo-2", "", "amend", None, "", [], "", api_name="/correct")
     out = bob.predict("demo-2", "", "amend", None, "wrong side", [], "", True, api_name="/correct")
@@ -204,7 +204,7 @@ def test_eight_concurrent_api_clients_each_get_their_answers(tmp_path):
             c.predict(f"demo-{i}", api_name="/generate")
             for n in range(3):
                 c.predict(f"demo-{i}", f"dr.{i}", "add", None, f"Finding {n}.", [], "", api_name="/correct")
-            c.predict(f"demo-{i}", f"dr.{i}", "sign", None, "", [], "", api_name="/correct")
+            c.predict(f"demo-{i}", f"dr.{i}", "sign", None, "", [], "", False, "", 3, api_name="/correct")
             times.append(time.perf_counter() - t)
         except Exception as exc:  # collected: the assertion names it
             errors.append(f"{i}: {exc!r}")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from _db_support import write_png
+from _db_support import sign_as_is, write_png
 from conftest import ROOT
 
 from db.__main__ import COMMANDS, main
@@ -164,7 +164,7 @@ def test_export_through_the_cli(url, images, model_dir, tmp_path, capsys):
     item = store.worklist()[0]
     rid = store.start_review(item.study_id, "dr.a")
     store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text="No opacity.")
-    store.sign(rid, "dr.a")
+    sign_as_is(store, rid, "dr.a")
     store.close()
     out = tmp_path / "export"
     assert main(["export", "--db", url, "--out", str(out)]) == 0

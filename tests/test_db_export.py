@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from _db_support import db_url, store, study_with_generation, write_png  # noqa: F401
+from _db_support import sign_as_is, db_url, store, study_with_generation, write_png  # noqa: F401
 from conftest import ROOT
 
 import db.export as export_mod
@@ -21,7 +21,7 @@ def _signed_study(store, tmp_path, pseudo_id: str, seed: int, edit: str | None =
     rid = store.start_review(sid, "dr.a")
     if edit:
         store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text=edit)
-    store.sign(rid, "dr.a")
+    sign_as_is(store, rid, "dr.a")
     return rid
 
 
@@ -36,7 +36,7 @@ def test_export_writes_the_r2gen_layout_pairs_and_manifest(store, tmp_path):
     store.apply_correction(rid2, "flag", "dr.b", sentence_index=2, reason_code="not_in_image")
     store.apply_correction(rid2, "delete", "dr.b", sentence_index=0)
     store.apply_correction(rid2, "add", "dr.b", text="Small <b>nodule</b>.", regions=["left lung"])
-    store.sign(rid2, "dr.b")
+    sign_as_is(store, rid2, "dr.b")
     sid3, _ = study_with_generation(store, "S-3")  # under review, never signed: not exported
     store.apply_correction(store.start_review(sid3, "dr.c"), "delete", "dr.c", sentence_index=0)
 
@@ -89,7 +89,7 @@ def test_export_is_incremental_idempotent_and_equal_to_a_full_rebuild(store, tmp
     store.amend(rid2, "dr.a")
     store.apply_correction(rid2, "edit", "dr.a", sentence_index=0, text="Cardiomegaly.")
     assert not export(store, str(out)).written
-    store.sign(rid2, "dr.a")
+    sign_as_is(store, rid2, "dr.a")
     third = export(store, str(out))
     assert third.studies_new == ["S-2"] and third.n_entries == 2
     ann = json.load(open(out / "annotation.json"))
@@ -213,7 +213,7 @@ def test_a_study_with_every_sentence_flagged_gives_pairs_but_no_training_report(
     rid = store.start_review(sid, "dr.a")
     for i in range(2):
         store.apply_correction(rid, "flag", "dr.a", sentence_index=i, reason_code="not_in_image")
-    store.sign(rid, "dr.a")
+    sign_as_is(store, rid, "dr.a")
     r = export(store, str(tmp_path / "out"))
     assert r.n_entries == 0 and r.n_pairs == 2
     assert json.load(open(tmp_path / "out" / "annotation.json"))["train"] == []

@@ -3,7 +3,7 @@ the record, a retried correction applied once, and only non-identifying image ta
 import threading
 
 import pytest
-from _db_support import db_url, model_output, store, study_with_generation, write_png  # noqa: F401
+from _db_support import sign_as_is, db_url, model_output, store, study_with_generation, write_png  # noqa: F401
 
 from db.names import IdentityError, normalise_name, safe_display, session_reviewer
 from db.store import Store, StoreError
@@ -33,7 +33,7 @@ def test_names_are_compared_after_nfkc_so_full_width_and_spacing_variants_are_on
     sid, _ = study_with_generation(store)
     rid = store.start_review(sid, "dr.a")
     store.apply_correction(rid, "accept", "ｄｒ．ａ")  # full-width: the same reviewer after NFKC
-    store.sign(rid, "  dr.a ")
+    sign_as_is(store, rid, "  dr.a ")
     assert {c.reviewer for c in store.corrections(rid)} == {"dr.a"}
     assert normalise_name("Dr.\u00a0\u00a0Müller") == "Dr. Müller" and normalise_name("Иван Петров") == "Иван Петров"
 
@@ -70,7 +70,7 @@ def test_sentence_text_with_terminal_control_characters_is_refused(store, text):
 def _signed(store, by="alice"):
     sid, _ = study_with_generation(store)
     rid = store.start_review(sid, by)
-    store.sign(rid, by)
+    sign_as_is(store, rid, by)
     return rid
 
 
@@ -84,7 +84,7 @@ def test_amending_another_reviewers_signed_report_needs_an_override_with_a_note(
     store.amend(rid, "bob", note="wrong side", override=True)
     amend = store.corrections(rid)[-1]
     assert (amend.kind, amend.reviewer, amend.override_of, amend.text) == ("amend", "bob", "alice", "wrong side")
-    store.sign(rid, "bob")  # bob took it over explicitly: his re-sign needs no second override
+    sign_as_is(store, rid, "bob")  # bob took it over explicitly: his re-sign needs no second override
     assert store.review(rid).signed_by == "bob"
 
 
@@ -92,8 +92,8 @@ def test_re_signing_what_another_reviewer_signed_and_amended_needs_an_override(s
     rid = _signed(store, "alice")
     store.amend(rid, "alice")  # her own: no override
     with pytest.raises(StoreError, match="to re-sign another reviewer's signed report"):
-        store.sign(rid, "bob")
-    store.sign(rid, "bob", override=True, note="alice is away")
+        sign_as_is(store, rid, "bob")
+    sign_as_is(store, rid, "bob", override=True, note="alice is away")
     assert store.corrections(rid)[-1].override_of == "alice"
 
 
@@ -101,7 +101,7 @@ def test_own_amendment_and_first_signature_by_a_colleague_need_no_override(store
     sid, _ = study_with_generation(store)
     rid = store.start_review(sid, "alice")
     store.apply_correction(rid, "accept", "alice")
-    store.sign(rid, "bob")  # nobody had signed: a shared review is signed by whoever finishes it
+    sign_as_is(store, rid, "bob")  # nobody had signed: a shared review is signed by whoever finishes it
     store.amend(rid, "bob")
     assert all(c.override_of is None for c in store.corrections(rid))
 
@@ -118,7 +118,7 @@ def test_a_retried_correction_with_the_same_key_is_applied_once(store):
     assert first == again and len(store.corrections(rid)) == 1
     assert sum(s.text == "New finding." for s in store.final_report(rid)) == 1
     sign_key = "9b2f6c1e-sign-0001"
-    assert store.sign(rid, "dr.a", idempotency_key=sign_key) == store.sign(rid, "dr.a", idempotency_key=sign_key)
+    assert sign_as_is(store, rid, "dr.a", idempotency_key=sign_key) == sign_as_is(store, rid, "dr.a", idempotency_key=sign_key)
 
 
 def test_a_key_reused_for_another_request_is_refused(store):

@@ -1,6 +1,6 @@
 """The review store: migrations, state machine, every correction kind, undo, validation, atomic writes."""
 import pytest
-from _db_support import db_url, model_output, store, study_with_generation, write_png  # noqa: F401
+from _db_support import sign_as_is, db_url, model_output, store, study_with_generation, write_png  # noqa: F401
 from sqlalchemy import inspect, text
 
 from db.engine import current_revision, head_revision, make_engine, migrate
@@ -129,7 +129,7 @@ def test_review_state_machine(store):
     assert store.review(rid).status == "new"
     store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Heart size is normal.")
     assert store.review(rid).status == "in_review"
-    store.sign(rid, "dr.a")
+    sign_as_is(store, rid, "dr.a")
     r = store.review(rid)
     assert r.status == "signed" and r.signed_at is not None
     with pytest.raises(StoreError, match="signed; amend it first"):
@@ -137,7 +137,7 @@ def test_review_state_machine(store):
     with pytest.raises(StoreError, match="signed; amend it first"):
         store.undo_last(rid, "dr.a")
     with pytest.raises(StoreError, match="signed already"):
-        store.sign(rid, "dr.a")
+        sign_as_is(store, rid, "dr.a")
     store.amend(rid, "dr.b", note="laterality", override=True)  # dr.a signed it: an explicit override
     assert store.review(rid).status == "amended"
     with pytest.raises(StoreError, match="not signed: there is nothing to amend"):
@@ -145,17 +145,23 @@ def test_review_state_machine(store):
     with pytest.raises(StoreError, match="nothing to undo since it was last signed or amended"):
         store.undo_last(rid, "dr.b")  # the signed edit is changed by a correction, not silently undone
     store.apply_correction(rid, "delete", "dr.b", sentence_index=2)
-    store.sign(rid, "dr.b")
+    sign_as_is(store, rid, "dr.b")
     assert store.review(rid).status == "signed"
     kinds = [(c.kind, c.reviewer) for c in store.corrections(rid)]
     assert kinds == [("edit", "dr.a"), ("sign", "dr.a"), ("amend", "dr.b"), ("delete", "dr.b"), ("sign", "dr.b")]
 
 
-def test_sign_straight_from_new_accepts_the_model_report(store):
+def test_sign_straight_from_new_needs_the_unreviewed_count_confirmed(store):
+    # Issue 16 changed this: signing an untouched report used to accept it silently.
     sid, _ = study_with_generation(store)
     rid = store.start_review(sid, "dr.a")
-    store.sign(rid, "dr.a")
+    n = len(model_output()["sentences"])
+    with pytest.raises(StoreError, match=f"{n} sentences not reviewed yet.*sign with {n} unreviewed"):
+        store.sign(rid, "dr.a")
+    assert store.review(rid).status == "new"
+    store.sign(rid, "dr.a", unreviewed=n)
     assert store.final_text(rid) == model_output()["report"]
+    assert store.corrections(rid)[-1].sentences == list(range(n))
 
 
 def test_start_review_needs_a_generation(store):
@@ -272,7 +278,7 @@ def test_cannot_sign_an_empty_report(store):
     rid = store.start_review(sid, "dr.a")
     store.apply_correction(rid, "delete", "dr.a", sentence_index=0)
     with pytest.raises(StoreError, match="no sentence left"):
-        store.sign(rid, "dr.a")
+        sign_as_is(store, rid, "dr.a")
 
 
 def test_hostile_text_is_stored_verbatim(store):
@@ -298,7 +304,7 @@ def test_a_failure_inside_a_write_leaves_no_partial_rows(store, monkeypatch):
     with pytest.raises(RuntimeError, match="disk on fire"):
         store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="lost")
     with pytest.raises(RuntimeError):
-        store.sign(rid, "dr.a")
+        sign_as_is(store, rid, "dr.a")
     monkeypatch.undo()
     assert store.corrections(rid) == []
     assert store.review(rid).status == "new"
@@ -314,7 +320,7 @@ def test_worklist_orders_and_filters(store):
     c, _ = study_with_generation(store, "S-c", ungrounded=(2,))
     store.register_study("S-d", "test")  # no generation yet
     rid = store.start_review(c, "dr.c")
-    store.sign(rid, "dr.c")
+    sign_as_is(store, rid, "dr.c")
     items = store.worklist()
     assert [i.pseudo_id for i in items] == ["S-b", "S-c", "S-a", "S-d"]
     assert [i.n_ungrounded for i in items] == [3, 1, 0, 0]
@@ -330,12 +336,12 @@ def test_signed_report_is_the_version_signed_even_during_an_amendment(store):
     sid, _ = study_with_generation(store)
     rid = store.start_review(sid, "dr.a")
     store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Signed text.")
-    first_sign = store.sign(rid, "dr.a")
+    first_sign = sign_as_is(store, rid, "dr.a")
     store.amend(rid, "dr.a")
     store.apply_correction(rid, "edit", "dr.a", sentence_index=0, text="Amendment in progress.")
     assert store.signed_versions() == {"S-1": (rid, first_sign)}
     assert store.signed_report(rid).sentences[0].text == "Signed text."
-    second = store.sign(rid, "dr.a")
+    second = sign_as_is(store, rid, "dr.a")
     assert store.signed_versions() == {"S-1": (rid, second)}
     assert store.signed_report(rid).sentences[0].text == "Amendment in progress."
 

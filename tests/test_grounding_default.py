@@ -69,3 +69,20 @@ def test_inserted_right_pneumothorax_is_ungrounded_with_the_default(pipeline):
     out = ground_text(pipeline.generator, image, pipeline.segment(image), c.report + " There is a right pneumothorax.")
     inserted = out.sentences[-1]
     assert inserted.text == "There is a right pneumothorax." and inserted.verdict == "ungrounded", inserted.reasons
+
+
+def test_the_review_analyser_regrounds_a_reviewers_sentence_with_the_real_model(pipeline, left_effusion):
+    # The path the review service takes for an edit (review/analyser.py PipelineAnalyser.ground), on the embedded
+    # model: a verdict, reasons and an evidence map for the new words; two sentences in one edit give one result.
+    from review.analyser import PipelineAnalyser
+
+    analyser = PipelineAnalyser.__new__(PipelineAnalyser)
+    analyser.pipeline = pipeline
+    _, image = left_effusion
+    analysis = pipeline.analyse(image)
+    one, heat = analyser.ground(image, analysis, "There is a large left pleural effusion.")
+    assert one.verdict in VERDICTS and one.reasons and heat.shape == image.shape
+    again, _ = analyser.ground(image, analysis, "There is a large left pleural effusion.")
+    assert again.verdict == one.verdict and [r.name for r in again.regions] == [r.name for r in one.regions]
+    two, _ = analyser.ground(image, analysis, "The heart is normal. There is a large left pleural effusion.")
+    assert two.verdict in VERDICTS and two.text.count(".") == 2

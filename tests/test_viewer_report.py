@@ -53,3 +53,26 @@ def test_out_of_domain_banner_folds_the_text_and_unverified_has_a_badge():
     h = report_html([Sentence(0, "Large right pneumothorax.", verdict="unverified")], banner=banner)
     assert 'role="alert"' in h and "<details" in h and h.index("gcxr-banner") < h.index("pneumothorax")
     assert "unverified" in verdict_badge("unverified") and "grounded" not in verdict_badge("unverified")
+
+
+def test_a_flagged_sentence_is_struck_through_and_labelled_not_part_of_the_report():
+    h = report_html(_sentences(), flags={2: "not_in_image"}, regrounded={0}, undecided={1})
+    item = h[h.index('data-index="2"'):]
+    assert '<s class="gcxr-text"' in item and "not part of the signed report" in item
+    assert h.count("gcxr-flagged") == 1 and h.count("re-grounded") == 1 and h.count("to review") == 1
+
+
+def test_the_compare_panel_marks_changed_words_and_names_who_and_when():
+    from viewer.report import word_diff_html
+    diff = word_diff_html("The heart is normal in size.", "The heart is mildly enlarged.")
+    assert '<del class="gcxr-del" style="color:#cf222e">normal in size.</del>' in diff
+    assert '<ins class="gcxr-ins" style="color:#1a7f37">mildly enlarged.</ins>' in diff
+    assert diff.startswith("The heart is")
+    h = side_by_side_html("A b.", "A c.", changes=[(0, "dr.<a>", "2026-12-05 10:00 UTC")])
+    assert "sentence 1: dr.&lt;a&gt;, 2026-12-05 10:00 UTC" in h
+    assert word_diff_html(HOSTILE, "x").count("<script") == 0
+
+
+def test_reason_numbers_are_named_in_plain_words():
+    h = report_html([Sentence(0, "x", verdict="weak", reasons=["The words point to the heart.\nPMI +3.38"])])
+    assert "association with this film +3.38" in h and "PMI" not in h

@@ -21,6 +21,8 @@ from ui.web import SecurityMiddleware
 MAX_UPLOAD = "100mb"  # refused by Gradio's upload route (413) before the bytes reach a handler
 # Gradio's cache holds only what the browser was sent (rendered images, an export zip); sweep it hourly.
 CACHE_SWEEP = (3600, 3600)
+# Keyboard shortcuts and click-to-select in the report (ui/review.js): run once when the page loads.
+PAGE_JS = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "review.js"), encoding="utf-8").read()
 
 
 def build_app(service: ReviewService, title: str = "GroundCXR review", login: bool = False) -> gr.Blocks:
@@ -49,6 +51,6 @@ def launch(service: ReviewService, host: str = "127.0.0.1", port: int | None = N
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block,
                 allowed_paths=[], blocked_paths=blocked_paths(service), max_file_size=MAX_UPLOAD,
-                app_kwargs={"middleware": [Middleware(SecurityMiddleware)]}, css=CSS, footer_links=["api"],
+                app_kwargs={"middleware": [Middleware(SecurityMiddleware)]}, css=CSS, js=PAGE_JS, footer_links=["api"],
                 show_error=False, quiet=True, ssr_mode=False)
     return demo

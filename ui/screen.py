@@ -3,7 +3,6 @@ and state, drawn by viewer/. No Gradio here, so the handlers and the benchmark s
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,9 @@ from review.service import ReviewService
 from model.types import CaseAnalysis
 from review.types import DISCLAIMER, Analyser, ReviewState
 from viewer.heatmap import render_heatmap
-from viewer.overlay import compose_overlay, legend_html, segmentation_legend_info, zoom
+from viewer.model_card import model_card_html as card_html
+from viewer.overlay import legend_html, segmentation_legend_info
+from viewer.viewport import Viewport, center_of, render_viewport
 from viewer.report import domain_banner, report_html, sentences_in_region, side_by_side_html
 
 DEFAULT_SUPERCLASSES = ("lung halves", "heart region")
@@ -27,24 +28,32 @@ class ViewSettings:
     classes: list[str]
     opacity: float
     zoom: float
+    center: tuple[float, float] | None = None  # where the reader panned to (fractions); None: the selection
+    level: float = 0.5  # window / level on the stored full-depth pixels (viewer/viewport.py)
+    width: float = 1.0
+    invert: bool = False
+
+
+DEFAULT_VIEW = ViewSettings(list(DEFAULT_SUPERCLASSES), [], 0.35, 1.0)  # what every case opens with
 
 
 def case_view(service: ReviewService, case_id: str, sentence: int | None, region: str | None,
               settings: ViewSettings) -> dict[str, Any]:
     """Everything the Review screen shows (render_view) plus the selection it resolved to."""
     image, analysis = service.open(case_id)
-    state = service.store.state(case_id)
+    state = service.state(case_id)
     by_index = {s.index: s for s in state.current}
     if sentence not in by_index:  # deleted meanwhile, or none selected
         sentence = None
-    v = render_view(image, analysis, state, sentence, region, settings)
+    v = render_view(image, analysis, state, sentence, region, settings, full=service.full_image(case_id))
     return {**v, "sentence": sentence, "selected": by_index.get(sentence),
             "regions": list(analysis.segmentation.masks), "state": state}
 
 
 def render_view(image: np.ndarray, analysis: CaseAnalysis, state: ReviewState, sentence: int | None,
-                region: str | None, view: ViewSettings) -> dict[str, Any]:
-    """Everything the Review screen shows for one case, as plain values (images, HTML, choices)."""
+                region: str | None, view: ViewSettings, full: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything the Review screen shows for one case, as plain values (images, HTML, choices). `full`: the film
+    at its stored resolution and depth, which zoom and window / level read (default: the analysis-size image)."""
     masks = analysis.segmentation.masks
     by_index = {s.index: s for s in state.current}
     sel = by_index.get(sentence) if sentence is not None else None
@@ -52,49 +61,51 @@ def render_view(image: np.ndarray, analysis: CaseAnalysis, state: ReviewState, s
     if region:
         highlight = list(dict.fromkeys(highlight + [region]))
     shown = list(view.superclasses) + list(view.classes)
-    overlay = compose_overlay(image, masks, selected=shown, opacity=view.opacity, highlight=highlight)
-    if view.zoom > 1.0:
-        lit = [n for n in highlight if n in masks]
-        center = _centroid(np.any([masks[n] for n in lit], axis=0)) if lit else (0.5, 0.5)
-        overlay = zoom(overlay, view.zoom, center)
+    center = view.center or (center_of(masks, _expand(highlight, masks)) if view.zoom > 1.0 else None)
+    vp = Viewport(view.zoom, center, view.level, view.width, view.invert)
+    overlay, box = render_viewport(image if full is None else full, masks, vp, shown, view.opacity, highlight)
     legend_names = [n for n in masks if n in set(_expand(shown, masks)) | set(_expand(highlight, masks))]
-    heat = analysis.heatmaps.get(sentence) if sentence is not None else None
+    heat = state.heatmaps.get(sentence) if sentence in state.regrounded else \
+        (analysis.heatmaps.get(sentence) if sentence is not None and state.marks.get(sentence) != "edited" else None)
     in_region = ""
     if region:
         hits = sentences_in_region(state.current, region)
         in_region = report_html(hits, title=f"Sentences grounded in {region}") if hits else \
             f"<p><em>No sentence is grounded in {html.escape(region)}.</em></p>"
+    estimated, source = segmentation_legend_info(analysis.segmentation)
+    changes = [(i, *state.changed[i]) for i in sorted(state.changed)
+               if state.marks.get(i) in ("edited", "added", "flagged")]
     return {
-        "overlay": _display_size(overlay),
-        "legend": legend_html(legend_names, highlight, *segmentation_legend_info(analysis.segmentation)),
+        "overlay": overlay, "box": box,
+        "legend": legend_html(legend_names, highlight, estimated, source),
+        "overlay_label": f"Radiograph with anatomy outlines — {source}",
+        "classes": produced_classes(analysis),
         "heatmap": _display_size(render_heatmap(image, heat)) if heat is not None else None,
         "heat_note": _heat_note(analysis, state, sel, heat is not None),
         "report": report_html(state.current, selected=sentence, notes=state.notes,
                               title=f"Report for {state.case_id} — {state.status}", disclaimer=DISCLAIMER,
-                              banner=domain_banner(analysis.report.domain)),
-        "compare": side_by_side_html(state.original_text, state.final_text),
+                              banner=domain_banner(analysis.report.domain), flags=state.flags,
+                              regrounded=state.regrounded, undecided=set(state.undecided)),
+        "compare": side_by_side_html(state.original_text, state.final_text, changes),
         "sentence_choices": [(f"{s.index + 1}. {s.text}", str(s.index)) for s in state.current],
         "in_region": in_region,
     }
 
 
+def produced_classes(analysis: CaseAnalysis) -> list[str]:
+    """The CXAS classes the segmenter drew on this film (a non-empty mask): the only ones worth offering."""
+    return sorted(n for n, m in analysis.segmentation.masks.items() if n in taxonomy.CLASS_NAMES and np.any(m))
+
+
 def _heat_note(analysis: CaseAnalysis, state: ReviewState, sel, has_heat: bool) -> str:
     if sel is None:
         return "Select a sentence to see its evidence map."
+    if sel.index in state.regrounded:
+        return (f"Evidence map of sentence {sel.index + 1}, re-grounded on the reviewer's words "
+                f"({analysis.report.grounding_method or 'grounding'}).")
     if not has_heat:
-        return "This sentence has no evidence map (the reviewer added it)."
-    note = f"Evidence map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
-    original = next((s.text for s in state.original if s.index == sel.index), sel.text)
-    if original != sel.text:
-        note += " It shows the model's evidence for its original wording, before the reviewer's edit."
-    return note
-
-
-def _centroid(mask: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return 0.5, 0.5
-    return float(ys.mean()) / mask.shape[0], float(xs.mean()) / mask.shape[1]
+        return "This sentence has no evidence map yet (the reviewer wrote it and it has not been grounded)."
+    return f"Evidence map of sentence {sel.index + 1} ({analysis.report.grounding_method or 'grounding'})."
 
 
 def _display_size(rgb: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
@@ -110,18 +121,14 @@ def _expand(names, masks) -> list[str]:
     return out
 
 
-def model_md(analyser: Analyser) -> str:
-    """The model card as a list; card values are escaped (a card is a file anyone can write)."""
-    lines = [f"**Model version:** {html.escape(analyser.model_version)}", "", DISCLAIMER, ""]
-    card_md = getattr(analyser, "card_md", "")
-    if not analyser.card and not card_md:
-        lines.append("No model card (model_card.json or MODEL_CARD.md) in the model directory.")
-    for k, v in analyser.card.items():
-        v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-        lines.append(f"- **{html.escape(str(k))}**: {html.escape(v)}")
-    if card_md:  # the model directory's own card; gr.Markdown sanitises any HTML in it
-        lines += ["", card_md]
-    return "\n".join(lines)
+def model_card_html(analyser: Analyser) -> str:
+    """The model version and its model_card.json as a card (viewer/model_card.py)."""
+    return card_html(analyser.model_version, analyser.card or {}, DISCLAIMER)
+
+
+def model_card_text(analyser: Analyser) -> str:
+    """The model directory's own MODEL_CARD.md (gr.Markdown sanitises any HTML in it), empty when there is none."""
+    return getattr(analyser, "card_md", "") or ""
 
 
 def note(text: str, ok: bool) -> str:

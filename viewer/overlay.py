@@ -55,7 +55,7 @@ def compose_overlay(image: np.ndarray, masks: Mapping[str, np.ndarray], selected
 
     image: H×W float [0, 1] or uint8. masks: CXAS name -> bool H×W. selected: class or superclass names shown
     at `opacity`; highlight: names drawn on top, stronger and outlined (the regions of the selected sentence).
-    Returns H×W×3 uint8.
+    Opacity 0 draws nothing at all. Returns H×W×3 uint8.
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
@@ -65,6 +65,8 @@ def compose_overlay(image: np.ndarray, masks: Mapping[str, np.ndarray], selected
         if m.shape != (h, w):
             raise ValueError(f"mask '{name}' has shape {m.shape} but the image is {(h, w)}")
     out = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)  # H×W×3
+    if opacity == 0.0:  # "hide the overlays" hides every one, the selected sentence's outline included
+        return np.repeat(gray[..., None], 3, axis=2)
     shown = expand_selection(selected, masks)
     # Largest first, so a small structure inside a large one (heart in cardiomediastinum) stays visible on top.
     lit = sorted(expand_selection(highlight, masks), key=lambda n: -int(masks[n].sum()))

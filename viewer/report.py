@@ -5,8 +5,10 @@ Every piece of model or user text is HTML-escaped here: a report sentence or a r
 """
 from __future__ import annotations
 
+import difflib
 import html
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 
 from model.types import VERDICTS, Sentence
 
@@ -33,13 +35,20 @@ def verdict_badge(verdict: str | None) -> str:
             f'font-size:0.8em">{html.escape(label)}</span>')
 
 
+# The grounding engine's numbers, named for a reader who is not a statistician (the words come first anyway).
+_NUMBER_NAMES = (("PMI", "association with this film"), ("best region score", "best region score"))
+
+
 def _reason(text: str) -> str:
     """A reason's first line in words; the numbers after it (its second line) smaller and grey."""
     words, _, numbers = text.partition("\n")
     if not numbers:
         return html.escape(words)
+    numbers = " ".join(numbers.split())
+    for jargon, plain in _NUMBER_NAMES:
+        numbers = re.sub(rf"\b{jargon}\b", plain, numbers)
     return (f'{html.escape(words)} <span class="gcxr-numbers" style="color:#57606a;font-size:0.9em">'
-            f'({html.escape(" ".join(numbers.split()))})</span>')
+            f'({html.escape(numbers)})</span>')
 
 
 def _regions(sentence: Sentence, top: int) -> str:
@@ -51,13 +60,18 @@ def _regions(sentence: Sentence, top: int) -> str:
 
 def report_html(sentences: Sequence[Sentence], selected: int | None = None,
                 notes: Mapping[int, Sequence[str]] | None = None, title: str = "Report", top_regions: int = 3,
-                disclaimer: str | None = None, banner: str | None = None) -> str:
+                disclaimer: str | None = None, banner: str | None = None,
+                flags: Mapping[int, object] | None = None, regrounded: Collection[int] = (),
+                undecided: Collection[int] | None = None) -> str:
     """Sentences as an ordered list: verdict badge, text, reasons, top regions and review notes per sentence.
 
     selected: the sentence index to mark as selected. notes: sentence index -> short review notes shown under it
     (e.g. "edited by A"). banner: a warning above the report (`domain_banner`); with one, the sentences stay folded
-    until the reviewer opens them on purpose. Returns an HTML fragment."""
-    notes = notes or {}
+    until the reviewer opens them on purpose. flags: flagged sentence indices (-> reason): struck through and
+    labelled, they are not part of the signed report. regrounded: sentences whose verdict was computed again for
+    the reviewer's words. undecided: sentences nobody has decided on yet (marked "to review"). Each item carries
+    `data-index`; the page selects a sentence when it is clicked (ui/layout.py). Returns an HTML fragment."""
+    notes, flags = notes or {}, flags or {}
     parts = [f'<div class="gcxr-report"><h4>{html.escape(title)}</h4>']
     if banner:
         parts.append(f'<div class="gcxr-banner" role="alert" style="background:#fff1e5;border:2px solid #bc4c00;'
@@ -72,14 +86,8 @@ def report_html(sentences: Sequence[Sentence], selected: int | None = None,
                      'film)</summary>')
     parts.append("<ol>")
     for s in sentences:
-        sel = s.index == selected
-        style = "background:#fff8c5;" if sel else ""
-        parts.append(f'<li class="gcxr-sentence{" gcxr-selected" if sel else ""}" data-index="{int(s.index)}" '
-                     f'style="{style}margin-bottom:0.4em">{verdict_badge(s.verdict)} '
-                     f'<span class="gcxr-text">{html.escape(s.text)}</span><br/>{_regions(s, top_regions)}')
-        if s.reasons:
-            parts.append(f'<br/><span class="gcxr-reasons" style="font-size:0.85em">why: '
-                         f'{"; ".join(_reason(r) for r in s.reasons)}</span>')
+        parts.append(_sentence_item(s, s.index == selected, s.index in flags, s.index in regrounded,
+                                    undecided is not None and s.index in undecided, top_regions))
         for note in notes.get(s.index, ()):
             parts.append(f'<br/><span class="gcxr-note" style="font-size:0.85em;color:#0969da">'
                          f'{html.escape(note)}</span>')
@@ -88,14 +96,64 @@ def report_html(sentences: Sequence[Sentence], selected: int | None = None,
     return "".join(parts)
 
 
-def side_by_side_html(original: str, final: str) -> str:
-    """The model's original report beside the reviewer's current (or signed) report."""
-    def col(title: str, text: str) -> str:
-        body = html.escape(text) if text.strip() else "<em>(empty)</em>"
+def _sentence_item(s: Sentence, selected: bool, flagged: bool, regrounded: bool, undecided: bool,
+                   top_regions: int) -> str:
+    classes = "gcxr-sentence" + "".join(f" gcxr-{c}" for c, on in (("selected", selected), ("flagged", flagged),
+                                                                      ("undecided", undecided)) if on)
+    style = ("background:#fff8c5;" if selected else "") + "cursor:pointer;"
+    text = html.escape(s.text)
+    if flagged:
+        text = (f'<s class="gcxr-text" style="color:#6e7781">{text}</s> <span class="gcxr-flag-label" '
+                f'style="color:#cf222e;font-size:0.85em">flagged: the image does not support it; not part of the '
+                f'signed report</span>')
+    else:
+        text = f'<span class="gcxr-text">{text}</span>'
+    tags = ""
+    if regrounded:
+        tags += (' <span class="gcxr-regrounded" title="verdict, regions and evidence map computed again for the '
+                 'reviewer\'s words" style="color:#0969da;font-size:0.8em;border:1px solid #0969da;border-radius:4px;'
+                 'padding:0 0.3em">re-grounded</span>')
+    if undecided:
+        tags += ' <span class="gcxr-to-review" style="color:#6e7781;font-size:0.8em">· to review</span>'
+    out = (f'<li class="{classes}" data-index="{int(s.index)}" style="{style}margin-bottom:0.4em">'
+           f'{verdict_badge(s.verdict)}{tags} {text}<br/>{_regions(s, top_regions)}')
+    if s.reasons:
+        out += (f'<br/><span class="gcxr-reasons" style="font-size:0.85em">why: '
+                f'{"; ".join(_reason(r) for r in s.reasons)}</span>')
+    return out
+
+
+def word_diff_html(original: str, final: str) -> str:
+    """The final text with the reviewer's changes marked word by word: removed words struck through in red,
+    added words underlined in green (difflib over whitespace-separated words; all text escaped)."""
+    a, b = original.split(), final.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(a[i1:i2])))
+            continue
+        if op in ("delete", "replace"):
+            out.append(f'<del class="gcxr-del" style="color:#cf222e">{html.escape(" ".join(a[i1:i2]))}</del>')
+        if op in ("insert", "replace"):
+            out.append(f'<ins class="gcxr-ins" style="color:#1a7f37">{html.escape(" ".join(b[j1:j2]))}</ins>')
+    return " ".join(out)
+
+
+def side_by_side_html(original: str, final: str, changes: Sequence[tuple[int, str, str]] = ()) -> str:
+    """The model's original report beside the reviewer's current (or signed) report, the changes marked word by
+    word (`word_diff_html`); `changes`: (sentence index, reviewer, when) of each changed sentence, listed under."""
+    def col(title: str, body: str) -> str:
         return (f'<div style="flex:1;min-width:0"><h4>{html.escape(title)}</h4>'
                 f'<p style="white-space:pre-wrap">{body}</p></div>')
-    return (f'<div class="gcxr-compare" style="display:flex;gap:1em">{col("Model original", original)}'
-            f'{col("Final (after review)", final)}</div>')
+    final_body = word_diff_html(original, final) if final.strip() else "<em>(empty)</em>"
+    who = ""
+    if changes:
+        items = "".join(f"<li>sentence {int(i) + 1}: {html.escape(by)}, {html.escape(when)}</li>"
+                        for i, by, when in changes)
+        who = f'<div class="gcxr-changes" style="font-size:0.85em;color:#57606a">Changed by:<ul>{items}</ul></div>'
+    return (f'<div class="gcxr-compare"><div style="display:flex;gap:1em">'
+            f'{col("Model original", html.escape(original) if original.strip() else "<em>(empty)</em>")}'
+            f'{col("Final (after review; flagged sentences left out)", final_body)}</div>{who}</div>')
 
 
 def sentences_in_region(sentences: Sequence[Sentence], region: str) -> list[Sentence]:

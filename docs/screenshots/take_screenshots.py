@@ -3,8 +3,10 @@
     python docs/screenshots/take_screenshots.py            # the real app: embedded model, demo cases
     python docs/screenshots/take_screenshots.py --stand-in # the UI over the test analyser (tests/app_fakes.py)
 
-Writes docs/screenshots/{worklist,review,sentence,corrections,model}.png (the stand-in run prefixes "standin_");
-the worklist is taken last, after one case has been opened and corrected.
+Writes docs/screenshots/{review,sentence,corrections,sign,model,worklist}.png at 1600×1000 (the stand-in run
+prefixes "standin_"): the case opened, a sentence selected (clicked in the report), an edit re-grounded and a flag
+(the whole page, with the word diff under it), signing refused with the unreviewed sentences named, the Model tab,
+and the worklist last, after the case was corrected.
 Starts the app on a free local port with a temporary SQLite store.
 """
 from __future__ import annotations
@@ -24,6 +26,10 @@ from review.analyser import make_service  # noqa: E402
 from ui import launch  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = (1600, 1000)  # the reading layout's target (issue 16); screens are the viewport, as a reader sees it
+MSG = "document.querySelector('#gcxr-action-msg').innerText"
 
 
 def main(argv=None) -> int:
@@ -48,37 +54,44 @@ def main(argv=None) -> int:
     demo = launch(backend, port=port, block=False)
     url = f"http://127.0.0.1:{port}/"
 
-    def shot(page, name):
+    def shot(page, name, full_page=False):
         # A 256-colour palette keeps each screenshot small enough to commit without visible loss for a UI.
         from PIL import Image
         path = os.path.join(HERE, f"{prefix}{name}.png")
-        page.screenshot(path=path, full_page=True)
+        page.screenshot(path=path, full_page=full_page)
         Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+    def saved(page, button, expect="Saved"):
+        before = page.evaluate(MSG)
+        page.locator(button).click()
+        page.wait_for_function(f"(b) => {MSG} !== b && {MSG}.includes({expect!r})", arg=before, timeout=120_000)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": VIEWPORT[0], "height": VIEWPORT[1]})
             page.goto(url)
             page.wait_for_selector("#gcxr-worklist [role=gridcell]", timeout=60_000)
             page.locator("#gcxr-worklist [role=gridcell]", has_text=case).first.click()
             page.wait_for_selector("#gcxr-report h4", timeout=120_000)
             shot(page, "review")
-            page.locator("#gcxr-sentence label").first.click()
+            page.locator("#gcxr-report li.gcxr-sentence").first.click()  # the reader clicks the sentence
             page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=60_000)
             page.wait_for_selector("#gcxr-heatmap img", timeout=60_000)
             shot(page, "sentence")
             page.locator("#gcxr-reviewer textarea, #gcxr-reviewer input").first.fill("dr.demo")
             page.locator("#gcxr-text textarea, #gcxr-text input").first.fill("The heart size is at the upper limit "
                                                                               "of normal.")
-            page.locator("#gcxr-edit").click()
-            page.wait_for_function("document.querySelector('#gcxr-status').innerText.includes('Saved')",
-                                   timeout=60_000)
-            page.locator("#gcxr-sentence label").last.click()
-            page.wait_for_timeout(1500)
-            page.locator("#gcxr-flag").click()
-            page.wait_for_timeout(2000)
-            shot(page, "corrections")
+            saved(page, "#gcxr-edit")
+            page.wait_for_selector("#gcxr-report .gcxr-regrounded", timeout=60_000)
+            page.locator("#gcxr-report li.gcxr-sentence").last.click()
+            page.wait_for_selector("#gcxr-report li.gcxr-selected:last-child", timeout=60_000)
+            saved(page, "#gcxr-flag")
+            page.locator("#gcxr-report li.gcxr-sentence").first.click()
+            page.wait_for_selector("#gcxr-report li.gcxr-selected", timeout=60_000)
+            page.wait_for_timeout(1000)
+            shot(page, "corrections", full_page=True)
+            saved(page, "#gcxr-sign", "not signed")
+            shot(page, "sign")
             page.get_by_role("tab", name="Model").click()
             page.wait_for_selector("#gcxr-model-card", timeout=30_000)
             shot(page, "model")
