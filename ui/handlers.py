@@ -170,12 +170,14 @@ class Handlers:
         yield from self.wait_for_analysis(row[0])
         yield {**self.open_case(row[0], sup, cls, op, zm), self.c.pick: row[0]}
 
-    def use_model(self, version) -> dict:
+    def use_model(self, version, force=False) -> dict:
+        gate = self.service.gate_markdown(version)
         try:
-            msg = self.service.switch_model(version)
+            msg = self.service.switch_model(version, force=bool(force))
         except (ValueError, OSError) as exc:
-            return {self.c.status: note(message(exc), ok=False)}
-        return {self.c.status: note(msg, ok=True), self.c.model_card: model_md(self.service.analyser)}
+            return {self.c.status: note(message(exc), ok=False), self.c.gate: gate}
+        return {self.c.status: note(msg, ok=True), self.c.model_card: model_md(self.service.analyser),
+                self.c.gate: gate}
 
     def fine_tune(self, progress=gr.Progress()) -> dict:
         try:
@@ -183,7 +185,12 @@ class Handlers:
         except (ValueError, RuntimeError, OSError) as exc:
             return {self.c.status: note(message(exc), ok=False)}
         versions = sorted(set(self.service.models) | {self.service.analyser.model_version})
-        return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions)}
+        newest = max(self.service.models, key=lambda v: self.service.models[v])  # ft-<timestamp> folders sort in time
+        return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions),
+                self.c.gate: self.service.gate_markdown(newest)}
+
+    def cancel_fine_tune(self) -> dict:
+        return {self.c.status: note(self.service.cancel_fine_tune(), ok=True)}
 
     def sort_worklist(self, order) -> list[list]:
         return worklist_table(self.service.store.worklist(), order)
@@ -216,6 +223,7 @@ def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     c.order.input(h.sort_worklist, [c.order], [c.table])
     c.refresh.click(h.sort_worklist, [c.order], [c.table])
     c.b_export.click(h.do_export, None, [c.export_file, c.status])
-    c.b_model.click(h.use_model, [c.model_pick], [c.status, c.model_card])
-    c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick])
+    c.b_model.click(h.use_model, [c.model_pick, c.model_force], [c.status, c.model_card, c.gate])
+    c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick, c.gate])
+    c.b_ft_cancel.click(h.cancel_fine_tune, None, [c.status])
     demo.load(h.on_page_load, None, [c.reviewer, c.table, c.pick])
