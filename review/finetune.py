@@ -25,7 +25,7 @@ POLL_S = 0.2
 
 def finetune_command(export_dir: str, init: str, data: str, out: str, progress: str,
                      options: tuple[str, ...] = ()) -> list[str]:
-    """`options`: more `model train` flags (e.g. `--epochs 3:2 --gate-limit 50`), as `app.py --finetune-option`."""
+    """`options`: more `model train` flags (e.g. `--epochs 3:2 --gate-limit 50`; the tests pass tiny sizes)."""
     return [sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", init, "--data", data,
             "--out", out, "--threads", "1", "--no-progress", "--progress", progress, *options]
 
