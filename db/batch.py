@@ -132,9 +132,10 @@ def register_model_dir(store: Store, model_dir: str, force: bool = False) -> str
             raise StoreError(f"{card_path} must hold a JSON object")
     name = str(card.get("name") or os.path.basename(os.path.abspath(model_dir)))
     why = refusal({"name": name, **card})
-    if why and not force:
-        raise StoreError(f"{why}; pass --force to register it anyway")
-    if why:
+    admitted = {mv.name: mv.path for mv in store.model_versions()}.get(name) == os.path.abspath(model_dir)
+    if why and not admitted:  # a version forced in once (`db generate` registers again) is not asked twice
+        if not force:
+            raise StoreError(f"{why}; pass --force to register it anyway")
         card = {**card, "gate_override": why}
     store.register_model(name, model_dir, parent=card.get("parent"), card=card)
     return name

@@ -3,7 +3,7 @@
 -> progress -> the new version with the promotion gate's comparison -> the model switch obeys the gate.
 
 The model is the S2D-ALIGN architecture at CPU-seconds size (review/learning_loop.py's SMALL), trained here for one
-epoch per stage on 8 phantoms; the analyser in the app stays the test double (the fine-tune needs only the model
+epoch per stage on 12 phantoms; the analyser in the app stays the test double (the fine-tune needs only the model
 directory it starts from, not its reports)."""
 import functools
 import json
@@ -30,7 +30,8 @@ def _free_port() -> int:
 def tiny_model(tmp_path_factory):
     from review.learning_loop import LoopConfig, build_world, train_base
 
-    cfg = LoopConfig(out=str(tmp_path_factory.mktemp("tiny")), n_train=8, n_review=2, n_val=4,
+    # half effusions: stage 0's vision pretraining needs a tag in at least two training reports
+    cfg = LoopConfig(out=str(tmp_path_factory.mktemp("tiny")), n_train=12, effusion_share=0.5, n_review=2, n_val=4,
                      base_epochs="0:1,1:1,2:1,3:1")
     world = build_world(cfg)
     return train_base(cfg, world), world
