@@ -40,6 +40,7 @@ class ReviewService:
         self.finetune_data = finetune_data  # the training set replayed during fine-tuning (docs/model.md)
         self.finetune_cmd = finetune_cmd or finetune_command
         self._ft_cancel = threading.Event()
+        self.last_fine_tune: str | None = None  # the version the last fine-tune made (its gate is shown)
         self._load_analyser = load_analyser
         self.models = dict(models or {})  # model version -> directory, for the Model tab
         self.store = store
@@ -229,6 +230,7 @@ class ReviewService:
         r = run_finetune(export_dir, n, init, self.analyser.model_version, self.finetune_data,
                          os.path.join(self.data_dir, "models"), on_event, self.finetune_cmd, self._ft_cancel.is_set)
         self.models[r.name] = r.checkpoint
+        self.last_fine_tune = r.name
         progress(1.0, "done")
         return (f"fine-tuned model {r.name} is ready (from {n} signed reports); it "
                 f"{summary_line(read_card(r.checkpoint))}; choose it in the Model tab to use it")

@@ -185,9 +185,8 @@ class Handlers:
         except (ValueError, RuntimeError, OSError) as exc:
             return {self.c.status: note(message(exc), ok=False)}
         versions = sorted(set(self.service.models) | {self.service.analyser.model_version})
-        newest = max(self.service.models, key=lambda v: self.service.models[v])  # ft-<timestamp> folders sort in time
         return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions),
-                self.c.gate: self.service.gate_markdown(newest)}
+                self.c.gate: self.service.gate_markdown(self.service.last_fine_tune or "")}
 
     def cancel_fine_tune(self) -> dict:
         return {self.c.status: note(self.service.cancel_fine_tune(), ok=True)}
