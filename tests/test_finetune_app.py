@@ -1,5 +1,6 @@
 """The app's fine-tune job (review/finetune.py) around the trainer: cancel stops the child and leaves no version;
-the trainer's model card (its gate) survives the app's naming. The real trainer runs in tests/test_finetune_browser.py."""
+the trainer's model card (its gate) survives the app's naming. The real trainer runs in
+tests/test_finetune_browser.py."""
 import json
 import os
 import sys
