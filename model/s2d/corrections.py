@@ -59,6 +59,8 @@ class CorrectionsConfig:
 def preference_items(pairs_path: str, cases: dict[str, Case]) -> tuple[list[PrefItem], dict[str, int]]:
     """pairs.jsonl (db/export.py) -> preference items for the studies that have a case, and counts by kind."""
     by_study: dict[str, list[dict]] = {}
+    if not os.path.isfile(pairs_path):  # an export written by hand, annotation.json only: targets, no pairs
+        return [], {}
     with open(pairs_path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
