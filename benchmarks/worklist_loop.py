@@ -150,7 +150,7 @@ def fine_tune(work: str, objective: str, world: str, data: str, seed: int, epoch
     cmd = [sys.executable, "-m", "model", "train", "--from-export", os.path.join(work, "export"), "--init", BASE,
            "--data", data, "--out", out, "--objective", objective, "--epochs", f"3:{epochs}", "--lr", str(lr),
            "--seed", str(seed), "--threads", str(threads), "--no-progress", "--stop-data", world, "--stop-split",
-           "test", "--gate-data", world, "--gate-split", "val", "--gate-limit", "240"]
+           "test", "--stop-limit", "160", "--gate-data", world, "--gate-split", "val", "--gate-limit", "240"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ROOT}
     with open(os.path.join(work, f"{objective}.log"), "w") as log:
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
