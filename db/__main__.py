@@ -38,7 +38,7 @@ def _import(args: argparse.Namespace, store) -> int:
 
 def _register_model(args: argparse.Namespace, store) -> int:
     from db.batch import register_model_dir
-    name = register_model_dir(store, args.dir)
+    name = register_model_dir(store, args.dir, force=args.force)
     print(f"model version {name!r} -> {os.path.abspath(args.dir)}")
     return 0
 
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--source", help="where the studies come from (default: from the path)")
         elif name == "register-model":
             p.add_argument("dir", help="model directory (model_card.json inside gives name, parent, metrics)")
+            p.add_argument("--force", action="store_true", help="register a fine-tuned version whose card records "
+                                                                "no passed promotion gate (model/report/gate.py)")
         elif name == "generate":
             p.add_argument("--model", default=os.path.join(model.ASSETS_DIR, "model"),
                            help="model directory (default: the embedded model, %(default)s)")

@@ -113,8 +113,12 @@ def _import_entry(store: Store, entry: object, where: str, bases: list[str], sou
     result.images += 0 if existing is not None else len(images)
 
 
-def register_model_dir(store: Store, model_dir: str) -> str:
-    """Register DIR as a model version; DIR/model_card.json (if present) gives name, parent and metrics."""
+def register_model_dir(store: Store, model_dir: str, force: bool = False) -> str:
+    """Register DIR as a model version; DIR/model_card.json (if present) gives name, parent and metrics. A
+    fine-tuned version (one with a parent) whose card records no passed promotion gate is refused unless `force`;
+    a forced one's card keeps the override (`gate_override`)."""
+    from model.report.gate import refusal
+
     if not os.path.isdir(model_dir):
         raise StoreError(f"model directory not found: {model_dir}")
     card: dict = {}
@@ -127,6 +131,12 @@ def register_model_dir(store: Store, model_dir: str) -> str:
         if not isinstance(card, dict):
             raise StoreError(f"{card_path} must hold a JSON object")
     name = str(card.get("name") or os.path.basename(os.path.abspath(model_dir)))
+    why = refusal({"name": name, **card})
+    admitted = {mv.name: mv.path for mv in store.model_versions()}.get(name) == os.path.abspath(model_dir)
+    if why and not admitted:  # a version forced in once (`db generate` registers again) is not asked twice
+        if not force:
+            raise StoreError(f"{why}; pass --force to register it anyway")
+        card = {**card, "gate_override": why}
     store.register_model(name, model_dir, parent=card.get("parent"), card=card)
     return name
 

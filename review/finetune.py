@@ -1,10 +1,14 @@
-"""Fine-tuning from the reviewers' corrections, as a job the app runs: export the signed reviews, train stage 3 in a
-child process (`python -m model train --from-export`), follow its typed progress events (model/progress.py), and
-register the new model directory. The child's output is kept only to explain a failure."""
+"""Fine-tuning from the reviewers' corrections, as a job the app runs: export the signed reviews, train in a child
+process (`python -m model train --from-export`, the command line's own code path: every correction kind, balanced
+replay, early stopping and the promotion gate), follow its typed progress events (model/progress.py), and offer
+the new model directory with the trainer's model card (its gate result included). The child's output is kept only
+to explain a failure."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,9 +23,24 @@ from model.progress import ProgressEvent, ProgressReader
 POLL_S = 0.2
 
 
-def finetune_command(export_dir: str, init: str, data: str, out: str, progress: str) -> list[str]:
+def finetune_command(export_dir: str, init: str, data: str, out: str, progress: str,
+                     options: tuple[str, ...] = ()) -> list[str]:
+    """`options`: more `model train` flags (e.g. `--epochs 3:2 --gate-limit 50`; the tests pass tiny sizes)."""
     return [sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", init, "--data", data,
-            "--out", out, "--threads", "1", "--no-progress", "--progress", progress]
+            "--out", out, "--threads", "1", "--no-progress", "--progress", progress, *options]
+
+
+class FineTuneCancelled(RuntimeError):
+    pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -33,8 +52,10 @@ class FineTuneResult:
 
 def run_finetune(export_dir: str, n_reports: int, init: str, parent: str, data: str, models_dir: str,
                  on_event: Callable[[ProgressEvent], None],
-                 command: Callable[..., list[str]] = finetune_command) -> FineTuneResult:
-    """Train in a child process and write the new model's card; raises RuntimeError naming the failure."""
+                 command: Callable[..., list[str]] = finetune_command,
+                 cancelled: Callable[[], bool] = lambda: False) -> FineTuneResult:
+    """Train in a child process and write the new model's card; raises RuntimeError naming the failure, or
+    FineTuneCancelled once `cancelled()` turns true (the child is terminated and its folder removed)."""
     name = "ft-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.join(models_dir, name)
     os.makedirs(models_dir, exist_ok=True)
@@ -53,6 +74,10 @@ def run_finetune(export_dir: str, n_reports: int, init: str, parent: str, data: 
                         on_event(ev)
                 if finished:
                     break
+                if cancelled():
+                    _stop(proc)
+                    shutil.rmtree(out, ignore_errors=True)
+                    raise FineTuneCancelled("fine-tuning cancelled; no new model version")
                 time.sleep(POLL_S)
         with open(log_path, encoding="utf-8", errors="replace") as fh:
             tail = fh.read().split("\n")
@@ -61,6 +86,10 @@ def run_finetune(export_dir: str, n_reports: int, init: str, parent: str, data: 
     if rc != 0 or ckpt is None or not os.path.isdir(ckpt):
         lines = [ln.strip() for ln in tail if ln.strip()][-5:]
         raise RuntimeError(f"fine-tuning failed (exit code {rc}): " + " | ".join(lines))
-    card = {"name": name, "parent": parent, "fine_tuned_on": f"{n_reports} signed reviews", "export": export_dir}
-    atomic_write_json(os.path.join(ckpt, "model_card.json"), card, indent=2)
+    # the trainer's card (export, replay, early stopping, the gate) with the app's name for the version
+    card_path = os.path.join(ckpt, "model_card.json")
+    trained = json.load(open(card_path, encoding="utf-8")) if os.path.isfile(card_path) else {}
+    card = {**trained, "name": name, "parent": parent, "fine_tuned_on": f"{n_reports} signed reviews",
+            "export_dir": export_dir}
+    atomic_write_json(card_path, card, indent=2)
     return FineTuneResult(name, ckpt, n_reports)

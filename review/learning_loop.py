@@ -67,6 +67,9 @@ class LoopConfig:
     seed: int = 0
     threads: int = 1
     held_out: bool = True  # also count errors on the val split (never reviewed) before and after
+    # plain SFT on this one-sided worklist is the harmful fine-tune the promotion gate must stop (issue 18); the
+    # worklist benchmark (benchmarks/worklist_loop.py) compares the objectives from a base that reads the image
+    objective: str = "sft"
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -233,9 +236,21 @@ def fine_tune(cfg: LoopConfig, export_dir: str, base_dir: str, world: str) -> st
     out = os.path.join(cfg.out, "finetuned")
     _run([sys.executable, "-m", "model", "train", "--from-export", export_dir, "--init", base_dir, "--data", world,
           "--out", out, "--replay", str(cfg.replay), "--epochs", f"3:{cfg.finetune_epochs}", "--lr",
-          str(cfg.finetune_lr), "--seed", str(cfg.seed), "--threads", str(cfg.threads), "--no-progress"],
+          str(cfg.finetune_lr), "--seed", str(cfg.seed), "--threads", str(cfg.threads), "--no-progress",
+          "--objective", cfg.objective, "--stop-split", "val", "--gate-split", "val"],
          "fine-tuning from the export")
     return os.path.join(out, "stage3")
+
+
+def _register(db_url: str, model_dir: str) -> str | None:
+    """`db register-model`; a version the promotion gate stopped is registered with --force so that the loop can
+    still measure it. Returns the refusal (None when it registered without one)."""
+    cmd = [sys.executable, "-m", "db", "register-model", "--db", db_url, model_dir]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    if proc.returncode == 0:
+        return None
+    _run(cmd + ["--force"], "db register-model --force")
+    return proc.stderr.strip()
 
 
 def run_loop(cfg: LoopConfig) -> dict:
@@ -267,7 +282,7 @@ def run_loop(cfg: LoopConfig) -> dict:
         times["generate_review_export_s"] = time.perf_counter() - t0 - sum(times.values())
         new = fine_tune(cfg, export_dir, base, world)
         times["finetune_s"] = time.perf_counter() - t0 - sum(times.values())
-        _run([sys.executable, "-m", "db", "register-model", "--db", db_url, new], "db register-model")
+        refused = _register(db_url, new)
         generate(db_url, new)
         latest = latest_reports(store)
         after = {k: v[2] for k, v in latest.items()}
@@ -283,6 +298,7 @@ def run_loop(cfg: LoopConfig) -> dict:
     return {"config": asdict(cfg), "before": count_errors(before, gold), "after": count_errors(after, gold),
             "held_out_val": held if cfg.held_out else None,
             "corrections": corrections, "base_version": parent.name if parent else None,
+            "register_refused": refused,
             "new_version": new_version.name, "new_version_parent": new_version.parent,
             "model_dirs": {"base": base, "new": new}, "db_url": db_url, "export_dir": export_dir, "world": world,
             "reports_before": before, "reports_after": after,

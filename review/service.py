@@ -19,6 +19,7 @@ from model.progress import ProgressEvent
 from review.analysis_queue import AnalysisQueue
 from review.finetune import finetune_command, run_finetune
 from review.regrounding import Regrounder
+from review.promotion import comparison_markdown, read_card, refusal, summary_line
 from review.store import ReviewStore
 from model.types import CaseAnalysis
 from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case, ReviewState
@@ -40,6 +41,8 @@ class ReviewService:
         self.analyser = analyser
         self.finetune_data = finetune_data  # the training set replayed during fine-tuning (docs/model.md)
         self.finetune_cmd = finetune_cmd or finetune_command
+        self._ft_cancel = threading.Event()
+        self.last_fine_tune: str | None = None  # the version the last fine-tune made (its gate is shown)
         self._load_analyser = load_analyser
         self.models = dict(models or {})  # model version -> directory, for the Model tab
         self.store = store
@@ -221,18 +224,30 @@ class ReviewService:
                 "report": analysis.report.to_dict(), "review": state.to_dict(), "disclaimer": DISCLAIMER}
 
     # -- models, export, fine-tuning -----------------------------------------------------------------------------
-    def switch_model(self, version: str) -> str:
+    def switch_model(self, version: str, force: bool = False) -> str:
         """Serve another model version; cached analyses are dropped, and each case gets a new report (and a new
-        review) from this version when next opened."""
+        review) from this version when next opened. A fine-tuned version that did not pass the promotion gate
+        (review/promotion.py) is refused unless `force`."""
         if version == self.analyser.model_version:
             return f"model {version} is already in use"
         if version not in self.models or self._load_analyser is None:
             raise ValueError(f"unknown model version {version!r}; available: {sorted(self.models)}")
+        why = refusal({"name": version, **read_card(self.models[version])})  # issue 18: the promotion gate
+        if why and not force:
+            raise ValueError(f"{why}; tick the override to use it anyway")
         analyser = self._load_analyser(self.models[version])
         with self._lock:
             self.analyser = analyser
             self._cache.clear()
         return f"now using model {analyser.model_version}"
+
+    def cancel_fine_tune(self) -> str:
+        self._ft_cancel.set()
+        return "cancelling the fine-tune"
+
+    def gate_markdown(self, version: str) -> str:
+        """The promotion gate's comparison of `version` with its parent (empty for a version without a card)."""
+        return comparison_markdown(read_card(self.models[version])) if version in self.models else ""
 
     def export(self) -> tuple[str, str]:
         """Export signed reviews (incrementally) to data_dir/export and zip them for download."""
@@ -260,8 +275,11 @@ class ReviewService:
         def on_event(ev: ProgressEvent) -> None:
             progress(ev.fraction, ev.description)
 
+        self._ft_cancel.clear()
         r = run_finetune(export_dir, n, init, self.analyser.model_version, self.finetune_data,
-                         os.path.join(self.data_dir, "models"), on_event, self.finetune_cmd)
+                         os.path.join(self.data_dir, "models"), on_event, self.finetune_cmd, self._ft_cancel.is_set)
         self.models[r.name] = r.checkpoint
+        self.last_fine_tune = r.name
         progress(1.0, "done")
-        return f"fine-tuned model {r.name} is ready (from {n} signed reports); choose it in the Model tab to use it"
+        return (f"fine-tuned model {r.name} is ready (from {n} signed reports); it "
+                f"{summary_line(read_card(r.checkpoint))}; choose it in the Model tab to use it")

@@ -68,7 +68,7 @@ def test_build_app_exposes_api(backend):
     # every endpoint gradio_client saw before the app was split into review/ and ui/ keeps its name; issue 16
     # added the reading layout's (next case, pan, reset view, accept all grounded, confirmed sign, window / level)
     assert names >= {"generate", "correct", "worklist", "open_case", "pick_row", "redraw", "do_upload", "do_export",
-                     "use_model", "fine_tune", "on_page_load", "sort_worklist", "sort_worklist_1",
+                     "use_model", "fine_tune", "cancel_fine_tune", "on_page_load", "sort_worklist", "sort_worklist_1",
                      *(f"act_{i}" if i else "act" for i in range(9)),
                      *(f"redraw_keep_text_{i}" if i else "redraw_keep_text" for i in range(5))}
     assert {"next_case", "pan", "reset_view"} <= names

@@ -110,7 +110,8 @@ def test_register_model_reads_the_card(url, model_dir, tmp_path, capsys):
     assert main(["register-model", "--db", url, str(model_dir)]) == 0
     child = tmp_path / "child"
     child.mkdir()
-    (child / "model_card.json").write_text(json.dumps({"name": "tiny-v2", "parent": "tiny-v1"}))
+    (child / "model_card.json").write_text(json.dumps({"name": "tiny-v2", "parent": "tiny-v1",
+                                                       "gate": {"passed": True, "failures": []}}))
     assert main(["register-model", "--db", url, str(child)]) == 0
     store = Store(url)
     assert store.model_version("tiny-v2").parent == "tiny-v1"
@@ -118,6 +119,23 @@ def test_register_model_reads_the_card(url, model_dir, tmp_path, capsys):
     store.close()
     assert main(["register-model", "--db", url, str(tmp_path / "absent")]) == 1
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_register_model_refuses_a_fine_tune_that_failed_the_gate_unless_forced(url, model_dir, tmp_path, capsys):
+    assert main(["register-model", "--db", url, str(model_dir)]) == 0
+    for name, gate in (("tiny-bad", {"passed": False, "failures": ["false_alarm: up to +12.0 pp (margin 2 pp)"]}),
+                       ("tiny-ungated", None)):
+        child = tmp_path / name
+        child.mkdir()
+        (child / "model_card.json").write_text(json.dumps({"name": name, "parent": "tiny-v1", "gate": gate}))
+        assert main(["register-model", "--db", url, str(child)]) == 1
+        err = capsys.readouterr().err
+        assert "promotion" in err and "gate" in err and "--force" in err
+        assert name not in {mv.name for mv in Store(url).model_versions()}
+        assert main(["register-model", "--db", url, str(child), "--force"]) == 0
+    store = Store(url)
+    assert "false_alarm" in store.model_version("tiny-bad").card["gate_override"]
+    store.close()
 
 
 def test_generate_runs_the_model_process_in_batches_and_stores_outputs(url, images, model_dir, capsys):

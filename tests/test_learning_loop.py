@@ -84,3 +84,28 @@ def test_canonical_reports_label_as_intended():
 
     assert label_report(canonical_report("left")).labels["Pleural Effusion"] == POSITIVE
     assert label_report(canonical_report(None)).labels["Pleural Effusion"] == NEGATIVE
+
+
+def test_the_gate_stops_the_harmful_fine_tune(loop):
+    # plain SFT on a worklist of effusions only (review cases all positive): the model learns the worklist's prior
+    card = json.load(open(os.path.join(loop["model_dirs"]["new"], "model_card.json")))
+    gate = card["gate"]
+    assert gate["split"] == "val" and gate["cases"] == 4 and not gate["passed"], gate
+    assert any(f.startswith(("false_alarm", "wrong_side")) for f in gate["failures"]), gate["failures"]
+    assert "failed the promotion gate against loop-base" in loop["register_refused"]
+    assert "--force" in loop["register_refused"]
+
+
+def test_the_app_keeps_the_parent_unless_overridden(loop, tmp_path):
+    from app_fakes import FakeAnalyser, make_service
+
+    service = make_service(str(tmp_path))
+    service.analyser = FakeAnalyser("loop-base")
+    new = loop["new_version"]
+    service.models = {"loop-base": loop["model_dirs"]["base"], new: loop["model_dirs"]["new"]}
+    with pytest.raises(ValueError, match="failed the promotion gate against loop-base"):
+        service.switch_model(new)
+    assert service.analyser.model_version == "loop-base"
+    assert "| cases with a false alarm |" in service.gate_markdown(new)
+    assert service.switch_model(new, force=True).startswith("now using model")
+    assert service.analyser.model_version != "loop-base"

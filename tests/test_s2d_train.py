@@ -183,7 +183,7 @@ def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
     out = str(tmp_path / "ft")
     progress = str(tmp_path / "progress.jsonl")
     assert main(["train", "--from-export", str(export), "--init", init, "--data", phantom_dir, "--out", out,
-                 "--replay", "2", "--no-progress", "--progress", progress]) == 0
+                 "--replay", "2", "--no-progress", "--progress", progress, "--objective", "sft"]) == 0
     # the typed events the app's fine-tune job follows: every step of stage 3, then the checkpoint
     from model.progress import ProgressReader
     events = ProgressReader(progress).new_events()
@@ -196,6 +196,24 @@ def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
     assert set(a) == set(b) and not torch.equal(a[key], b[key])
     rows = [json.loads(line) for line in open(os.path.join(out, "loss_log.jsonl"))]
     assert {r["stage"] for r in rows} == {3}
+
+
+def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom_dir, tmp_path):
+    # an export without pairs.jsonl still trains on its reports; the card records early stopping and the gate
+    ann = json.load(open(os.path.join(phantom_dir, "annotation.json")))
+    export = tmp_path / "export"
+    export.mkdir()
+    entries = [{"id": f"study-{i}", "report": "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
+                "image_path": [os.path.join(phantom_dir, e["image_path"][0])], "key_phrases": ["cardiomegaly"]}
+               for i, e in enumerate(ann["train"][:2])]
+    (export / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    out = str(tmp_path / "ft")
+    assert main(["train", "--from-export", str(export), "--init", os.path.join(trained, "stage3"), "--data",
+                 phantom_dir, "--out", out, "--replay", "2", "--no-progress", "--stop-limit", "2",
+                 "--gate-limit", "4"]) == 0
+    card = json.load(open(os.path.join(out, "stage3", "model_card.json")))
+    assert card["stage3"]["objective"] == "corrections" and card["stage3"]["preference"]["dpo_pairs"] == 0
+    assert 0 < card["early_stopping"]["cases"] <= 2 and set(card["gate"]) >= {"passed", "change", "per_finding"}
 
 
 def test_cli_errors(tmp_path, preset, capsys):

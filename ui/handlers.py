@@ -239,13 +239,15 @@ class Handlers:
         yield from self.wait_for_analysis(row[0])
         yield {**self.open_case(row[0]), self.c.pick: row[0]}
 
-    def use_model(self, version) -> dict:
+    def use_model(self, version, force=False) -> dict:
+        gate = self.service.gate_markdown(version)
         try:
-            msg = self.service.switch_model(version)
+            msg = self.service.switch_model(version, force=bool(force))
         except (ValueError, OSError) as exc:
-            return {self.c.status: note(message(exc), ok=False)}
+            return {self.c.status: note(message(exc), ok=False), self.c.gate: gate}
         return {self.c.status: note(msg, ok=True), self.c.model_card: model_card_html(self.service.analyser),
-                self.c.model_card_md: model_card_text(self.service.analyser)}
+                self.c.model_card_md: model_card_text(self.service.analyser),
+                self.c.gate: gate}
 
     def fine_tune(self, progress=gr.Progress()) -> dict:
         try:
@@ -253,7 +255,11 @@ class Handlers:
         except (ValueError, RuntimeError, OSError) as exc:
             return {self.c.status: note(message(exc), ok=False)}
         versions = sorted(set(self.service.models) | {self.service.analyser.model_version})
-        return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions)}
+        return {self.c.status: note(msg, ok=True), self.c.model_pick: gr.update(choices=versions),
+                self.c.gate: self.service.gate_markdown(self.service.last_fine_tune or "")}
+
+    def cancel_fine_tune(self) -> dict:
+        return {self.c.status: note(self.service.cancel_fine_tune(), ok=True)}
 
     def sort_worklist(self, order) -> dict:
         return self.worklist_outputs(order)
@@ -291,6 +297,7 @@ def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     c.order.input(h.sort_worklist, [c.order], [c.table, c.counts])
     c.refresh.click(h.sort_worklist, [c.order], [c.table, c.counts])
     c.b_export.click(h.do_export, None, [c.export_file, c.status])
-    c.b_model.click(h.use_model, [c.model_pick], [c.status, c.model_card, c.model_card_md])
-    c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick])
+    c.b_model.click(h.use_model, [c.model_pick, c.model_force], [c.status, c.model_card, c.model_card_md, c.gate])
+    c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick, c.gate])
+    c.b_ft_cancel.click(h.cancel_fine_tune, None, [c.status])
     demo.load(h.on_page_load, None, [c.reviewer, c.pick])

@@ -168,8 +168,13 @@ def _model_tab(c: Components, service: ReviewService) -> None:
         c.model_pick = gr.Dropdown(sorted(set(service.models) | {service.analyser.model_version}),
                                    value=service.analyser.model_version, label="Model version", elem_id="gcxr-model")
         c.b_model = gr.Button("Use this model", scale=0)
+    # issue 18: a version that failed the promotion gate is used only when this is ticked; c.gate shows why
+    c.model_force = gr.Checkbox(False, label="Use it even if it failed the promotion gate", elem_id="gcxr-model-force")
+    c.gate = gr.Markdown(elem_id="gcxr-gate")
     c.model_card = gr.HTML(model_card_html(service.analyser), elem_id="gcxr-model-card")
     c.model_card_md = gr.Markdown(model_card_text(service.analyser), elem_id="gcxr-model-card-md")
     gr.Markdown("Fine-tune the model in use on the signed reviews (stage 3 again, with replayed training cases so "
                 "it does not forget the rest); the new version appears above.")
-    c.b_ft = gr.Button("Fine-tune from corrections", elem_id="gcxr-finetune")
+    with gr.Row():
+        c.b_ft = gr.Button("Fine-tune from corrections", elem_id="gcxr-finetune")
+        c.b_ft_cancel = gr.Button("Cancel fine-tune", elem_id="gcxr-finetune-cancel", scale=0)

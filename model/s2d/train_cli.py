@@ -30,6 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                             "in (default: 4 per corrected case)")
     p.add_argument("--lr", type=float, default=None, help="with --from-export: stage-3 learning rate (default: the "
                                                           "--init model's)")
+    p.add_argument("--objective", default="corrections", choices=("corrections", "sft"),
+                   help="with --from-export: learn from every correction kind with balanced replay and early stopping "
+                        "(default), or plain SFT on the corrected reports (model/s2d/finetune.py)")
+    p.add_argument("--stop-data", default=None, help="with --from-export: dataset of the early-stopping split "
+                                                     "(default: --data); reviewed films are left out")
+    p.add_argument("--stop-split", default="val", help="early-stopping split (default %(default)s)")
+    p.add_argument("--stop-limit", type=int, default=64, help="early-stopping cases (default %(default)s)")
+    p.add_argument("--gate-data", default=None, help="with --from-export: dataset of the promotion gate's cases "
+                                                     "(default: --data); reviewed films are left out")
+    p.add_argument("--gate-split", default="test", help="the promotion gate's split (default %(default)s)")
+    p.add_argument("--gate-limit", type=int, default=200, help="cases the gate compares (default %(default)s)")
+    p.add_argument("--no-gate", action="store_true", help="with --from-export: skip the promotion gate (the card "
+                                                          "then has none and `db register-model` needs --force)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest for the tiny "
                                                                   "preset on a busy shared CPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
@@ -107,9 +120,11 @@ def _fine_tune(args: argparse.Namespace) -> int:
     events = ProgressWriter(args.progress)
     try:
         ckpt = fine_tune(FineTuneConfig(export_dir=args.from_export, init_dir=args.init or DEFAULT_MODEL_DIR,
-                                 data_dir=args.data, out_dir=args.out, replay=args.replay, epochs=epochs, lr=args.lr,
-                                 seed=args.seed, progress=not args.no_progress,
-                                        events=events))
+                                        data_dir=args.data, out_dir=args.out, replay=args.replay, epochs=epochs,
+                                        lr=args.lr, seed=args.seed, progress=not args.no_progress, events=events,
+                                        objective=args.objective, stop_data=args.stop_data,
+                                        stop_split=args.stop_split, stop_limit=args.stop_limit, gate=not args.no_gate, gate_data=args.gate_data,
+                                        gate_split=args.gate_split, gate_limit=args.gate_limit))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
     events.write(ProgressEvent("done", checkpoint=ckpt))
