@@ -249,6 +249,12 @@ class ReviewService:
         """The promotion gate's comparison of `version` with its parent (empty for a version without a card)."""
         return comparison_markdown(read_card(self.models[version])) if version in self.models else ""
 
+    def signed_report_fhir(self, case_id: str) -> dict:
+        """The case's signed report in HL7 FHIR R4 (a Bundle around its DiagnosticReport), for download and the API."""
+        if case_id not in self.cases:
+            raise KeyError(f"unknown case {case_id!r}")
+        return self.store.signed_fhir(case_id)
+
     def export(self) -> tuple[str, str]:
         """Export signed reviews (incrementally) to data_dir/export and zip them for download."""
         result = self.store.export(os.path.join(self.data_dir, "export"))

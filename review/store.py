@@ -40,6 +40,8 @@ class ReviewStore(Protocol):
 
     def export(self, out_dir: str) -> ExportResult: ...
 
+    def signed_fhir(self, case_id: str) -> dict: ...
+
 
 class DbReviewStore:
     """`ReviewStore` over db.store.Store: one study per case (pseudonymous id), the latest generation reviewed."""
@@ -139,6 +141,15 @@ class DbReviewStore:
     def worklist(self) -> list[WorklistRow]:
         return [WorklistRow(i.pseudo_id, i.status, i.model_version or "", i.n_ungrounded, i.reviewer,
                             self._sources.get(i.pseudo_id, ""), i.out_of_domain) for i in self.db.worklist()]
+
+    def signed_fhir(self, case_id: str) -> dict:
+        """The case's newest signed report as a validated HL7 FHIR R4 Bundle (db/fhir.py); an amendment in
+        progress is not in it until it is signed again."""
+        from db.fhir import bundle
+        signed = self.db.signed_versions().get(case_id)
+        if signed is None:
+            raise ValueError(f"{case_id} has not been signed: there is no signed report to send yet")
+        return bundle(self.db.signed_report(signed[0]))
 
     def export(self, out_dir: str) -> ExportResult:
         from db.export import export

@@ -88,3 +88,13 @@ def make_service(tmp_dir, n_cases=2):
     store = DbReviewStore(Store("sqlite:///" + os.path.join(tmp_dir, "review.db")))
     return ReviewService(FakeAnalyser(), store, make_cases(cases_dir, n_cases), data_dir=os.path.join(tmp_dir, "data"),
                    load_analyser=FakeAnalyser, models={"fake-0": "fake-0", "fake-1": "fake-1"})
+
+
+def sign_case_as_is(store, case_id: str, reviewer: str) -> str:
+    """Sign a case confirming whatever is still undecided: for tests about something other than the sign safeguard
+    (tests/test_review_workflow.py is about that)."""
+    from db.reviews import UnreviewedError
+    try:
+        return store.sign(case_id, reviewer)
+    except UnreviewedError as exc:
+        return store.sign(case_id, reviewer, unreviewed=len(exc.check.undecided))

@@ -168,6 +168,15 @@ def test_gradio_client_api(app_url):
         client.predict("nope", api_name="/generate")
     rows = client.predict(api_name="/worklist")
     assert any(r[0] == "demo-3" and r[1] == "in_review" for r in rows)
+    with pytest.raises(Exception, match="has not been signed"):
+        client.predict("demo-3", api_name="/fhir")
+    for i in (0, 2):
+        client.predict("demo-3", "api-user", "accept", i, "", [], "", api_name="/correct")
+    client.predict("demo-3", "api-user", "sign", None, "", [], "", api_name="/correct")
+    bundle = client.predict("demo-3", api_name="/fhir")
+    report = bundle["entry"][0]["resource"]
+    assert report["resourceType"] == "DiagnosticReport" and report["status"] == "final"
+    assert "Lungs are clear." in report["conclusion"] and report["performer"][0]["display"] == "api-user"
 
 
 def test_no_project_or_system_file_is_served(app_url):

@@ -206,3 +206,30 @@ def test_failed_fine_tune_says_why(backend, tmp_path):
     backend.store.sign("demo-0", "dr.a", unreviewed=3)
     with pytest.raises(RuntimeError, match="exit code 2.*broken checkpoint"):
         backend.fine_tune(lambda f, d: None)
+
+
+def test_the_signed_report_downloads_as_fhir_r4_from_the_service_and_the_screen(backend):
+    import json
+    from types import SimpleNamespace
+
+    from db.fhir import validate
+    from ui.handlers import Handlers
+    backend.open("demo-0")
+    with pytest.raises(ValueError, match="has not been signed"):
+        backend.signed_report_fhir("demo-0")
+    with pytest.raises(KeyError, match="unknown case"):
+        backend.signed_report_fhir("no-such-case")
+    backend.store.correct("demo-0", "dr.a", "flag", index=0, reason="not_in_image")
+    backend.store.sign("demo-0", "dr.a", unreviewed=2)
+    report = backend.signed_report_fhir("demo-0")
+    validate(report)
+    dr = report["entry"][0]["resource"]
+    flagged = backend.state("demo-0").to_dict()["flagged_sentences"][0]["text"]
+    assert dr["status"] == "final" and dr["performer"][0]["display"] == "dr.a"
+    assert flagged not in dr["conclusion"], "a flagged sentence is not part of the signed report"
+    c = SimpleNamespace(status="status", fhir_file="fhir_file")
+    h = Handlers.__new__(Handlers)
+    h.c, h.service = c, backend
+    out = h.do_fhir("demo-0")
+    assert json.load(open(out["fhir_file"])) == report
+    assert "no FHIR report" in h.do_fhir("demo-1")["status"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app_fakes import make_service
+from app_fakes import make_service, sign_case_as_is
 from review.finetune import FineTuneCancelled, run_finetune
 
 
@@ -33,7 +33,7 @@ def test_the_service_cancels_a_running_fine_tune(tmp_path):
     service.finetune_data, service.models["fake-0"] = str(tmp_path), str(tmp_path)
     service.finetune_cmd = _sleeping_trainer
     service.open("demo-0")
-    service.store.sign("demo-0", "dr.a")
+    sign_case_as_is(service.store, "demo-0", "dr.a")
     errors = []
 
     def run():

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from app_fakes import make_service
+from app_fakes import make_service, sign_case_as_is
 from ui import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -48,7 +48,7 @@ def app(tmp_path_factory, tiny_model):
     service.finetune_cmd = functools.partial(finetune_command, options=TINY)
     service.open("demo-0")
     service.store.correct("demo-0", "dr.a", "flag", index=2, reason="not_in_image")
-    service.store.sign("demo-0", "dr.a")
+    sign_case_as_is(service.store, "demo-0", "dr.a")
     port = _free_port()
     demo = launch(service, port=port, block=False)
     yield service, f"http://127.0.0.1:{port}/"

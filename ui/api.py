@@ -43,10 +43,19 @@ def register_api(service: ReviewService) -> None:
             raise gr.Error(message(exc)) from None
         return {"message": msg, "review": service.state(case_id).to_dict()}
 
+    def fhir(case_id: str) -> dict:
+        """The case's newest signed report as an HL7 FHIR R4 Bundle (DiagnosticReport final / amended, the reviewer
+        as performer, the drafting model as a Device through Provenance; docs/store.md, "FHIR")."""
+        try:
+            return service.signed_report_fhir(case_id)
+        except (KeyError, ValueError) as exc:
+            raise gr.Error(message(exc)) from None
+
     def worklist() -> list[list]:
         """The worklist rows, most ungrounded first: case, status, model version, ungrounded, reviewer, source."""
         return worklist_table(service.store.worklist())
 
     gr.api(generate, api_name="generate")
+    gr.api(fhir, api_name="fhir")
     gr.api(correct, api_name="correct")
     gr.api(worklist, api_name="worklist")

@@ -3,6 +3,7 @@ component; the work itself is the review service's (review/), the drawing the sc
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import tempfile
@@ -231,6 +232,18 @@ class Handlers:
             return {self.c.status: note(f"export failed: {message(exc)}", ok=False)}
         return {self.c.export_file: download, self.c.status: note(msg, ok=True)}
 
+    def do_fhir(self, case_id) -> dict:
+        if not case_id:
+            return {self.c.status: note("open a signed case first: its signed report is what is sent", ok=False)}
+        try:
+            report = self.service.signed_report_fhir(case_id)
+        except (KeyError, ValueError) as exc:  # not signed yet, or FHIR refused it (db.fhir.FhirError, named)
+            return {self.c.status: note(f"no FHIR report: {message(exc)}", ok=False)}
+        path = os.path.join(tempfile.mkdtemp(prefix="gcxr-fhir-"), "DiagnosticReport-bundle.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(report, f, ensure_ascii=False, indent=1)
+        return {self.c.fhir_file: path, self.c.status: note(f"signed report of {case_id} as FHIR R4", ok=True)}
+
     def pick_row(self, evt: gr.SelectData) -> Iterator[dict]:
         row = evt.row_value or []
         if not row:
@@ -297,6 +310,7 @@ def wire(c: Components, h: Handlers, demo: gr.Blocks) -> None:
     c.order.input(h.sort_worklist, [c.order], [c.table, c.counts])
     c.refresh.click(h.sort_worklist, [c.order], [c.table, c.counts])
     c.b_export.click(h.do_export, None, [c.export_file, c.status])
+    c.b_fhir.click(h.do_fhir, [c.case_id], [c.fhir_file, c.status], api_name="signed_report_file")
     c.b_model.click(h.use_model, [c.model_pick, c.model_force], [c.status, c.model_card, c.model_card_md, c.gate])
     c.b_ft.click(h.fine_tune, None, [c.status, c.model_pick, c.gate])
     c.b_ft_cancel.click(h.cancel_fine_tune, None, [c.status])

@@ -71,8 +71,12 @@ def build_layout(service: ReviewService, title: str, login: bool = False) -> Com
                         "`pairs.jsonl`, `manifest.json`; incremental) and download it as a zip.")
             c.b_export = gr.Button("Export corrections", elem_id="gcxr-export")
             c.export_file = gr.File(label="Download", interactive=False, elem_id="gcxr-export-file")
-            # The signed report as an HL7 FHIR DiagnosticReport is wired here at merge (db/fhir.py, on main).
-            gr.Markdown("", elem_id="gcxr-signed-report-downloads")
+            gr.Markdown("The open case's signed report as HL7 FHIR R4 (a Bundle with its DiagnosticReport: "
+                        "final or amended, the reviewer as performer, the drafting model as a Device; flagged "
+                        "sentences left out). The export above holds every signed case's in `fhir.ndjson`.",
+                        elem_id="gcxr-signed-report-downloads")
+            c.b_fhir = gr.Button("Download the signed report (FHIR R4)", elem_id="gcxr-fhir")
+            c.fhir_file = gr.File(label="FHIR R4 Bundle", interactive=False, elem_id="gcxr-fhir-file")
         with gr.Tab("Model", id="model"):
             _model_tab(c, service)
     return c
