@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     url = f"http://127.0.0.1:{port}/"
 
     def shot(page, name, full_page=False):
+        # Gradio dims a component while its update is pending; a screenshot taken then shows a greyed screen.
+        page.wait_for_function("!document.querySelector('.pending, .generating, .eta-bar')", timeout=60_000)
+        page.wait_for_timeout(400)
         # A 256-colour palette keeps each screenshot small enough to commit without visible loss for a UI.
         from PIL import Image
         path = os.path.join(HERE, f"{prefix}{name}.png")
