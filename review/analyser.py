@@ -54,7 +54,8 @@ def read_card(model_dir: str) -> dict:
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        card = json.load(fh)
+    return card if isinstance(card, dict) else {}
 
 
 def find_models(roots: Sequence[str]) -> dict[str, str]:

@@ -6,7 +6,6 @@ to explain a failure."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from model import PROJECT_ROOT
 from model.atomic import atomic_write_json
 from model.progress import ProgressEvent, ProgressReader
+from review.analyser import read_card
 
 POLL_S = 0.2
 
@@ -87,9 +87,8 @@ def run_finetune(export_dir: str, n_reports: int, init: str, parent: str, data: 
         lines = [ln.strip() for ln in tail if ln.strip()][-5:]
         raise RuntimeError(f"fine-tuning failed (exit code {rc}): " + " | ".join(lines))
     # the trainer's card (export, replay, early stopping, the gate) with the app's name for the version
-    card_path = os.path.join(ckpt, "model_card.json")
-    trained = json.load(open(card_path, encoding="utf-8")) if os.path.isfile(card_path) else {}
+    trained = read_card(ckpt)
     card = {**trained, "name": name, "parent": parent, "fine_tuned_on": f"{n_reports} signed reviews",
             "export_dir": export_dir}
-    atomic_write_json(card_path, card, indent=2)
+    atomic_write_json(os.path.join(ckpt, "model_card.json"), card, indent=2)
     return FineTuneResult(name, ckpt, n_reports)

@@ -3,22 +3,10 @@
 its parent. Plain Python: the app's model switch and `python -m db register-model` both decide through here."""
 from __future__ import annotations
 
-import json
-import os
-
 from model.report.gate import refusal  # noqa: F401  (the one rule; db applies it too)
 
 KIND_NAMES = {"missed_case_rate": "cases with a missed finding", "false_alarm_case_rate": "cases with a false alarm",
               "wrong_side_case_rate": "cases with a finding on the wrong side"}
-
-
-def read_card(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "model_card.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        card = json.load(fh)
-    return card if isinstance(card, dict) else {}
 
 
 def comparison_markdown(card: dict) -> str:

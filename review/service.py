@@ -19,7 +19,8 @@ from model.progress import ProgressEvent
 from review.analysis_queue import AnalysisQueue
 from review.finetune import finetune_command, run_finetune
 from review.regrounding import Regrounder
-from review.promotion import comparison_markdown, read_card, refusal, summary_line
+from review.analyser import read_card
+from review.promotion import comparison_markdown, refusal, summary_line
 from review.store import ReviewStore
 from model.types import CaseAnalysis
 from review.types import ACTIONS, CORRECTION_KINDS, DISCLAIMER, Analyser, Case, ReviewState

@@ -1,4 +1,5 @@
 import os
+import socket
 import sys
 
 import pytest
@@ -45,3 +46,10 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now (the OS picks it), for an app or a process group a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

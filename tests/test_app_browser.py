@@ -4,28 +4,22 @@ One app per module (started in a thread on a free port, a fake analyser over a r
 each test works on its own case so the order of tests does not matter."""
 import os
 import re
-import socket
 
 import numpy as np
 import pytest
 
 from app_fakes import make_service
 from ui import launch
+from conftest import free_port
 
 pytestmark = pytest.mark.browser
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     backend = make_service(str(tmp_path_factory.mktemp("app")), n_cases=5)
-    port = _free_port()
+    port = free_port()
     demo = launch(backend, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

@@ -5,7 +5,6 @@ taken or refused. Two apps per module (one open on loopback, one with --user log
 SQLite store in the data folder, as app.py lays it out."""
 import glob
 import os
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 from app_fakes import FakeAnalyser, make_cases
+from conftest import free_port
 from db.store import Store
 from model import ASSETS_DIR, PROJECT_ROOT
 from review.service import ReviewService
@@ -22,12 +22,6 @@ from review.store import DbReviewStore
 from ui import launch
 
 USERS = [("alice", "alice-pw-1"), ("bob", "bob-pw-2")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _service(root: str, n_cases: int = 3, analyser=None) -> ReviewService:
@@ -42,7 +36,7 @@ def _service(root: str, n_cases: int = 3, analyser=None) -> ReviewService:
 @pytest.fixture(scope="module")
 def open_app(tmp_path_factory):
     service = _service(str(tmp_path_factory.mktemp("open")))
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, block=False)
     yield service, f"http://127.0.0.1:{port}"
     demo.close()
@@ -51,7 +45,7 @@ def open_app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def login_app(tmp_path_factory):
     service = _service(str(tmp_path_factory.mktemp("login")))
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, auth=USERS, block=False)
     yield service, f"http://127.0.0.1:{port}"
     demo.close()
@@ -159,7 +153,7 @@ def test_a_retried_api_correction_with_its_key_is_applied_once(login_app):
 
 def test_login_attempts_are_limited_per_address(tmp_path):
     service = _service(str(tmp_path))
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, auth=USERS, block=False)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
@@ -193,7 +187,7 @@ def test_an_upload_leaves_no_original_in_gradios_cache_and_a_refused_one_leaves_
 
 def test_eight_concurrent_api_clients_each_get_their_answers(tmp_path):
     service = _service(str(tmp_path), n_cases=8)
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, block=False)
     errors, times = [], []
 

@@ -8,22 +8,16 @@ directory it starts from, not its reports)."""
 import functools
 import json
 import os
-import socket
 
 import pytest
 
 from app_fakes import make_service, sign_case_as_is
 from ui import launch
+from conftest import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TINY = ("--epochs", "3:1", "--replay", "4", "--stop-split", "val", "--stop-limit", "4", "--gate-split", "val",
         "--gate-limit", "4")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def app(tmp_path_factory, tiny_model):
     service.open("demo-0")
     service.store.correct("demo-0", "dr.a", "flag", index=2, reason="not_in_image")
     sign_case_as_is(service.store, "demo-0", "dr.a")
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, block=False)
     yield service, f"http://127.0.0.1:{port}/"
     demo.close()

@@ -6,7 +6,6 @@ One app per module over the test analyser (tests/app_fakes.py) and a real tempor
 on its own case."""
 import json
 import re
-import socket
 import zipfile
 
 import pytest
@@ -14,20 +13,15 @@ import pytest
 from app_fakes import make_service
 from ui import launch
 from viewer.worklist import worklist_table
+from conftest import free_port
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     service = make_service(str(tmp_path_factory.mktemp("review")), n_cases=8)
-    port = _free_port()
+    port = free_port()
     demo = launch(service, port=port, block=False)
     yield service, f"http://127.0.0.1:{port}/"
     demo.close()
@@ -164,7 +158,7 @@ def test_a_whole_case_reviewed_with_the_keyboard_alone(page, app):
     _key(page, "k", selected=1)
     _key(page, "j", selected=2)
     _key(page, "f", "flagged ungrounded")
-    _key(page, "s", f"signed by dr.keys")
+    _key(page, "s", "signed by dr.keys")
     assert f"Report for {case} — signed" in page.locator("#gcxr-report h4").inner_text()
     report = page.locator("#gcxr-report").inner_text()
     assert "No consolidation in the right lung." in report and "re-grounded" in report

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ import torch
 import yaml
 
 from _s2d import MICRO
+from conftest import free_port
 
 from model.__main__ import main
 
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.slow
 
 PRESET = {**MICRO, "text": {**MICRO["text"], "dropout": 0.0},
           "train": {**MICRO["train"], "batch_size": 3, "vision_pretrain": {"epochs": 2, "lr": 1e-3}}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +59,7 @@ def runs(tmp_path_factory):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "model", *args, "--out", str(tmp / "two")]
+           "--main_process_port", str(free_port()), "-m", "model", *args, "--out", str(tmp / "two")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "one", tmp / "two"

@@ -171,7 +171,8 @@ def test_inference_uses_no_auxiliary_input(trained, phantom_dir):
     assert gen.score_sentences(c.image, c.masks, c.report).numel() > 0
 
 
-def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
+def _cardiomegaly_export(phantom_dir, tmp_path):
+    """An export (annotation.json only, no pairs) of two training phantoms whose reviewers wrote cardiomegaly."""
     ann = json.load(open(os.path.join(phantom_dir, "annotation.json")))
     export = tmp_path / "export"
     export.mkdir()
@@ -179,6 +180,11 @@ def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
                 "image_path": [os.path.join(phantom_dir, e["image_path"][0])], "key_phrases": ["cardiomegaly"]}
                for i, e in enumerate(ann["train"][:2])]
     (export / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    return export
+
+
+def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
+    export = _cardiomegaly_export(phantom_dir, tmp_path)
     init = os.path.join(trained, "stage3")
     out = str(tmp_path / "ft")
     progress = str(tmp_path / "progress.jsonl")
@@ -200,13 +206,7 @@ def test_fine_tune_from_export(trained, phantom_dir, tmp_path):
 
 def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom_dir, tmp_path):
     # an export without pairs.jsonl still trains on its reports; the card records early stopping and the gate
-    ann = json.load(open(os.path.join(phantom_dir, "annotation.json")))
-    export = tmp_path / "export"
-    export.mkdir()
-    entries = [{"id": f"study-{i}", "report": "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
-                "image_path": [os.path.join(phantom_dir, e["image_path"][0])], "key_phrases": ["cardiomegaly"]}
-               for i, e in enumerate(ann["train"][:2])]
-    (export / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    export = _cardiomegaly_export(phantom_dir, tmp_path)
     out = str(tmp_path / "ft")
     assert main(["train", "--from-export", str(export), "--init", os.path.join(trained, "stage3"), "--data",
                  phantom_dir, "--out", out, "--replay", "2", "--no-progress", "--stop-limit", "2",
