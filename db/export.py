@@ -23,10 +23,10 @@ from typing import Any
 from db.fhir import FhirError, bundle
 from db.keyphrases import key_phrases
 from model.atomic import atomic_write_bytes
-from db.replay import report_text
+from db.replay import report_text, sectioned_report_text
 from db.store import SignedReport, Store
 
-FORMAT = "groundcxr-export/1"
+FORMAT = "groundcxr-export/2"  # 2: reports keep the generation's sections; pairs carry "section"
 ANNOTATION, PAIRS, FHIR, MANIFEST = "annotation.json", "pairs.jsonl", "fhir.ndjson", "manifest.json"
 
 
@@ -59,8 +59,11 @@ def _sha256(data: bytes) -> str:
 
 
 def _entry(r: SignedReport) -> dict[str, Any]:
-    report = report_text(r.sentences, drop_flagged=True)
-    return {"id": r.study, "report": report, "image_path": list(r.image_paths), "key_phrases": key_phrases(report),
+    # the training target keeps the generation's sections: a model trained on "FINDINGS: ... IMPRESSION: ..."
+    # and fine-tuned on bare prose learns to drop its impression (docs/learning_loop.md, issue 18)
+    report = sectioned_report_text(r.sentences, r.sections)
+    return {"id": r.study, "report": report, "image_path": list(r.image_paths),
+            "key_phrases": key_phrases(report_text(r.sentences, drop_flagged=True)),
             "provenance": {"study": r.study, "review": r.review_id, "sign_correction": r.sign_id,
                            "reviewer": r.reviewer, "generation": r.generation_id, "model_version": r.model_version}}
 
@@ -72,7 +75,8 @@ def _pairs(r: SignedReport) -> list[dict[str, Any]]:
         if s.origin == "reviewer" and s.deleted:
             continue  # added, then deleted: no trace worth learning from
         kept = not (s.deleted or s.flagged)
-        rows.append({"study": r.study, "image": image, "sentence_index": s.index, "kind": s.state,
+        section = r.sections.get(s.index) if s.origin == "model" else None
+        rows.append({"study": r.study, "image": image, "sentence_index": s.index, "kind": s.state, "section": section,
                      "model_sentence": s.model_text, "corrected_sentence": s.text if kept else None,
                      "reason_code": s.reason_code, "review": r.review_id, "generation": r.generation_id,
                      "model_version": r.model_version})
@@ -86,7 +90,8 @@ def _read_previous(out_dir: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     try:
         manifest = json.load(open(path, encoding="utf-8"))
-        assert manifest.get("format") == FORMAT
+        if manifest.get("format") != FORMAT:
+            return None, f"it is in the older format {manifest.get('format')!r}"
         if FHIR not in manifest["files"]:
             return None, f"it predates {FHIR}"
         for name, meta in manifest["files"].items():

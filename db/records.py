@@ -111,6 +111,7 @@ class SignedReport:
     sentences: list[FinalSentence] = field(default_factory=list)
     signed_at: dt.datetime | None = None  # of this sign event (UTC)
     signature: int = 1  # 1 for the first signature; 2, 3, ... for a report re-signed after an amendment
+    sections: dict[int, str] = field(default_factory=dict)  # model sentence index -> its header (replay.model_sections)
 
 
 def check_text(value: str | None, what: str) -> str:

@@ -194,3 +194,57 @@ def report_text(sentences: list[FinalSentence], drop_flagged: bool = True) -> st
     """The report as prose. A flagged sentence is not part of it: the reviewer says the image does not support it
     (docs/store.md, "What a flag means"); `drop_flagged=False` gives the text with them, for the audit view."""
     return " ".join(s.text.strip() for s in sentences if not s.deleted and not (drop_flagged and s.flagged))
+
+
+def model_sections(output: dict[str, Any]) -> dict[int, str]:
+    """Model sentence index -> the section header it was written under ("FINDINGS", "IMPRESSION"), read from the
+    generation's own report text; empty when the model wrote no headers or the sentences cannot be found in it."""
+    from model.report.sentences import section_headers
+
+    report = output.get("report") or ""
+    heads = section_headers(report)
+    if not heads:
+        return {}
+    out, pos = {}, 0
+    for s in output.get("sentences") or []:
+        at = report.find(s.get("text") or "\0", pos)
+        if at < 0:
+            return {}  # the sentences are not the report's own words: no reliable sections
+        pos = at + len(s["text"])
+        before = [h.text for h in heads if h.end <= at]
+        if before:
+            out[int(s["index"])] = before[-1]
+    return out
+
+
+def sectioned_report_text(sentences: list[FinalSentence], sections: dict[int, str]) -> str:
+    """The signed report in the form the model writes, for training on it: each kept sentence under the header its
+    model sentence was written under ("FINDINGS: ... IMPRESSION: ..."). A sentence the reviewer added has no place
+    in the generation; it goes to the end of FINDINGS (what a reviewer adds is mostly a missed observation), else
+    to the end. Without sections it is `report_text`."""
+    kept = [s for s in sentences if not s.deleted and not s.flagged]
+    if not sections:
+        return report_text(kept)
+    order: list[str] = []
+    body: dict[str, list[str]] = {}
+    for s in kept:
+        if s.origin == "model" and s.index in sections:
+            head = sections[s.index]
+        elif s.origin == "model":
+            head = ""  # before the first header
+        else:
+            continue
+        if head not in body:
+            order.append(head)
+            body[head] = []
+        body[head].append(s.text.strip())
+    added = [s.text.strip() for s in kept if s.origin != "model"]
+    if added:
+        home = next((h for h in order if h.upper() == "FINDINGS"), None)
+        if home is None:
+            home = order[-1] if order else ""
+            if home not in body:
+                order.append(home)
+                body[home] = []
+        body[home].extend(added)
+    return " ".join((f"{h}: " if h else "") + " ".join(body[h]) for h in order if body[h])

@@ -34,7 +34,7 @@ from db.models import Correction, Export, Generation, Image, ModelVersion, Revie
 from db.records import (ACQUISITION_TAGS, MAX_OUTPUT_BYTES, MAX_REGIONS, MAX_TEXT, WORKLIST_ORDERS,  # noqa: F401
                         GenerationInfo, ImageInfo, ModelVersionInfo, NotFoundError, ReviewInfo, SignedReport,
                         StoreError, StudyInfo, WorklistItem, check_name, check_tags, check_text)
-from db.replay import replay
+from db.replay import model_sections, replay
 from db.reviews import ReviewLog, trail
 from model.types import VERDICTS, ReportOutput
 
@@ -341,7 +341,8 @@ class Store(ReviewLog):
             return SignedReport(study=st.pseudo_id, review_id=r.id, sign_id=sign.id, reviewer=sign.reviewer,
                                 generation_id=g.id, model_version=s.get(ModelVersion, g.model_version_id).name,
                                 image_paths=images, sentences=sentences, signed_at=sign.created_at,
-                                signature=sum(c.kind == "sign" and c.id <= sign.id for c in events))
+                                signature=sum(c.kind == "sign" and c.id <= sign.id for c in events),
+                                sections=model_sections(g.output))
 
     def record_export(self, out_dir: str, full: bool, what: dict[str, Any], manifest_sha256: str) -> int:
         with self._write() as s:

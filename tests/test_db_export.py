@@ -217,3 +217,59 @@ def test_a_study_with_every_sentence_flagged_gives_pairs_but_no_training_report(
     r = export(store, str(tmp_path / "out"))
     assert r.n_entries == 0 and r.n_pairs == 2
     assert json.load(open(tmp_path / "out" / "annotation.json"))["train"] == []
+
+
+def _sectioned_output() -> dict:
+    """A generation written the way the model writes: FINDINGS and IMPRESSION headers in its report text."""
+    texts = ["The heart is normal in size.", "There is a left pleural effusion.", "No pneumothorax.",
+             "Left pleural effusion."]
+    return {"report": "FINDINGS: " + " ".join(texts[:3]) + " IMPRESSION: " + texts[3],
+            "sentences": [{"index": i, "text": t, "regions": [], "verdict": "grounded", "reasons": []}
+                          for i, t in enumerate(texts)], "model_version": "m1"}
+
+
+def test_the_training_report_keeps_the_generation_sections_and_added_sentences_go_to_findings(store, tmp_path):
+    # the model learnt "FINDINGS: ... IMPRESSION: ..."; a target without the headers teaches it to drop them
+    sid = store.register_study("S-1", "test", [write_png(tmp_path / "s1.png", 1)])
+    store.add_generation(sid, "m1", _sectioned_output())
+    rid = store.start_review(sid, "dr.a")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=1, text="There is a right pleural effusion.")
+    store.apply_correction(rid, "edit", "dr.a", sentence_index=3, text="Right pleural effusion.")
+    store.apply_correction(rid, "flag", "dr.a", sentence_index=2, reason_code="not_in_image")
+    store.apply_correction(rid, "add", "dr.a", text="Mild cardiomegaly.")
+    sign_as_is(store, rid, "dr.a")
+    out = tmp_path / "out"
+    export(store, str(out))
+    (entry,) = json.load(open(out / "annotation.json"))["train"]
+    assert entry["report"] == ("FINDINGS: The heart is normal in size. There is a right pleural effusion. "
+                               "Mild cardiomegaly. IMPRESSION: Right pleural effusion.")
+    assert "FINDINGS" not in " ".join(entry["key_phrases"])
+    by = {p["sentence_index"]: p for p in map(json.loads, open(out / "pairs.jsonl"))}
+    assert [by[i]["section"] for i in range(5)] == ["FINDINGS", "FINDINGS", "FINDINGS", "IMPRESSION", None]
+
+
+def test_a_section_emptied_by_the_reviewer_loses_its_header(store, tmp_path):
+    sid = store.register_study("S-1", "test", [write_png(tmp_path / "s1.png", 1)])
+    store.add_generation(sid, "m1", _sectioned_output())
+    rid = store.start_review(sid, "dr.a")
+    store.apply_correction(rid, "delete", "dr.a", sentence_index=3)
+    sign_as_is(store, rid, "dr.a")
+    export(store, str(tmp_path / "out"))
+    (entry,) = json.load(open(tmp_path / "out" / "annotation.json"))["train"]
+    assert entry["report"] == ("FINDINGS: The heart is normal in size. There is a left pleural effusion. "
+                               "No pneumothorax.")
+
+
+def test_an_export_in_the_older_format_is_rebuilt_with_sections(store, tmp_path):
+    out = tmp_path / "out"
+    sid = store.register_study("S-1", "test", [write_png(tmp_path / "s1.png", 1)])
+    store.add_generation(sid, "m1", _sectioned_output())
+    sign_as_is(store, store.start_review(sid, "dr.a"), "dr.a")
+    export(store, str(out))
+    manifest = json.load(open(out / "manifest.json"))
+    manifest["format"] = "groundcxr-export/1"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    r = export(store, str(out))
+    assert r.written and r.rebuilt_because == "it is in the older format 'groundcxr-export/1'"
+    assert json.load(open(out / "annotation.json"))["train"][0]["report"].startswith("FINDINGS: ")
+    assert json.load(open(out / "manifest.json"))["format"] == export_mod.FORMAT

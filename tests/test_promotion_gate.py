@@ -104,3 +104,24 @@ def test_balanced_replay_restores_the_base_mix_that_a_one_sided_worklist_skews()
     assert abs(both["Pleural Effusion:left"] - target["Pleural Effusion:left"]) < 0.05
     uniform = mix(worklist + [base[i] for i in random_replay(base, 80, seed=0)])
     assert uniform["Pleural Effusion:left"] > both["Pleural Effusion:left"] + 0.1
+
+
+def test_a_preference_prefix_is_the_model_report_as_written_with_its_headers(tmp_path):
+    # the sentence is scored where the model wrote it: after "IMPRESSION:", not glued onto the findings
+    import json
+
+    from model.s2d.corrections import preference_items
+    rows = [("FINDINGS", "The heart is normal in size.", "accepted", None),
+            ("FINDINGS", "There is a left pleural effusion.", "edited", "There is a right pleural effusion."),
+            ("IMPRESSION", "Left pleural effusion.", "flagged", None)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"study": "S-1", "sentence_index": i, "section": sec, "model_sentence": m,
+                                        "kind": k, "corrected_sentence": c}) + "\n"
+                            for i, (sec, m, k, c) in enumerate(rows)))
+    items, kinds = preference_items(str(path), {"S-1": object()})
+    assert kinds == {"accepted": 1, "edited": 1, "flagged": 1}
+    assert [(it.prefix, it.rejected, it.chosen) for it in items] == [
+        ("FINDINGS: The heart is normal in size.", "There is a left pleural effusion.",
+         "There is a right pleural effusion."),
+        ("FINDINGS: The heart is normal in size. There is a left pleural effusion. IMPRESSION:",
+         "Left pleural effusion.", None)]

@@ -59,3 +59,12 @@ def test_empty_and_punctuation_only_input():
 def test_non_string_is_a_clear_error():
     with pytest.raises(TypeError, match="expects a str"):
         split_sentences(None)
+
+
+def test_section_headers_are_found_with_their_offsets():
+    from model.report.sentences import section_headers
+    text = "FINDINGS: The lungs are clear. IMPRESSION: Normal. Dr. Smith: no XXXX: here."
+    heads = section_headers(text)
+    assert [h.text for h in heads] == ["FINDINGS", "IMPRESSION"]
+    assert all(text[h.start:h.end] == h.text for h in heads)
+    assert section_headers("The lungs are clear.") == []

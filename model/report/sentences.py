@@ -64,6 +64,16 @@ def _cuts(text: str) -> list[tuple[int, int]]:
     return sorted(cuts)
 
 
+def section_headers(text: str) -> list[Span]:
+    """The section headers of a report ("FINDINGS", "Impression"), without their colons, in order."""
+    out = []
+    for m in _HEADER.finditer(text):
+        name = m.group().strip().rstrip(":").strip()
+        start = m.start() + m.group().index(name)
+        out.append(Span(start, start + len(name), name))
+    return out
+
+
 def split_sentences(text: str) -> list[Span]:
     """Sentences of a report as spans; `span.text == text[span.start:span.end]`, trimmed of whitespace.
 

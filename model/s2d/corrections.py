@@ -75,12 +75,25 @@ def preference_items(pairs_path: str, cases: dict[str, Case]) -> tuple[list[Pref
             continue
         written = sorted((r for r in rows if r["model_sentence"]), key=lambda r: r["sentence_index"])
         for k, r in enumerate(written):
-            prefix = " ".join(x["model_sentence"] for x in written[:k])
+            prefix = _prefix(written[:k], r.get("section"))
             if r["kind"] == "edited" and r["corrected_sentence"]:
                 items.append(PrefItem(case, prefix, r["model_sentence"], r["corrected_sentence"], "edited"))
             elif r["kind"] in NEGATIVE_KINDS:
                 items.append(PrefItem(case, prefix, r["model_sentence"], None, r["kind"]))
     return items, counts
+
+
+def _prefix(before: list[dict], section: str | None) -> str:
+    """The model's report up to a sentence as it wrote it: its sentences under their section headers (export
+    format 2's "section"), ending with the sentence's own header when the sentence opens a section."""
+    parts, head = [], None
+    for x in before + [{"section": section, "model_sentence": None}]:
+        if x.get("section") and x["section"] != head:
+            head = x["section"]
+            parts.append(f"{head}:")
+        if x["model_sentence"]:
+            parts.append(x["model_sentence"])
+    return " ".join(parts)
 
 
 def _sequence(tok, prefix: str, sentence: str, max_tokens: int) -> tuple[list[int], int] | None:

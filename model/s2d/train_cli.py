@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="corrections", choices=("corrections", "sft"),
                    help="with --from-export: learn from every correction kind with balanced replay and early stopping "
                         "(default), or plain SFT on the corrected reports (model/s2d/finetune.py)")
+    p.add_argument("--patience", type=int, default=2, help="with --objective corrections: epochs without fewer "
+                                                           "early-stopping errors before stopping (default %(default)s)")
+    p.add_argument("--beta", type=float, default=0.1, help="with --objective corrections: DPO/NPO temperature "
+                                                          "(default %(default)s)")
+    p.add_argument("--pref-weight", type=float, default=1.0, help="with --objective corrections: weight of the "
+                                                                  "preference terms (default %(default)s)")
     p.add_argument("--stop-data", default=None, help="with --from-export: dataset of the early-stopping split "
                                                      "(default: --data); reviewed films are left out")
     p.add_argument("--stop-split", default="val", help="early-stopping split (default %(default)s)")
@@ -123,8 +129,10 @@ def _fine_tune(args: argparse.Namespace) -> int:
                                         data_dir=args.data, out_dir=args.out, replay=args.replay, epochs=epochs,
                                         lr=args.lr, seed=args.seed, progress=not args.no_progress, events=events,
                                         objective=args.objective, stop_data=args.stop_data,
-                                        stop_split=args.stop_split, stop_limit=args.stop_limit, gate=not args.no_gate, gate_data=args.gate_data,
-                                        gate_split=args.gate_split, gate_limit=args.gate_limit))
+                                        stop_split=args.stop_split, stop_limit=args.stop_limit, gate=not args.no_gate,
+                                        gate_data=args.gate_data,
+                                        gate_split=args.gate_split, gate_limit=args.gate_limit,
+                                        patience=args.patience, beta=args.beta, pref_weight=args.pref_weight))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
     events.write(ProgressEvent("done", checkpoint=ckpt))
