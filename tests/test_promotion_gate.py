@@ -125,3 +125,30 @@ def test_a_preference_prefix_is_the_model_report_as_written_with_its_headers(tmp
          "There is a right pleural effusion."),
         ("FINDINGS: The heart is normal in size. There is a left pleural effusion. IMPRESSION:",
          "Left pleural effusion.", None)]
+
+
+def test_an_added_sentence_is_pulled_up_against_the_parent_and_placed_at_the_end_of_findings(tmp_path):
+    torch = pytest.importorskip("torch")
+    import json
+
+    from model.s2d.corrections import _kinds, preference_items, preference_loss
+    rows = [{"study": "S-1", "sentence_index": 0, "section": "FINDINGS", "model_sentence": "The lungs are clear.",
+             "kind": "accepted", "corrected_sentence": "The lungs are clear."},
+            {"study": "S-1", "sentence_index": 1, "section": "IMPRESSION", "model_sentence": "Normal chest.",
+             "kind": "deleted", "corrected_sentence": None},
+            {"study": "S-1", "sentence_index": 2, "section": None, "model_sentence": None, "kind": "added",
+             "corrected_sentence": "Linear atelectasis at the right lung base."}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items, _ = preference_items(str(path), {"S-1": object()})
+    added = [it for it in items if it.kind == "added"]
+    assert [(it.prefix, it.rejected, it.chosen) for it in added] == [
+        ("FINDINGS: The lungs are clear.", None, "Linear atelectasis at the right lung base.")]
+    edited, is_added = _kinds(items)
+    assert edited.tolist() == [False, False] and is_added.tolist() == [False, True]
+    zero = {"rejected": torch.zeros(2), "chosen": torch.zeros(2)}
+    at_parent = preference_loss(zero, zero, edited, 0.1, added=is_added)
+    up = {"rejected": torch.zeros(2), "chosen": torch.tensor([0.0, 10.0])}
+    down = {"rejected": torch.zeros(2), "chosen": torch.tensor([0.0, -10.0])}
+    assert preference_loss(up, zero, edited, 0.1, added=is_added) < at_parent \
+        < preference_loss(down, zero, edited, 0.1, added=is_added)

@@ -2,9 +2,10 @@
 
     loss = CE(corrected reports + balanced replay)                       accepted, edited, added sentences: targets
          + w * DPO(corrected sentence > model sentence | same prefix)   edited: a preference pair
+         + w * NPO-mirror(added sentence | end of FINDINGS)              added: a positive alone
          + w * NPO(model sentence | its prefix)                          flagged, deleted: a negative alone
 
-Both preference terms are measured against the frozen parent (its log-likelihoods computed once, before the first
+The preference terms are measured against the frozen parent (its log-likelihoods computed once, before the first
 step), so a sentence is pushed only relative to where the parent had it and the push saturates (a log-sigmoid),
 unlike unlikelihood, which keeps driving a rejected sentence's probability to zero and with it the words it shares
 with correct ones ("There is", "pleural"). DPO: Rafailov et al. 2023; NPO (DPO without a chosen side): Zhang et
@@ -40,8 +41,8 @@ NEGATIVE_KINDS = ("flagged", "deleted")
 class PrefItem:
     case: Case  # the film (image + maps) the sentence was written for
     prefix: str  # the model's report before the sentence
-    rejected: str  # the model's sentence
-    chosen: str | None  # the reviewer's replacement (edited); None for flagged/deleted
+    rejected: str | None  # the model's sentence; None for an added one
+    chosen: str | None  # the reviewer's replacement (edited) or addition (added); None for flagged/deleted
     kind: str
 
 
@@ -80,6 +81,14 @@ def preference_items(pairs_path: str, cases: dict[str, Case]) -> tuple[list[Pref
                 items.append(PrefItem(case, prefix, r["model_sentence"], r["corrected_sentence"], "edited"))
             elif r["kind"] in NEGATIVE_KINDS:
                 items.append(PrefItem(case, prefix, r["model_sentence"], None, r["kind"]))
+        # an added sentence is what the model missed; it stands where the export put it: at the end of FINDINGS
+        # (db.replay.sectioned_report_text), else at the end of the report
+        heads = [r.get("section") for r in written]
+        home = "FINDINGS" if "FINDINGS" in heads else (heads[-1] if heads else None)
+        before = [r for r in written if r.get("section") == home] if home else written
+        for r in rows:
+            if r["kind"] == "added" and r["corrected_sentence"]:
+                items.append(PrefItem(case, _prefix(before, home), None, r["corrected_sentence"], "added"))
     return items, counts
 
 
@@ -132,9 +141,10 @@ class SentenceScorer:
 
 
 def preference_loss(policy: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], edited: torch.Tensor,
-                    beta: float) -> torch.Tensor:
-    """Mean over items: DPO where an item has a chosen sentence (`edited`), NPO where it has only a rejected one.
-    policy/ref: {"rejected": [B], "chosen": [B] (0 where none)}."""
+                    beta: float, added: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over items: DPO where an item has both sentences (`edited`), NPO where it has only a rejected one,
+    and NPO's mirror where it has only a chosen one (`added`: the sentence the model missed, pulled up against the
+    parent until the push saturates). policy/ref: {"rejected": [B], "chosen": [B]} (0 where none)."""
     rej = policy["rejected"] - ref["rejected"]
     cho = policy["chosen"] - ref["chosen"]
     dpo = -F.logsigmoid(beta * (cho - rej))
@@ -142,17 +152,26 @@ def preference_loss(policy: dict[str, torch.Tensor], ref: dict[str, torch.Tensor
     # some 20x a DPO pair's (beta * sigmoid) and far above the per-token CE's; the first pilot epoch at lr 2e-4
     # then raised the early-stopping loss from 0.21 to 0.26 (phantom data, /work/runs/loop_pilot_2e-4.log)
     npo = -F.logsigmoid(-beta * rej)
-    return torch.where(edited, dpo, npo).mean()
+    out = torch.where(edited, dpo, npo)
+    if added is not None:
+        out = torch.where(added, -F.logsigmoid(beta * cho), out)
+    return out.mean()
 
 
 def _score_items(scorer: SentenceScorer, model, items: list[PrefItem]) -> dict[str, torch.Tensor]:
-    rej = scorer(model, [(it.case, it.prefix, it.rejected) for it in items])
-    chosen_rows = [(it.case, it.prefix, it.chosen) for it in items if it.chosen is not None]
-    cho = torch.zeros_like(rej)
-    if chosen_rows:
-        where = torch.tensor([it.chosen is not None for it in items])
-        cho = cho.masked_scatter(where, scorer(model, chosen_rows))
-    return {"rejected": rej, "chosen": cho}
+    out = {}
+    for side in ("rejected", "chosen"):
+        rows = [(it.case, it.prefix, getattr(it, side)) for it in items if getattr(it, side) is not None]
+        where = torch.tensor([getattr(it, side) is not None for it in items])
+        score = torch.zeros(len(items))
+        out[side] = score.masked_scatter(where, scorer(model, rows)) if rows else score
+    return out
+
+
+def _kinds(items: list[PrefItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edited: both sentences, added: a chosen one only) as masks over `items`."""
+    return (torch.tensor([it.rejected is not None and it.chosen is not None for it in items]),
+            torch.tensor([it.rejected is None for it in items]))
 
 
 @torch.no_grad()
@@ -197,8 +216,7 @@ def train_on_corrections(init_dir: str, out_dir: str, sft: list[Case], items: li
     cfg = model.cfg
     params = set_trainable(model, Phase(3, ("t", "p"), cc.epochs, cc.lr), last=True)
     scorer = SentenceScorer(tok, cfg)
-    items = [it for it in items if scorer.fits(it.prefix, it.rejected)
-             and (it.chosen is None or scorer.fits(it.prefix, it.chosen))]
+    items = [it for it in items if all(x is None or scorer.fits(it.prefix, x) for x in (it.rejected, it.chosen))]
     bs = cfg.train.batch_size
     ref = reference_scores(scorer, model, items, bs)
     batcher = CaseBatcher(sft, tok, cfg, training=True, seed=cc.seed + 3)
@@ -234,8 +252,8 @@ def train_on_corrections(init_dir: str, out_dir: str, sft: list[Case], items: li
             if chunk:
                 sel = [items[i] for i in chunk]
                 pol = _score_items(scorer, model, sel)
-                pl = preference_loss(pol, {k: v[chunk] for k, v in ref.items()},
-                                     torch.tensor([it.chosen is not None for it in sel]), cc.beta)
+                edited, added = _kinds(sel)
+                pl = preference_loss(pol, {k: v[chunk] for k, v in ref.items()}, edited, cc.beta, added=added)
                 loss = loss + cc.pref_weight * pl
                 sums["pref"] += pl.item()
             loss.backward()

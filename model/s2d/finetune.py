@@ -229,8 +229,9 @@ def _train_corrections(fc: FineTuneConfig, cfg: S2DConfig, corrected: list[Case]
                            pref_weight=fc.pref_weight, patience=fc.patience, seed=fc.seed)
     ckpt = train_on_corrections(fc.init_dir, fc.out_dir, corrected + replay, items, stop, stop_golds, cc, fc.events)
     best = min(cc.history, key=lambda r: (r["stop_errors"], r["stop_loss"]))
-    return ckpt, {"pairs_by_kind": kinds, "dpo_pairs": sum(it.chosen is not None for it in items),
-                  "npo_negatives": sum(it.chosen is None for it in items), "beta": fc.beta,
+    return ckpt, {"pairs_by_kind": kinds, "dpo_pairs": sum(it.kind == "edited" for it in items),
+                  "npo_negatives": sum(it.chosen is None for it in items),
+                  "added_positives": sum(it.kind == "added" for it in items), "beta": fc.beta,
                   "weight": fc.pref_weight, "patience": fc.patience, "best_epoch": best["epoch"],
                   "history": cc.history}
 
