@@ -214,6 +214,10 @@ def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom
     card = json.load(open(os.path.join(out, "stage3", "model_card.json")))
     assert card["stage3"]["objective"] == "corrections" and card["stage3"]["preference"]["dpo_pairs"] == 0
     assert 0 < card["early_stopping"]["cases"] <= 2 and set(card["gate"]) >= {"passed", "change", "per_finding"}
+    # without --lr/--epochs: a tenth of the parent's stage-3 lr for 4 epochs (re-heating a converged model at its
+    # own lr made it worse on the worklist pilot, docs/learning_loop.md)
+    parent = json.load(open(os.path.join(trained, "stage3", "config.json")))["train"]["stages"]["3"]
+    assert card["stage3"]["lr"] == pytest.approx(parent["lr"] / 10) and card["stage3"]["epochs"] == 4
 
 
 def test_cli_errors(tmp_path, preset, capsys):
