@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=2, help="corrections: early-stopping patience")
     p.add_argument("--pref-weight", type=float, default=1.0, help="corrections: weight of the preference terms")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--results", default=None, help="also write the summary with every run to this JSON file")
     p.add_argument("--prepare-only", action="store_true",
                    help="only the worklists, their reviews and exports, and the base's val errors (then run the "
                         "objectives in parallel without two processes writing one seed's review)")
@@ -282,6 +283,18 @@ def main(argv: list[str] | None = None) -> int:
             run_seed(a, seed)
     summary = {"command": " ".join(sys.argv), "config": {k: v for k, v in vars(a).items()}, **pooled(a)}
     json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
+    if a.results:  # what the docs cite: the pooled summary and every run without its per-case rows
+        runs = []
+        for seed in a.seeds:
+            for objective in a.objectives:
+                path = os.path.join(a.out, f"seed{seed}", f"result_{objective}.json")
+                if os.path.isfile(path):
+                    r = json.load(open(path))
+                    r["val_after"] = totals(r.pop("val_after_cases"))
+                    r["worklist"] = json.load(open(os.path.join(a.out, f"seed{seed}", "review.json")))
+                    r["worklist"].pop("cases", None)
+                    runs.append(r)
+        json.dump({**summary, "per_seed": runs}, open(a.results, "w"), indent=1)
     print(json.dumps(summary, indent=1))
     return 0
 
