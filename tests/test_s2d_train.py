@@ -210,7 +210,7 @@ def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom
     out = str(tmp_path / "ft")
     assert main(["train", "--from-export", str(export), "--init", os.path.join(trained, "stage3"), "--data",
                  phantom_dir, "--out", out, "--replay", "2", "--no-progress", "--stop-limit", "2",
-                 "--gate-limit", "4"]) == 0
+                 "--gate-limit", "4", "--keep-epochs"]) == 0
     card = json.load(open(os.path.join(out, "stage3", "model_card.json")))
     assert card["stage3"]["objective"] == "corrections" and card["stage3"]["preference"]["dpo_pairs"] == 0
     assert 0 < card["early_stopping"]["cases"] <= 2 and set(card["gate"]) >= {"passed", "change", "per_finding"}
@@ -218,6 +218,9 @@ def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom
     # own lr made it worse on the worklist pilot, docs/learning_loop.md)
     parent = json.load(open(os.path.join(trained, "stage3", "config.json")))["train"]["stages"]["3"]
     assert card["stage3"]["lr"] == pytest.approx(parent["lr"] / 10) and card["stage3"]["epochs"] == 4
+    # --keep-epochs: every epoch that ran is kept beside the best, to see what each one did
+    ran = len(card["stage3"]["preference"]["history"]) - 1
+    assert ran >= 2 and all(os.path.isfile(os.path.join(out, f"epoch{k}", "config.json")) for k in range(1, ran + 1))
 
 
 def test_cli_errors(tmp_path, preset, capsys):

@@ -54,6 +54,7 @@ class CorrectionsConfig:
     pref_weight: float = 1.0
     patience: int = 2
     seed: int = 0
+    keep_epochs: bool = False  # also save every epoch's model as out_dir/epoch<N> (to see what each one did)
     history: list[dict] = field(default_factory=list)
 
 
@@ -267,6 +268,9 @@ def train_on_corrections(init_dir: str, out_dir: str, sft: list[Case], items: li
                **{k: round(v / steps, 4) for k, v in sums.items()}}
         cc.history.append(row)
         print(json.dumps(row), flush=True)
+        if cc.keep_epochs:
+            save_model(model, os.path.join(out_dir, f"epoch{epoch + 1}"), tok,
+                       {"stage": 3, "epochs_done": epoch + 1, "complete": True, "seed": cc.seed})
         if val < best:
             best, stale = val, 0
             save_model(model, ckpt, tok, {"stage": 3, "epochs_done": epoch + 1, "complete": True, "seed": cc.seed})

@@ -50,6 +50,7 @@ class FineTuneConfig:
     beta: float = 0.1  # DPO/NPO temperature (model/s2d/corrections.py)
     pref_weight: float = 1.0
     patience: int = 2  # epochs without a better early-stopping loss before stopping
+    keep_epochs: bool = False  # corrections: every epoch's model as OUT/epoch<N> besides the best in OUT/stage3
     stop_data: str | None = None  # early-stopping split's dataset (default: data_dir); reviewed images dropped
     stop_split: str = "val"
     stop_limit: int = 64
@@ -229,7 +230,8 @@ def _train_corrections(fc: FineTuneConfig, cfg: S2DConfig, corrected: list[Case]
 
     items, kinds = preference_items(os.path.join(fc.export_dir, "pairs.jsonl"), {c.id: c for c in corrected})
     cc = CorrectionsConfig(epochs=cfg.train.stages[3].epochs, lr=cfg.train.stages[3].lr, beta=fc.beta,
-                           pref_weight=fc.pref_weight, patience=fc.patience, seed=fc.seed)
+                           pref_weight=fc.pref_weight, patience=fc.patience, seed=fc.seed,
+                           keep_epochs=fc.keep_epochs)
     ckpt = train_on_corrections(fc.init_dir, fc.out_dir, corrected + replay, items, stop, stop_golds, cc, fc.events)
     best = min(cc.history, key=lambda r: (r["stop_errors"], r["stop_loss"]))
     return ckpt, {"pairs_by_kind": kinds, "dpo_pairs": sum(it.kind == "edited" for it in items),

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           "(default %(default)s)")
     p.add_argument("--pref-weight", type=float, default=1.0, help="with --objective corrections: weight of the "
                                                                   "preference terms (default %(default)s)")
+    p.add_argument("--keep-epochs", action="store_true", help="with --objective corrections: also keep every "
+                                                                "epoch's model as OUT/epoch<N>")
     p.add_argument("--stop-data", default=None, help="with --from-export: dataset of the early-stopping split "
                                                      "(default: --data); reviewed films are left out")
     p.add_argument("--stop-split", default="val", help="early-stopping split (default %(default)s)")
@@ -132,7 +134,8 @@ def _fine_tune(args: argparse.Namespace) -> int:
                                         stop_split=args.stop_split, stop_limit=args.stop_limit, gate=not args.no_gate,
                                         gate_data=args.gate_data,
                                         gate_split=args.gate_split, gate_limit=args.gate_limit,
-                                        patience=args.patience, beta=args.beta, pref_weight=args.pref_weight))
+                                        patience=args.patience, beta=args.beta, pref_weight=args.pref_weight,
+                                        keep_epochs=args.keep_epochs))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
     events.write(ProgressEvent("done", checkpoint=ckpt))
