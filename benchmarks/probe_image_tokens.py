@@ -39,17 +39,6 @@ def features(model_dir: str, entries: list[dict], root: str):
     return torch.cat(feats)
 
 
-def auroc(scores, labels) -> float:
-    import numpy as np
-
-    s, y = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1.0
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 def probe(x_tr, y_tr, x_te, steps: int = 500, wd: float = 1e-2):
     import torch
 
@@ -81,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model.report.gate import gold_from_findings, score_case
     from model.s2d.finetune import generate_reports
+    from model.stats import auroc
 
     torch.set_num_threads(2)
     ann = json.load(open(os.path.join(a.data, "annotation.json")))

@@ -61,9 +61,10 @@ class FineTuneConfig:
 
 
 OBJECTIVES = ("corrections", "sft")
-# Continuing a converged model at its own stage-3 lr re-heats it: on the worklist pilot (phantom data, seed 99,
-# judged on the early-stopping split only; docs/learning_loop.md) every epoch at 2e-4, 1e-4 and 5e-5 raised that
-# split's errors, at 2e-5 (a tenth of the default model's 2e-4) four epochs lowered them 135 -> 123.
+# Continuing a converged model at its own stage-3 lr re-heats it: on the worklist pilots (phantom data, judged on
+# the early-stopping split only; docs/learning_loop.md) every epoch at 2e-4, 1e-4 and 5e-5 raised that split's
+# errors; 2e-5 (a tenth of the default model's 2e-4) did the least harm. It is not a rate that improves the model:
+# on held-out val no rate tried did (issue 18 is open).
 LR_FRACTION = 0.1
 EPOCHS = 4
 

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", type=int, default=None, help="with --from-export: original training cases mixed "
                                                             "in (default: 4 per corrected case)")
     p.add_argument("--lr", type=float, default=None, help="with --from-export: stage-3 learning rate (default: a "
-                                                          "tenth of the --init model's; with --epochs 3:E, default 4)")
+                                                          "tenth of the --init model's; epochs default to 4)")
     p.add_argument("--objective", default="corrections", choices=("corrections", "sft"),
                    help="with --from-export: learn from every correction kind with balanced replay and early stopping "
                         "(default), or plain SFT on the corrected reports (model/s2d/finetune.py)")
