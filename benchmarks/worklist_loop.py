@@ -206,7 +206,7 @@ def run_seed(args, seed: int) -> None:
         if os.path.isfile(res_path):
             continue
         t0 = time.time()
-        extra = ["--patience", str(args.patience), "--pref-weight", str(args.pref_weight)] \
+        extra = ["--patience", str(args.patience), "--pref-weight", str(args.pref_weight), "--beta", str(args.beta)] \
             if objective == "corrections" else []
         ckpt = fine_tune(work, objective, args.world, args.data, seed, args.epochs, args.lr, args.threads, extra)
         seconds = round(time.time() - t0, 1)
@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--patience", type=int, default=2, help="corrections: early-stopping patience")
+    p.add_argument("--beta", type=float, default=0.1, help="corrections: DPO/NPO temperature")
     p.add_argument("--pref-weight", type=float, default=1.0, help="corrections: weight of the preference terms")
     p.add_argument("--summary-only", action="store_true")
     p.add_argument("--results", default=None, help="also write the summary with every run to this JSON file")
