@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--patience", type=int, default=2, help="corrections: early-stopping patience")
     p.add_argument("--beta", type=float, default=0.1, help="corrections: DPO/NPO temperature")
-    p.add_argument("--pref-weight", type=float, default=1.0, help="corrections: weight of the preference terms")
+    p.add_argument("--pref-weight", type=float, default=0.3,
+                   help="corrections: weight of the preference terms (the trainer's default; rounds 2 and 3 ran 1)")
     p.add_argument("--summary-only", action="store_true")
     p.add_argument("--results", default=None, help="also write the summary with every run to this JSON file")
     p.add_argument("--prepare-only", action="store_true",

@@ -218,6 +218,8 @@ def test_fine_tune_with_the_corrections_objective_without_pairs(trained, phantom
     # own lr made it worse on the worklist pilot, docs/learning_loop.md)
     parent = json.load(open(os.path.join(trained, "stage3", "config.json")))["train"]["stages"]["3"]
     assert card["stage3"]["lr"] == pytest.approx(parent["lr"] / 10) and card["stage3"]["epochs"] == 4
+    # and the preference terms at weight 0.3 (the second site's round, docs/learning_loop.md)
+    assert card["stage3"]["preference"]["weight"] == 0.3
     # --keep-epochs: every epoch that ran is kept beside the best, to see what each one did
     ran = len(card["stage3"]["preference"]["history"]) - 1
     assert ran >= 2 and all(os.path.isfile(os.path.join(out, f"epoch{k}", "config.json")) for k in range(1, ran + 1))

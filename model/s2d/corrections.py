@@ -51,7 +51,7 @@ class CorrectionsConfig:
     epochs: int
     lr: float
     beta: float = 0.1  # DPO/NPO temperature on summed sentence log-likelihoods
-    pref_weight: float = 1.0
+    pref_weight: float = 0.3  # the fine-tune's default, PREF_WEIGHT in model/s2d/finetune.py
     patience: int = 2
     seed: int = 0
     keep_epochs: bool = False  # also save every epoch's model as out_dir/epoch<N> (to see what each one did)

@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                            "early-stopping errors before stopping (default %(default)s)")
     p.add_argument("--beta", type=float, default=0.1, help="with --objective corrections: DPO/NPO temperature "
                                                           "(default %(default)s)")
-    p.add_argument("--pref-weight", type=float, default=1.0, help="with --objective corrections: weight of the "
-                                                                  "preference terms (default %(default)s)")
+    p.add_argument("--pref-weight", type=float, default=None, help="with --objective corrections: weight of the "
+                                                                   "preference terms (default 0.3, PREF_WEIGHT in "
+                                                                   "model/s2d/finetune.py)")
     p.add_argument("--keep-epochs", action="store_true", help="with --objective corrections: also keep every "
                                                                 "epoch's model as OUT/epoch<N>")
     p.add_argument("--stop-data", default=None, help="with --from-export: dataset of the early-stopping split "
@@ -115,7 +116,7 @@ def _record_domain(model_dir: str, data_dir: str) -> None:
 
 def _fine_tune(args: argparse.Namespace) -> int:
     """Stage 3 again, from --init, on the exported corrections plus a replay of --data (model/s2d/finetune.py)."""
-    from model.s2d.finetune import FineTuneConfig, fine_tune
+    from model.s2d.finetune import PREF_WEIGHT, FineTuneConfig, fine_tune
     from model.s2d.generate import DEFAULT_MODEL_DIR
 
     epochs = None
@@ -125,6 +126,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
             if k != "3":
                 raise SystemExit(f"error: --from-export runs stage 3 only; --epochs {item} names stage {k}")
             epochs = int(v)
+    weight = PREF_WEIGHT if args.pref_weight is None else args.pref_weight
     events = ProgressWriter(args.progress)
     try:
         ckpt = fine_tune(FineTuneConfig(export_dir=args.from_export, init_dir=args.init or DEFAULT_MODEL_DIR,
@@ -134,7 +136,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
                                         stop_split=args.stop_split, stop_limit=args.stop_limit, gate=not args.no_gate,
                                         gate_data=args.gate_data,
                                         gate_split=args.gate_split, gate_limit=args.gate_limit,
-                                        patience=args.patience, beta=args.beta, pref_weight=args.pref_weight,
+                                        patience=args.patience, beta=args.beta, pref_weight=weight,
                                         keep_epochs=args.keep_epochs))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
