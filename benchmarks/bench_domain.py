@@ -39,6 +39,10 @@ SHIFTS = {
     "inversion": lambda x, r: 1.0 - x,
     "crop (central 60 %)": lambda x, r: x[int(.2 * x.shape[0]):int(.8 * x.shape[0]), int(.2 * x.shape[1]):int(.8 * x.shape[1])],
     "resolution 64 px": lambda x, r: cv2.resize(cv2.resize(x, (64, 64), interpolation=cv2.INTER_AREA), x.shape[::-1]),
+    # another site's grey-level look-up (benchmarks/site_world.py): 0.7 doubles the default model's errors
+    "look-up gamma 0.7": lambda x, r: x ** 0.7,
+    "look-up gamma 0.8": lambda x, r: x ** 0.8,
+    "look-up gamma 1.6": lambda x, r: x ** 1.6,
 }
 
 
