@@ -223,8 +223,18 @@ def run_seed(args, seed: int) -> None:
               flush=True)
 
 
+class _Counts:
+    """One case's stored error counts, read as the gate reads a CaseScore."""
+
+    def __init__(self, row: dict):
+        self.__dict__.update(row)
+        self.errors = row["missed"] + row["false_alarm"] + row["wrong_side"]
+
+
 def pooled(args) -> dict:
     """Over the seeds: per val case, the mean change of each error count; a bootstrap over cases."""
+    from model.report.gate import judge
+
     base = json.load(open(os.path.join(args.out, "base_val.json")))
     out = {"base_val": totals(base)}
     rng = np.random.default_rng(0)
@@ -250,6 +260,11 @@ def pooled(args) -> dict:
         o["val_after_mean"] = {k: round(float(np.mean([totals(r["val_after_cases"])[k] for r in runs])), 2)
                                for k in ("errors", "missed", "false_alarm", "wrong_side", "ce_f1")}
         o["gate_passed"] = [r["gate"]["passed"] for r in runs]
+        # the gate's rule again, on every val case (its own run judged the first --gate-limit 240): is a failure
+        # only the interval's width, or does the kind rise?
+        o["gate_on_all_val"] = [{k: v for k, v in judge([_Counts(b) for b in base],
+                                                         [_Counts(a) for a in r["val_after_cases"]]).items()
+                                 if k in ("passed", "failures", "cases")} for r in runs]
         out[objective] = o
     return out
 

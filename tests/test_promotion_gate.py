@@ -55,6 +55,26 @@ def test_a_better_model_passes_with_an_interval_below_zero():
     assert r["passed"] and r["change"]["errors_per_case"]["ci95"][1] < 0 and r["change"]["ce_f1"]["delta"] > 0
 
 
+def test_the_rule_reads_stored_counts_as_it_reads_scores():
+    # a benchmark keeps per-case counts, not reports: judging them gives the verdict compare gives on the reports
+    from types import SimpleNamespace
+
+    from model.report.gate import judge
+    golds = [{"Pleural Effusion": "left"}, {"Pleural Effusion": "right"}, {}, {}] * 10
+    parent, child = [NORMAL] * 40, [LEFT] * 40
+
+    def counts(report, gold):
+        s = score_case(report, gold)
+        return SimpleNamespace(missed=len(s.missed), false_alarm=len(s.false_alarm), wrong_side=len(s.wrong_side),
+                               errors=s.errors, tp=s.tp, fp=s.fp, fn=s.fn)
+
+    full = compare(parent, child, golds)
+    stored = judge([counts(r, g) for r, g in zip(parent, golds)], [counts(r, g) for r, g in zip(child, golds)])
+    assert {k: full[k] for k in stored} == stored and not stored["passed"]
+    with pytest.raises(ValueError, match="same non-zero number"):
+        judge([], [])
+
+
 def test_compare_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="same non-zero number"):
         compare([NORMAL], [], [{}])

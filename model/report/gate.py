@@ -140,18 +140,28 @@ def compare(parent_reports: Sequence[str], child_reports: Sequence[str], golds: 
                          f"({len(child_reports)}) and gold sets ({len(golds)})")
     ps = [score_case(r, g) for r, g in zip(parent_reports, golds)]
     cs = [score_case(r, g) for r, g in zip(child_reports, golds)]
-    n = len(golds)
+    return {**judge(ps, cs, n_boot, seed, margin), "parent": _summary(ps), "child": _summary(cs),
+            "per_finding": {"parent": per_finding(ps, golds), "child": per_finding(cs, golds)}}
+
+
+def judge(parent: Sequence, child: Sequence, n_boot: int = 2000, seed: int = 0, margin: float = MARGIN) -> dict:
+    """The gate's rule on paired per-case scores: anything with `missed`, `false_alarm`, `wrong_side` (a list or a
+    count; true when the case has one), `errors`, `tp`, `fp`, `fn`, such as a CaseScore or the per-case counts a
+    benchmark kept (so that a verdict can be recomputed on other cases without writing the reports again)."""
+    if len(parent) != len(child) or not parent:
+        raise ValueError(f"need the same non-zero number of parent ({len(parent)}) and child ({len(child)}) cases")
+    n = len(parent)
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
     def paired(f) -> dict:
-        a, b = np.array([f(s) for s in ps], float), np.array([f(s) for s in cs], float)
+        a, b = np.array([f(s) for s in parent], float), np.array([f(s) for s in child], float)
         d = b - a
         return {"delta": round(float(d.mean()), 4), "ci95": _interval(d[idx].mean(1))}
 
     changes = {k + "_case_rate": paired(lambda s, k=k: bool(getattr(s, k))) for k in KINDS}
     changes["errors_per_case"] = paired(lambda s: s.errors)
-    pc = np.array([[s.tp, s.fp, s.fn] for s in ps], float)
-    cc = np.array([[s.tp, s.fp, s.fn] for s in cs], float)
+    pc = np.array([[s.tp, s.fp, s.fn] for s in parent], float)
+    cc = np.array([[s.tp, s.fp, s.fn] for s in child], float)
     boot = _f1(*cc[idx].sum(1).T) - _f1(*pc[idx].sum(1).T)
     changes["ce_f1"] = {"delta": round(float(_f1(*cc.sum(0)) - _f1(*pc.sum(0))), 4), "ci95": _interval(boot)}
     failures = [f"{k}: up to {changes[k + '_case_rate']['ci95'][1] * 100:+.1f} pp (margin {margin * 100:.0f} pp)"
@@ -159,8 +169,7 @@ def compare(parent_reports: Sequence[str], child_reports: Sequence[str], golds: 
     if changes["ce_f1"]["ci95"][0] < -margin:
         failures.append(f"ce_f1: down to {changes['ce_f1']['ci95'][0]:+.3f} (margin {margin:.2f})")
     return {"passed": not failures, "failures": failures, "margin": margin, "n_boot": n_boot, "cases": n,
-            "parent": _summary(ps), "child": _summary(cs), "change": changes,
-            "per_finding": {"parent": per_finding(ps, golds), "child": per_finding(cs, golds)}}
+            "change": changes}
 
 
 def refusal(card: dict) -> str | None:
