@@ -45,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         ann = json.load(fh)
     for split, entries in ann.items():
         for e in entries:
-            for rel in e["image_path"] + [e["masks"]]:
-                os.makedirs(os.path.dirname(os.path.join(a.dst, rel)), exist_ok=True)
             for rel in e["image_path"]:
                 img = cv2.imread(os.path.join(a.src, rel), cv2.IMREAD_GRAYSCALE)
                 if img is None:

@@ -36,6 +36,11 @@ from model.s2d.data import Case, pixel_tensor
 
 NEGATIVE_KINDS = ("flagged", "deleted")
 
+# The preference terms' weight: at the second site 0.3 beat 1 on every seed's early-stopping split (best epochs
+# 127/138/126 errors against 138/147/130) and on held-out val; on the base's own world weight 1 kept the parent on
+# all 3 seeds and 0.3 on 2 of them (docs/learning_loop.md, round 3).
+PREF_WEIGHT = 0.3
+
 
 @dataclass
 class PrefItem:
@@ -51,7 +56,7 @@ class CorrectionsConfig:
     epochs: int
     lr: float
     beta: float = 0.1  # DPO/NPO temperature on summed sentence log-likelihoods
-    pref_weight: float = 0.3  # the fine-tune's default, PREF_WEIGHT in model/s2d/finetune.py
+    pref_weight: float = PREF_WEIGHT
     patience: int = 2
     seed: int = 0
     keep_epochs: bool = False  # also save every epoch's model as out_dir/epoch<N> (to see what each one did)

@@ -30,13 +30,8 @@ from dataclasses import dataclass
 from model.atomic import atomic_write_json
 from model.progress import ProgressWriter
 from model.s2d.config import S2DConfig
+from model.s2d.corrections import PREF_WEIGHT
 from model.s2d.data import Case, load_cases
-
-
-# The preference terms' weight: at the second site 0.3 beat 1 on every seed's early-stopping split (best epochs
-# 127/138/126 errors against 138/147/130) and on held-out val; on the base's own world weight 1 kept the parent on
-# all 3 seeds and 0.3 on 2 of them (docs/learning_loop.md, round 3).
-PREF_WEIGHT = 0.3
 
 
 @dataclass

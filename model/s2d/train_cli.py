@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           "(default %(default)s)")
     p.add_argument("--pref-weight", type=float, default=None, help="with --objective corrections: weight of the "
                                                                    "preference terms (default 0.3, PREF_WEIGHT in "
-                                                                   "model/s2d/finetune.py)")
+                                                                   "model/s2d/corrections.py)")
     p.add_argument("--keep-epochs", action="store_true", help="with --objective corrections: also keep every "
                                                                 "epoch's model as OUT/epoch<N>")
     p.add_argument("--stop-data", default=None, help="with --from-export: dataset of the early-stopping split "
@@ -116,7 +116,8 @@ def _record_domain(model_dir: str, data_dir: str) -> None:
 
 def _fine_tune(args: argparse.Namespace) -> int:
     """Stage 3 again, from --init, on the exported corrections plus a replay of --data (model/s2d/finetune.py)."""
-    from model.s2d.finetune import PREF_WEIGHT, FineTuneConfig, fine_tune
+    from model.s2d.corrections import PREF_WEIGHT
+    from model.s2d.finetune import FineTuneConfig, fine_tune
     from model.s2d.generate import DEFAULT_MODEL_DIR
 
     epochs = None
